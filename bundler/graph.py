@@ -1,0 +1,361 @@
+"""The entity graph: everything schema-specific, loaded from ``bundle_spec/graphs/``.
+
+The engine never names a billing table: it asks the graph which tables exist, how
+their rows are identified across systems (natural keys), what they reference, which
+references make a row belong to another (owner references), and what a root is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bundler.errors import SpecError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "bundle_spec"
+GRAPHS_DIR = SPEC_DIR / "graphs"
+
+SCOPES = ("owned", "shared", "prerequisite", "usage", "mirror")
+# Scopes whose rows a bundle copies (prerequisites travel by natural key only).
+COPIED_SCOPES = ("owned", "shared", "usage")
+_DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
+
+
+def arrow_type(type_name: str) -> pa.DataType:
+    """The exact Arrow type for a graph column type."""
+    import pyarrow as pa
+
+    match = _DECIMAL.match(type_name)
+    if match:
+        return pa.decimal128(int(match.group(1)), int(match.group(2)))
+    simple = {
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "string": pa.string(),
+        "date32": pa.date32(),
+        "timestamp[us]": pa.timestamp("us"),
+    }
+    try:
+        return simple[type_name]
+    except KeyError:
+        raise SpecError(f"unknown column type {type_name!r} in the entity graph") from None
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: str
+    nullable: bool
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``table.column`` references ``target.target_column``."""
+
+    column: str
+    table: str
+    target_column: str
+    nullable: bool
+    owner: bool
+    constraint: bool = True
+
+
+@dataclass(frozen=True)
+class Status:
+    column: str
+    active: str
+    exported: str
+    terminated: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BillingPeriod:
+    column: str
+    codes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    pk: tuple[str, ...]
+    pk_kind: str
+    scope: str
+    natural_key: tuple[str, ...]
+    columns: tuple[ColumnSpec, ...]
+    references: tuple[Reference, ...]
+    time_column: str | None = None
+    sensitive: tuple[str, ...] = ()
+    status: Status | None = None
+    billing_period: BillingPeriod | None = None
+    doc: str = ""
+
+    @cached_property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @cached_property
+    def column_map(self) -> dict[str, ColumnSpec]:
+        return {c.name: c for c in self.columns}
+
+    @cached_property
+    def ref_by_column(self) -> dict[str, Reference]:
+        return {r.column: r for r in self.references}
+
+    @property
+    def owner_refs(self) -> tuple[Reference, ...]:
+        return tuple(r for r in self.references if r.owner)
+
+    @property
+    def is_copied(self) -> bool:
+        return self.scope in COPIED_SCOPES
+
+    @property
+    def surrogate(self) -> str | None:
+        """The surrogate key column, when the target generates this table's ids."""
+        return self.pk[0] if self.pk_kind == "surrogate" else None
+
+    def arrow_schema(self) -> pa.Schema:
+        import pyarrow as pa
+
+        return pa.schema([pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in self.columns])
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    kind: str
+    table: str
+    lookup: tuple[str, ...]
+    where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Graph:
+    system: str
+    release: str
+    tables: dict[str, TableSpec]
+    roots: dict[str, RootSpec]
+    sha256: str
+    path: str
+
+    def table(self, name: str) -> TableSpec:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise SpecError(
+                f"table {name!r} is not in the entity graph of release {self.release} ({self.path})"
+            ) from None
+
+    def root(self, kind: str) -> RootSpec:
+        try:
+            return self.roots[kind]
+        except KeyError:
+            known = ", ".join(sorted(self.roots)) or "none"
+            raise SpecError(f"the entity graph {self.path} defines no {kind!r} root (it has: {known})") from None
+
+    def in_scope(self, *scopes: str) -> list[TableSpec]:
+        return [t for t in self.tables.values() if t.scope in scopes]
+
+    @cached_property
+    def owned_children(self) -> dict[str, list[tuple[TableSpec, Reference]]]:
+        """For each table, the tables whose rows belong to its rows, with the owner reference."""
+        children: dict[str, list[tuple[TableSpec, Reference]]] = {name: [] for name in self.tables}
+        for spec in self.tables.values():
+            for ref in spec.owner_refs:
+                children[ref.table].append((spec, ref))
+        return children
+
+    @cached_property
+    def referencing(self) -> dict[str, list[tuple[TableSpec, Reference]]]:
+        """For each table, every (table, reference) that points at it."""
+        found: dict[str, list[tuple[TableSpec, Reference]]] = {name: [] for name in self.tables}
+        for spec in self.tables.values():
+            for ref in spec.references:
+                found[ref.table].append((spec, ref))
+        return found
+
+    @cached_property
+    def _ordering(self) -> tuple[tuple[str, ...], frozenset[tuple[str, str]]]:
+        return _dependency_order(self)
+
+    @property
+    def dependency_order(self) -> tuple[str, ...]:
+        """Tables so that every referenced table comes before the tables referencing it.
+
+        Self-references and the nullable references in :attr:`deferred` are left out:
+        the loader writes those as NULL first and updates them after.
+        """
+        return self._ordering[0]
+
+    @property
+    def deferred(self) -> frozenset[tuple[str, str]]:
+        """(table, column) of the nullable references that break reference cycles."""
+        return self._ordering[1]
+
+    def tables_in_order(self, scopes: tuple[str, ...] = COPIED_SCOPES) -> Iterator[TableSpec]:
+        for name in self.dependency_order:
+            if self.tables[name].scope in scopes:
+                yield self.tables[name]
+
+
+def _dependency_order(graph: Graph) -> tuple[tuple[str, ...], frozenset[tuple[str, str]]]:
+    # incoming[t] = references of t to other tables that must be written first
+    incoming: dict[str, set[tuple[str, str]]] = {
+        name: {(r.table, r.column) for r in spec.references if r.table != name} for name, spec in graph.tables.items()
+    }
+    order: list[str] = []
+    deferred: set[tuple[str, str]] = set()
+    remaining = dict(incoming)
+    while remaining:
+        ready = sorted(name for name, deps in remaining.items() if not {d for d, _ in deps} - set(order))
+        if ready:
+            for name in ready:
+                order.append(name)
+                del remaining[name]
+            continue
+        # A cycle: defer the nullable references of one table whose unmet needs are all nullable.
+        for name in sorted(remaining):
+            spec = graph.tables[name]
+            unmet = [(t, c) for t, c in remaining[name] if t not in order]
+            if all(spec.ref_by_column[c].nullable for _, c in unmet):
+                deferred.update((name, c) for _, c in unmet)
+                remaining[name] = {(t, c) for t, c in remaining[name] if t in order}
+                break
+        else:
+            cycle = ", ".join(sorted(remaining))
+            raise SpecError(
+                f"the entity graph {graph.path} has a cycle of NOT NULL references among: {cycle}",
+                hint="make one reference of the cycle nullable so the loader can insert it as NULL and update it after",
+            )
+    return tuple(order), frozenset(deferred)
+
+
+def _validate_document(doc: dict[str, Any], where: str) -> None:
+    import jsonschema
+
+    schema = json.loads((SPEC_DIR / "graph.schema.json").read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        at = "/".join(str(p) for p in first.absolute_path) or "(top)"
+        raise SpecError(f"entity graph {where} does not validate at {at}: {first.message}")
+
+
+def _check_consistency(graph: Graph) -> None:
+    problems: list[str] = []
+    for spec in graph.tables.values():
+        names = set(spec.column_names)
+        for col in (*spec.pk, *spec.natural_key, *spec.sensitive):
+            if col not in names:
+                problems.append(f"{spec.name}: column {col!r} is not among its columns")
+        if spec.time_column and spec.time_column not in names:
+            problems.append(f"{spec.name}: time column {spec.time_column!r} is not among its columns")
+        for ref in spec.references:
+            if ref.column not in names:
+                problems.append(f"{spec.name}.{ref.column}: reference column is not among its columns")
+            target = graph.tables.get(ref.table)
+            if target is None:
+                problems.append(f"{spec.name}.{ref.column}: references unknown table {ref.table!r}")
+                continue
+            if ref.target_column not in target.column_names:
+                problems.append(f"{spec.name}.{ref.column}: {ref.table} has no column {ref.target_column!r}")
+            if ref.owner and spec.scope in ("owned", "usage") and target.scope != "owned":
+                problems.append(f"{spec.name}.{ref.column}: an {spec.scope} row can only belong to an owned row")
+            if ref.owner and spec.scope == "shared" and target.scope != "shared":
+                problems.append(f"{spec.name}.{ref.column}: a shared row can only belong to a shared row")
+        if spec.scope == "usage" and not spec.owner_refs:
+            problems.append(f"{spec.name}: a usage table needs an owner reference")
+    for root in graph.roots.values():
+        if root.table not in graph.tables:
+            problems.append(f"root {root.kind}: unknown table {root.table!r}")
+            continue
+        spec = graph.tables[root.table]
+        for col in (*root.lookup, *root.where):
+            if col not in spec.column_names:
+                problems.append(f"root {root.kind}: {root.table} has no column {col!r}")
+    if problems:
+        raise SpecError(f"entity graph {graph.path} is inconsistent: {problems[0]} ({len(problems)} problem(s))")
+
+
+def parse_graph(doc: dict[str, Any], *, path: str = "<memory>", sha256: str = "") -> Graph:
+    """Validate a graph document and turn it into typed objects."""
+    _validate_document(doc, path)
+    tables: dict[str, TableSpec] = {}
+    for name, t in doc["tables"].items():
+        status = t.get("status")
+        period = t.get("billing_period")
+        tables[name] = TableSpec(
+            name=name,
+            pk=tuple(t["pk"]),
+            pk_kind=t["pk_kind"],
+            scope=t["scope"],
+            natural_key=tuple(t["natural_key"]),
+            columns=tuple(ColumnSpec(c["name"], c["type"], c["nullable"], c.get("default")) for c in t["columns"]),
+            references=tuple(
+                Reference(
+                    r["column"], r["table"], r["target_column"], r["nullable"], r["owner"], r.get("constraint", True)
+                )
+                for r in t["references"]
+            ),
+            time_column=t.get("time_column"),
+            sensitive=tuple(t.get("sensitive", ())),
+            status=Status(status["column"], status["active"], status["exported"], tuple(status["terminated"]))
+            if status
+            else None,
+            billing_period=BillingPeriod(period["column"], dict(period["codes"])) if period else None,
+            doc=t.get("doc", ""),
+        )
+    roots = {
+        kind: RootSpec(kind, r["table"], tuple(r["lookup"]), {k: tuple(v) for k, v in r.get("where", {}).items()})
+        for kind, r in doc["roots"].items()
+    }
+    graph = Graph(doc["system"], doc["release"], tables, roots, sha256, path)
+    _check_consistency(graph)
+    graph.dependency_order  # noqa: B018  (refuses NOT NULL cycles now, not in the middle of a load)
+    return graph
+
+
+def load_graph(path: str | Path) -> Graph:
+    """Load and validate an entity graph file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read entity graph {path}: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"entity graph {path} is not valid JSON: {exc}") from None
+    return parse_graph(doc, path=str(path), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def graph_for_release(release: str) -> Graph:
+    """The shipped graph of a release of the reference billing system."""
+    path = GRAPHS_DIR / f"{release}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in GRAPHS_DIR.glob("*.json"))) or "none"
+        raise SpecError(f"no entity graph for release {release!r} in {GRAPHS_DIR} (known: {known})")
+    return _cached(str(path))
+
+
+_CACHE: dict[str, Graph] = {}
+
+
+def _cached(path: str) -> Graph:
+    if path not in _CACHE:
+        _CACHE[path] = load_graph(path)
+    return _CACHE[path]
+
+
+def resolve_graph(spec: str | Path | None, release: str) -> Graph:
+    """``--spec PATH`` when given, else the shipped graph of ``release``."""
+    return load_graph(spec) if spec else graph_for_release(release)
