@@ -1,0 +1,1 @@
+"""Benchmarks for bundler: ``make bench`` runs ``python -m bench``."""

@@ -1,0 +1,105 @@
+"""The ``bundler`` command line: thin click commands over the library API.
+
+Each command parses its options, calls one library function and prints the result.
+Errors are turned into one line on stderr and an exit code at a single boundary
+(:class:`BundlerGroup`); ``bundler --debug ...`` shows the traceback instead. Heavy
+modules (pyarrow, duckdb, sqlalchemy) are imported inside the commands that use them, so
+``bundler --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import click
+
+from bundler import __version__
+from bundler.errors import BundlerError, ExitCode
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+DEBUG_KEY = "bundler.debug"
+
+
+def _one_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def is_debug(ctx: click.Context | None = None) -> bool:
+    """Whether ``--debug`` was given to this invocation."""
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(DEBUG_KEY))
+
+
+class BundlerGroup(click.Group):
+    """The top-level group: the one place where exceptions become a line and an exit code.
+
+    - :class:`~bundler.errors.BundlerError`: ``error: <line>``, exit with its ``exit_code``;
+    - click's own exceptions (usage errors, ``--help``, aborts) pass through to click;
+    - anything else: ``error: <type>: <message> (run with --debug for the traceback)``, exit 1.
+
+    With ``--debug`` the traceback is printed first; the exit code stays the same.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BundlerError as exc:
+            if is_debug(ctx):
+                traceback.print_exc()
+            click.echo(f"error: {_one_line(exc.line()) or type(exc).__name__}", err=True)
+            ctx.exit(int(exc.exit_code))
+        except Exception as exc:
+            if is_debug(ctx):
+                traceback.print_exc()
+                click.echo(f"error: {type(exc).__name__}: {_one_line(str(exc))}", err=True)
+            else:
+                message = _one_line(str(exc))
+                shown = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+                click.echo(f"error: {shown} (run with --debug for the traceback)", err=True)
+            ctx.exit(int(ExitCode.FAILED))
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta[DEBUG_KEY] = value
+    return value
+
+
+@click.group("bundler", cls=BundlerGroup, context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="On failure, show the full traceback instead of one line.",
+)
+@click.version_option(__version__, "--version", prog_name="bundler", message="%(prog)s %(version)s")
+def main() -> None:
+    """Move billing customers between two installations of a billing system.
+
+    \b
+    Example:
+      bundler demo
+      bundler --debug COMMAND ...   (show the traceback of a failure)
+    """
+
+
+@main.group()
+def db() -> None:
+    """Create and fill reference billing databases (for demos and tests).
+
+    \b
+    Example:
+      bundler db init --help
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
