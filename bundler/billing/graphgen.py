@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Date, DateTime, Integer, MetaData, Numeric, String, Table, Text
 
-from bundler.billing.schema import CUSTOMER_TYPES, RELEASES, build_metadata
+from bundler.billing.schema import CUSTOMER_TYPES, ExactNumeric, RELEASES, build_metadata
 from bundler.graph import GRAPHS_DIR
 
 SYSTEM = "reference-billing"
@@ -24,6 +24,8 @@ SYSTEM = "reference-billing"
 
 def _type_name(sa_type: Any) -> str:
     impl = sa_type
+    if isinstance(impl, ExactNumeric):
+        return f"decimal({impl.precision},{impl.scale})"
     if isinstance(impl, BigInteger):
         return "int64"
     if isinstance(impl, Integer):

@@ -23,6 +23,7 @@ billing databases); they are declared in the graph all the same.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -32,22 +33,60 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Numeric,
     Integer,
     MetaData,
-    Numeric,
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
 
 RELEASES = ("r1", "r2")
 
+
+
+class ExactNumeric(TypeDecorator[Decimal]):
+    """NUMERIC(p, s) that stays exact on SQLite too.
+
+    SQLite has no decimal type: a NUMERIC column turns values into doubles and loses
+    digits. There the value is stored as text with exactly ``scale`` digits after the
+    point (``'12.50000'``); everywhere else it is the database's own NUMERIC.
+    """
+
+    impl = Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int, scale: int) -> None:
+        super().__init__(precision, scale, asdecimal=True)
+        self.precision = precision
+        self.scale = scale
+        self._quantum = Decimal(1).scaleb(-scale)
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(self.precision + 2))
+        return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return format(Decimal(value).quantize(self._quantum), "f")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(value) if dialect.name == "sqlite" else value
+
+
 # Timestamps keep microseconds on every database (MariaDB's DATETIME defaults to seconds).
 TIMESTAMP = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-MONEY = Numeric(16, 5)
-PRICE = Numeric(12, 5)
+MONEY = ExactNumeric(16, 5)
+PRICE = ExactNumeric(12, 5)
 
 # Status codes of customers, accounts and vendors (PortaBilling's bill_status).
 BILL_STATUS = {"open": "O", "suspended": "S", "closed": "C", "exported": "E"}
@@ -701,7 +740,7 @@ def _customers(md: MetaData, release: str) -> None:
         _ref("i_subscription", "subscriptions.i_subscription", nullable=False),
         Column("start_date", Date, nullable=False),
         Column("finish_date", Date),
-        Column("discount_rate", Numeric(5, 2)),
+        Column("discount_rate", ExactNumeric(5, 2)),
         UniqueConstraint("i_account", "i_subscription", "start_date"),
     )
     _table(

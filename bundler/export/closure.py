@@ -1,0 +1,226 @@
+"""The closure of a root: every row a bundle must carry, found by walking the entity graph.
+
+Two rules, applied until nothing new turns up:
+
+- **ownership, downward**: when a row is in, every row that belongs to it (through an
+  owner reference) is in: a customer's accounts, a tariff's rates, a reseller's
+  sub-customers;
+- **reference, upward**: when a row is in, every shared row it references is in;
+  a referenced prerequisite, or an owned row of another root, is recorded by natural
+  key instead of being copied.
+
+Usage rows (xDRs) are not materialised here: the closure says which owner values they
+hang from, the exporter streams them, and feeds the values they reference back in.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from bundler.graph import Graph, Reference, TableSpec
+from bundler.keys import Key, key_value
+
+IN_CHUNK = 2_000
+
+
+_CLAUSES: dict[int, tuple[TableSpec, sa.TableClause]] = {}
+
+
+def table_clause(spec: TableSpec) -> sa.TableClause:
+    """A lightweight SQLAlchemy table for ``spec`` (no reflection), one per spec."""
+    cached = _CLAUSES.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        cached = (spec, sa.table(spec.name, *(sa.column(c) for c in spec.column_names)))
+        _CLAUSES[id(spec)] = cached
+    return cached[1]
+
+
+def chunks(values: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def sorted_values(values: Iterable[Any]) -> list[Any]:
+    return sorted(values, key=lambda v: (str(type(v)), v))
+
+
+class Closure:
+    """Rows reached from the roots, per table, and what they reference outside."""
+
+    def __init__(self, connection: sa.Connection, graph: Graph, *, follow_shared: bool = True) -> None:
+        self.connection = connection
+        self.graph = graph
+        self.follow_shared = follow_shared
+        # table -> pk tuple -> row (pk, reference and referenced columns)
+        self.rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = defaultdict(dict)
+        # table -> column -> values present among included rows (to answer "is it in?")
+        self._present: dict[str, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
+        # references leading outside: table -> target column -> values
+        self.outside: dict[str, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
+        # usage table -> owner reference -> owner values
+        self.usage_owners: dict[str, dict[Reference, set[Any]]] = defaultdict(lambda: defaultdict(set))
+        self._queue: list[tuple[str, list[dict[str, Any]]]] = []
+        self._needed_columns: dict[str, tuple[str, ...]] = {}
+
+    # -- what is fetched per table ---------------------------------------------------------
+
+    def _columns(self, spec: TableSpec) -> tuple[str, ...]:
+        if spec.name not in self._needed_columns:
+            wanted = list(spec.pk)
+            wanted += [r.column for r in spec.references]
+            wanted += [r.target_column for _, r in self.graph.referencing[spec.name]]
+            if spec.status:
+                wanted.append(spec.status.column)
+            self._needed_columns[spec.name] = tuple(dict.fromkeys(c for c in spec.column_names if c in wanted))
+        return self._needed_columns[spec.name]
+
+    def fetch(self, spec: TableSpec, column: str, values: Iterable[Any]) -> list[dict[str, Any]]:
+        """Rows of ``spec`` whose ``column`` is one of ``values`` (pk, reference and status columns)."""
+        t = table_clause(spec)
+        cols = [t.c[c] for c in self._columns(spec)]
+        found: list[dict[str, Any]] = []
+        for part in chunks(sorted_values(values)):
+            stmt = sa.select(*cols).where(t.c[column].in_(part))
+            found.extend(dict(row._mapping) for row in self.connection.execute(stmt))
+        return found
+
+    # -- building ------------------------------------------------------------------------
+
+    def add(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
+        spec = self.graph.table(table)
+        new = []
+        for row in rows:
+            pk = tuple(row[c] for c in spec.pk)
+            if pk in self.rows[table]:
+                continue
+            self.rows[table][pk] = row
+            for col, value in row.items():
+                if value is not None:
+                    self._present[table][col].add(value)
+            new.append(row)
+        if new:
+            self._queue.append((table, new))
+        return len(new)
+
+    def contains(self, table: str, column: str, value: Any) -> bool:
+        return value in self._present[table][column]
+
+    def reference(self, table: str, column: str, values: Iterable[Any]) -> None:
+        """Rows of other tables reference ``table.column`` with ``values``: bring in or record them."""
+        target = self.graph.table(table)
+        missing = {v for v in values if v is not None and not self.contains(table, column, v)}
+        if not missing:
+            return
+        if target.scope == "shared" and self.follow_shared:
+            found = self.fetch(target, column, missing)
+            self.add(table, found)
+            missing -= {row[column] for row in found}
+        if missing:
+            self.outside[table][column] |= missing
+
+    def run(self) -> None:
+        while self._queue:
+            table, new = self._queue.pop()
+            spec = self.graph.table(table)
+            for child, ref in self.graph.owned_children[table]:
+                values = {row[ref.target_column] for row in new if row.get(ref.target_column) is not None}
+                if not values:
+                    continue
+                if child.scope == "usage":
+                    self.usage_owners[child.name][ref] |= values
+                elif child.scope in ("owned", "shared"):
+                    self.add(child.name, self.fetch(child, ref.column, values))
+            for ref in spec.references:
+                if ref.table == table and ref.owner:
+                    continue  # a parent of the same table (a sub-customer's reseller): outside unless included
+                self.reference(ref.table, ref.target_column, (row.get(ref.column) for row in new))
+        self._settle_outside()
+
+    def _settle_outside(self) -> None:
+        """Drop from ``outside`` what was included after being recorded (self-references too)."""
+        for table, by_col in list(self.outside.items()):
+            for col, values in list(by_col.items()):
+                values -= self._present[table][col]
+                if not values:
+                    del by_col[col]
+            if not by_col:
+                del self.outside[table]
+        for spec in self.graph.tables.values():
+            for ref in spec.references:
+                if ref.table == spec.name and ref.owner:
+                    values = {row.get(ref.column) for row in self.rows[spec.name].values()}
+                    values -= {None} | self._present[spec.name][ref.target_column]
+                    if values:
+                        self.outside[spec.name][ref.target_column] |= values
+
+    # -- reading the result ----------------------------------------------------------------
+
+    def tables(self, scopes: tuple[str, ...]) -> list[TableSpec]:
+        return [self.graph.tables[t] for t in self.graph.dependency_order if t in self.rows and self.rows[t] and self.graph.tables[t].scope in scopes]
+
+    def selection(self, spec: TableSpec) -> sa.ColumnElement[bool] | None:
+        """A WHERE clause that selects exactly this table's included rows (None: no rows)."""
+        t = table_clause(spec)
+        rows = self.rows.get(spec.name)
+        if not rows:
+            return None
+        if len(spec.pk) == 1:
+            return _in(t.c[spec.pk[0]], [pk[0] for pk in rows])
+        # a composite-key row is reached only through its owner references, so the rows whose
+        # owner is in are exactly the included ones
+        clauses = [_in(t.c[ref.column], {row[ref.column] for row in rows.values()}) for ref in spec.owner_refs]
+        return sa.or_(*clauses) if clauses else None
+
+    def usage_selection(self, spec: TableSpec) -> sa.ColumnElement[bool] | None:
+        t = table_clause(spec)
+        owners = self.usage_owners.get(spec.name)
+        if not owners:
+            return None
+        return sa.or_(*(_in(t.c[ref.column], values) for ref, values in owners.items()))
+
+
+def _in(column: sa.ColumnClause[Any], values: Iterable[Any]) -> sa.ColumnElement[bool]:
+    ordered = sorted_values(set(values))
+    parts = [column.in_(part) for part in chunks(ordered)]
+    return parts[0] if len(parts) == 1 else sa.or_(*parts)
+
+
+def natural_keys(
+    connection: sa.Connection, graph: Graph, table: str, column: str, values: Iterable[Any]
+) -> dict[Any, Key]:
+    """The natural key of each row of ``table`` whose ``column`` is one of ``values``.
+
+    Reference columns in a natural key are replaced by the referenced row's key, recursively.
+    """
+    spec = graph.table(table)
+    t = table_clause(spec)
+    wanted = list(dict.fromkeys([column, *spec.natural_key]))
+    rows: list[dict[str, Any]] = []
+    for part in chunks(sorted_values(set(values))):
+        stmt = sa.select(*(t.c[c] for c in wanted)).where(t.c[column].in_(part))
+        rows.extend(dict(r._mapping) for r in connection.execute(stmt))
+    nested: dict[str, dict[Any, Key]] = {}
+    for col in spec.natural_key:
+        ref = spec.ref_by_column.get(col)
+        if ref is not None:
+            nested[col] = natural_keys(
+                connection, graph, ref.table, ref.target_column, {r[col] for r in rows if r[col] is not None}
+            )
+    keys: dict[Any, Key] = {}
+    for r in rows:
+        key: Key = {}
+        for col in spec.natural_key:
+            value = r[col]
+            key[col] = nested[col].get(value) if col in nested and value is not None else key_value(value)
+        keys[r[column]] = key
+    return keys
