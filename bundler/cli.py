@@ -101,5 +101,14 @@ def db() -> None:
     """
 
 
+def _register() -> None:
+    from bundler.export.commands import export_command, pack_command, unpack_command
+
+    for command in (export_command, pack_command, unpack_command):
+        main.add_command(command)
+
+
+_register()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -321,8 +321,7 @@ class _Writer:
         if len(spec.pk) >= 1:
             stmt = stmt.order_by(*(t.c[c] for c in spec.pk))
         out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
-        task = f"{self.writer.bundle_id}: {spec.name}"
-        self.progress.start(task)
+        task = f"export {self.writer.bundle_id}"
         rows = 0
         for batch in read_arrow(self.connection, spec, stmt, batch_rows=self.batch_rows):
             batch = self._restore_status(spec, batch)
@@ -332,7 +331,6 @@ class _Writer:
             out.write(batch)
             rows += batch.num_rows
             self.progress.advance(task, batch.num_rows)
-        self.progress.finish(task)
         return rows
 
     def _restore_status(self, spec: TableSpec, batch: Any) -> Any:
@@ -446,6 +444,7 @@ def export_root(
         progress.note(f"{bundle_id}: marked {marks.count} row(s) Exported in the source")
 
     writer = BundleWriter(out_dir, bundle_id)
+    progress.start(f"export {bundle_id}")
     try:
         with _snapshot(engine) as connection, connection.begin():
             body = _read_root(connection, graph, root, window, options, writer, marks, progress)
@@ -483,6 +482,7 @@ def export_root(
         if marking:
             _restore(engine, graph, bundle_id, marks, "could not record the finished export")
         raise
+    progress.finish(f"export {bundle_id}")
     return ExportResult(bundle_id, path, doc, time.monotonic() - started, marks.count)
 
 

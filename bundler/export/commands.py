@@ -1,0 +1,129 @@
+"""``bundler export``, ``bundler pack`` and ``bundler unpack``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from bundler.options import json_option, print_json, progress_for_cli, source_option, spec_option
+
+
+@click.command("export")
+@source_option
+@click.option("--customer", "customers", multiple=True, metavar="ID_OR_NAME", help="A customer (repeatable).")
+@click.option("--reseller", "resellers", multiple=True, metavar="ID_OR_NAME", help="A reseller with everything under it (repeatable).")
+@click.option("--vendor", "vendors", multiple=True, metavar="ID_OR_NAME", help="A vendor (repeatable).")
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    metavar="TABLE[=KEY,…]",
+    help="Generic configuration: a whole table, or entries named by natural key (repeatable; one bundle).",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write bundles into.")
+@click.option(
+    "--xdrs",
+    default="current",
+    show_default=True,
+    metavar="current|all|none|since=DATE",
+    help="Which usage travels: the root's current billing period, all, none (two-phase transfer), or since a date.",
+)
+@click.option("--usage-only", is_flag=True, help="Second phase: only the usage of a root exported earlier with --xdrs none.")
+@click.option("--no-mark", is_flag=True, help="Do not mark the root Exported (an audit copy).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots exported in parallel.")
+@spec_option
+@json_option
+def export_command(
+    source: str,
+    customers: tuple[str, ...],
+    resellers: tuple[str, ...],
+    vendors: tuple[str, ...],
+    configs: tuple[str, ...],
+    out_dir: str,
+    xdrs: str,
+    usage_only: bool,
+    no_mark: bool,
+    workers: int,
+    spec: str | None,
+    as_json: bool,
+) -> None:
+    """Export roots of the source into bundles, marking them Exported there.
+
+    Each customer, reseller or vendor becomes one bundle: its own rows, the shared
+    configuration they reference, and the natural keys of the prerequisites the
+    target must have. A failed export restores the root's status and leaves no bundle.
+
+    \b
+    Example:
+      bundler export --source sqlite:///demo/source.db --customer acme --out bundles/
+      bundler export --source postgresql://billing@db/porta --reseller 42 --xdrs none --out bundles/
+      bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
+    """
+    from bundler.db import connect
+    from bundler.errors import BundlerError, UsageError
+    from bundler.export import ConfigSelection, ExportOptions, export_config, export_many
+
+    roots = [("customer", c) for c in customers] + [("reseller", r) for r in resellers] + [("vendor", v) for v in vendors]
+    if not roots and not configs:
+        raise UsageError("name what to export", hint="--customer, --reseller, --vendor or --config")
+    if configs and (roots or usage_only):
+        raise UsageError("--config exports configuration alone", hint="export roots in a separate call")
+    engine = connect(source)
+    options = ExportOptions(xdrs=xdrs, usage_only=usage_only, mark=not no_mark)
+    results: list[Any] = []
+    with progress_for_cli() as progress:
+        if configs:
+            results.append(
+                export_config(engine, [ConfigSelection.parse(c) for c in configs], out_dir, spec=spec, progress=progress)
+            )
+        for kind in ("customer", "reseller", "vendor"):
+            idents = [i for k, i in roots if k == kind]
+            if idents:
+                results.extend(
+                    export_many(engine, kind, idents, out_dir, workers=workers, spec=spec, options=options, progress=progress)
+                )
+    failures = [r for r in results if isinstance(r, BundlerError)]
+    done = [r for r in results if not isinstance(r, BundlerError)]
+    if as_json:
+        print_json([r.summary() for r in done])
+    else:
+        for r in done:
+            m = r.manifest
+            click.echo(f"{r.path}  {m['totals']['rows']} rows  {m['totals']['bytes']} bytes  {r.seconds:.2f}s")
+    if failures:
+        if len(failures) == 1 and not done:
+            raise failures[0]
+        for f in failures:
+            click.echo(f"error: {f.line()}", err=True)
+        raise BundlerError(f"{len(failures)} of {len(results)} export(s) failed (listed above)")
+
+
+@click.command("pack")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="File (or folder) to write.")
+def pack_command(bundle: str, out: str) -> None:
+    """Pack a bundle folder into one zstandard-compressed tar file.
+
+    \b
+    Example:
+      bundler pack bundles/customer-acme-20261115T120000-1a2b3c.bundle -o acme.bundle.tar.zst
+    """
+    from bundler.bundle import pack
+
+    click.echo(str(pack(bundle, out)))
+
+
+@click.command("unpack")
+@click.argument("packed", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to unpack into.")
+def unpack_command(packed: str, out: str) -> None:
+    """Unpack a packed bundle and verify every checksum.
+
+    \b
+    Example:
+      bundler unpack acme.bundle.tar.zst -o incoming/
+    """
+    from bundler.bundle import unpack
+
+    click.echo(str(unpack(packed, out)))

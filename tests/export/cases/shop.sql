@@ -1,0 +1,14 @@
+CREATE TABLE countries (code VARCHAR(2) PRIMARY KEY, label VARCHAR(64) NOT NULL);
+CREATE TABLE categories (category_id INTEGER PRIMARY KEY, slug VARCHAR(32) NOT NULL UNIQUE, parent_id INTEGER);
+CREATE TABLE items (item_id INTEGER PRIMARY KEY, sku VARCHAR(32) NOT NULL UNIQUE, category_id INTEGER NOT NULL, price DECIMAL(10,2) NOT NULL);
+CREATE TABLE shoppers (shopper_id INTEGER PRIMARY KEY, email VARCHAR(64) NOT NULL UNIQUE, country VARCHAR(2) NOT NULL, state VARCHAR(8) NOT NULL);
+CREATE TABLE baskets (basket_id INTEGER PRIMARY KEY, ref VARCHAR(16) NOT NULL UNIQUE, shopper_id INTEGER NOT NULL);
+CREATE TABLE basket_items (basket_id INTEGER NOT NULL, item_id INTEGER NOT NULL, quantity INTEGER NOT NULL, PRIMARY KEY (basket_id, item_id));
+CREATE TABLE clicks (click_id BIGINT PRIMARY KEY, shopper_id INTEGER NOT NULL, item_id INTEGER, at TIMESTAMP NOT NULL);
+INSERT INTO countries VALUES ('PL', 'Polska'), ('FR', 'France');
+INSERT INTO categories VALUES (1, 'tools', NULL), (2, 'hammers', 1), (3, 'garden', NULL);
+INSERT INTO items VALUES (10, 'HAM-1', 2, 19.99), (11, 'SAW-1', 1, 5.00), (12, 'HOSE', 3, 7.50);
+INSERT INTO shoppers VALUES (100, 'ola@example.pl', 'PL', 'live'), (101, 'jean@example.fr', 'FR', 'live');
+INSERT INTO baskets VALUES (1000, 'B-1', 100), (1001, 'B-2', 101);
+INSERT INTO basket_items VALUES (1000, 10, 2), (1001, 12, 1);
+INSERT INTO clicks VALUES (1, 100, 11, '2026-11-02 10:00:00'), (2, 100, NULL, '2026-10-02 10:00:00'), (3, 101, 12, '2026-11-02 10:00:00');
