@@ -180,9 +180,11 @@ def _install_sqlite_listeners(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
             return
-        conn.exec_driver_sql("BEGIN")
+        # writers that must not lose a race ask for BEGIN IMMEDIATE (execution option sqlite_begin)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_begin") == "immediate" else "BEGIN")
 
 
 def connect(url: str | URL, *, connect_timeout: int | None = None, check: bool = True) -> Engine:

@@ -321,13 +321,7 @@ def build(url: str, release: str = "r1") -> sa.Engine:
         conn.execute(sa.update(customers).where(customers.c.i_customer == 4).values(i_default_site=1))
         conn.execute(sa.update(customers).where(customers.c.i_customer == 5).values(i_default_site=3))
         if engine.dialect.name == "postgresql":
-            for table in md.tables.values():
-                pk = list(table.primary_key.columns)
-                if len(pk) == 1 and pk[0].autoincrement is True or (len(pk) == 1 and isinstance(pk[0].type, sa.Integer) and not pk[0].foreign_keys):
-                    conn.exec_driver_sql(
-                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{pk[0].name}'), "
-                        f"coalesce((SELECT max({pk[0].name}) FROM {table.name}), 0) + 1, false)"
-                    )
+            _reset_sequences(conn, md)
     return engine
 
 
@@ -339,3 +333,49 @@ def _rows_for(name: str) -> list[dict[str, Any]]:
     if name == "xdrs":
         return XDRS
     return ROWS.get(name) or OWNED.get(name) or []
+
+
+PREREQUISITES = [
+    "currencies", "payment_systems", "templates", "taxation_methods", "off_peak_periods", "routing_plans",
+    "routing_categories", "routing_criteria", "service_policies", "internet_access_policies", "geo_risk_profiles",
+    "cpe_profiles", "voice_applications", "services",
+]
+ID_SHIFT = 100
+
+
+def shifted(table: str, rows: list[dict[str, Any]], shift: int = ID_SHIFT) -> list[dict[str, Any]]:
+    """The rows with every integer id (primary key and references) moved by ``shift``."""
+    md = build_metadata("r1")
+    t = md.tables[table]
+    id_columns = {
+        c.name for c in t.columns if isinstance(c.type, sa.Integer) and (c.primary_key or "ref" in c.info)
+    }
+    return [{k: (v + shift if k in id_columns and isinstance(v, int) else v) for k, v in row.items()} for row in rows]
+
+
+def build_target(url: str, release: str = "r2", *, shared: dict[str, list[dict[str, Any]]] | None = None) -> sa.Engine:
+    """A target: the fixture's prerequisites under other ids, plus the given shared rows (ids shifted too)."""
+    from bundler.db import connect
+
+    engine = connect(url)
+    md = build_metadata(release)
+    md.create_all(engine)
+    with engine.begin() as conn:
+        tracking.register_system(conn, release)
+        for name in PREREQUISITES:
+            conn.execute(md.tables[name].insert(), shifted(name, ROWS[name]))
+        for name, rows in (shared or {}).items():
+            conn.execute(md.tables[name].insert(), shifted(name, rows))
+        if engine.dialect.name == "postgresql":
+            _reset_sequences(conn, md)
+    return engine
+
+
+def _reset_sequences(conn: sa.Connection, md: sa.MetaData) -> None:
+    for table in md.tables.values():
+        pk = list(table.primary_key.columns)
+        if len(pk) == 1 and isinstance(pk[0].type, sa.Integer) and not pk[0].foreign_keys:
+            conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', '{pk[0].name}'), "
+                f"coalesce((SELECT max({pk[0].name}) FROM {table.name}), 0) + 1, false)"
+            )
