@@ -9,6 +9,7 @@ whole or not at all. ``pack`` makes one zstandard-compressed tar of it for copyi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -93,7 +94,7 @@ class TableFile:
             )
         if batch.schema != self.schema:
             batch = batch.cast(self.schema) if hasattr(batch, "cast") else batch
-        self._writer.write(batch, row_group_size=ROW_GROUP_ROWS)  # type: ignore[arg-type]
+        self._writer.write(batch, row_group_size=ROW_GROUP_ROWS)
         self.rows += batch.num_rows
 
     def close(self) -> None:
@@ -123,8 +124,6 @@ class BundleWriter:
 
     def finish(self, manifest: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         """Write checksums and the manifest, then rename the folder into place."""
-        from bundler.graph import arrow_type  # noqa: F401  (keeps import cost off --help)
-
         tables: dict[str, Any] = {}
         total_rows = total_bytes = 0
         for name in sorted(self._files):
@@ -167,10 +166,8 @@ class BundleWriter:
 
     def abort(self) -> None:
         for tf, _ in self._files.values():
-            try:
+            with contextlib.suppress(Exception):
                 tf.close()
-            except Exception:  # noqa: BLE001 - best effort while unwinding another error
-                pass
         shutil.rmtree(self.tmp_path, ignore_errors=True)
 
 
@@ -192,7 +189,8 @@ class Bundle:
             return (self.path / MANIFEST).read_bytes()
         except FileNotFoundError:
             raise BundleInvalid(
-                self.name, ["manifest.json is missing: the bundle is incomplete (an export that did not finish?)"]
+                self.name,
+                ["manifest.json is missing: the bundle is incomplete (an export that did not finish?)"],
             ) from None
 
     @cached_property
@@ -250,7 +248,9 @@ def open_bundle(path: str | Path) -> Bundle:
             tmp.cleanup()
             raise
         return Bundle(inner, p, tmp)
-    raise BundlerError(f"bundle {p} does not exist", hint="give the path of a .bundle folder or a packed bundle file")
+    raise BundlerError(
+        f"bundle {p} does not exist", hint="give the path of a .bundle folder or a packed bundle file"
+    )
 
 
 def checksum_problems(bundle: Bundle) -> list[str]:
@@ -260,13 +260,20 @@ def checksum_problems(bundle: Bundle) -> list[str]:
     for table, entry in sorted(listed.items()):
         if not isinstance(entry, dict):
             continue
+        if entry.get("file") != f"{TABLES_DIR}/{table}.parquet":
+            problems.append(
+                f"manifest.json: table {table} names file {entry.get('file')!r}, not {TABLES_DIR}/{table}.parquet"
+            )
+            continue
         file = bundle.path / str(entry.get("file", ""))
         if not file.is_file():
             problems.append(f"{entry.get('file')}: listed in the manifest but missing")
             continue
         size = file.stat().st_size
         if size != entry.get("bytes"):
-            problems.append(f"{entry.get('file')}: {size} bytes, the manifest says {entry.get('bytes')} (truncated or replaced)")
+            problems.append(
+                f"{entry.get('file')}: {size} bytes, the manifest says {entry.get('bytes')} (truncated or replaced)"
+            )
         elif sha256_file(file) != entry.get("sha256"):
             problems.append(f"{entry.get('file')}: sha256 differs from the manifest (the file was altered)")
     tables_dir = bundle.path / TABLES_DIR
@@ -320,7 +327,7 @@ def _extract(packed: Path, dest: Path) -> Path:
 
     try:
         with open(packed, "rb") as raw:
-            reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[assignment]
+            reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(raw)
             with tarfile.open(fileobj=reader, mode="r|") as tar:
                 roots: set[str] = set()
                 for member in tar:

@@ -103,9 +103,10 @@ def db() -> None:
 
 def _register() -> None:
     from bundler.export.commands import export_command, pack_command, unpack_command
+    from bundler.inspect.commands import inspect
     from bundler.load.commands import load_command
 
-    for command in (export_command, pack_command, unpack_command, load_command):
+    for command in (export_command, pack_command, unpack_command, inspect, load_command):
         main.add_command(command)
 
 

@@ -160,7 +160,9 @@ class Graph:
             return self.roots[kind]
         except KeyError:
             known = ", ".join(sorted(self.roots)) or "none"
-            raise SpecError(f"the entity graph {self.path} defines no {kind!r} root (it has: {known})") from None
+            raise SpecError(
+                f"the entity graph {self.path} defines no {kind!r} root (it has: {known})"
+            ) from None
 
     def in_scope(self, *scopes: str) -> list[TableSpec]:
         return [t for t in self.tables.values() if t.scope in scopes]
@@ -210,7 +212,8 @@ class Graph:
 def _dependency_order(graph: Graph) -> tuple[tuple[str, ...], frozenset[tuple[str, str]]]:
     # incoming[t] = references of t to other tables that must be written first
     incoming: dict[str, set[tuple[str, str]]] = {
-        name: {(r.table, r.column) for r in spec.references if r.table != name} for name, spec in graph.tables.items()
+        name: {(r.table, r.column) for r in spec.references if r.table != name}
+        for name, spec in graph.tables.items()
     }
     order: list[str] = []
     deferred: set[tuple[str, str]] = set()
@@ -243,7 +246,9 @@ def _validate_document(doc: dict[str, Any], where: str) -> None:
     import jsonschema
 
     schema = json.loads((SPEC_DIR / "graph.schema.json").read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path)
+    )
     if errors:
         first = errors[0]
         at = "/".join(str(p) for p in first.absolute_path) or "(top)"
@@ -269,7 +274,9 @@ def _check_consistency(graph: Graph) -> None:
             if ref.target_column not in target.column_names:
                 problems.append(f"{spec.name}.{ref.column}: {ref.table} has no column {ref.target_column!r}")
             if ref.owner and spec.scope in ("owned", "usage") and target.scope != "owned":
-                problems.append(f"{spec.name}.{ref.column}: an {spec.scope} row can only belong to an owned row")
+                problems.append(
+                    f"{spec.name}.{ref.column}: an {spec.scope} row can only belong to an owned row"
+                )
             if ref.owner and spec.scope == "shared" and target.scope != "shared":
                 problems.append(f"{spec.name}.{ref.column}: a shared row can only belong to a shared row")
         if spec.scope == "usage" and not spec.owner_refs:
@@ -283,7 +290,9 @@ def _check_consistency(graph: Graph) -> None:
             if col not in spec.column_names:
                 problems.append(f"root {root.kind}: {root.table} has no column {col!r}")
     if problems:
-        raise SpecError(f"entity graph {graph.path} is inconsistent: {problems[0]} ({len(problems)} problem(s))")
+        raise SpecError(
+            f"entity graph {graph.path} is inconsistent: {problems[0]} ({len(problems)} problem(s))"
+        )
 
 
 def parse_graph(doc: dict[str, Any], *, path: str = "<memory>", sha256: str = "") -> Graph:
@@ -299,10 +308,17 @@ def parse_graph(doc: dict[str, Any], *, path: str = "<memory>", sha256: str = ""
             pk_kind=t["pk_kind"],
             scope=t["scope"],
             natural_key=tuple(t["natural_key"]),
-            columns=tuple(ColumnSpec(c["name"], c["type"], c["nullable"], c.get("default")) for c in t["columns"]),
+            columns=tuple(
+                ColumnSpec(c["name"], c["type"], c["nullable"], c.get("default")) for c in t["columns"]
+            ),
             references=tuple(
                 Reference(
-                    r["column"], r["table"], r["target_column"], r["nullable"], r["owner"], r.get("constraint", True)
+                    r["column"],
+                    r["table"],
+                    r["target_column"],
+                    r["nullable"],
+                    r["owner"],
+                    r.get("constraint", True),
                 )
                 for r in t["references"]
             ),
@@ -315,7 +331,9 @@ def parse_graph(doc: dict[str, Any], *, path: str = "<memory>", sha256: str = ""
             doc=t.get("doc", ""),
         )
     roots = {
-        kind: RootSpec(kind, r["table"], tuple(r["lookup"]), {k: tuple(v) for k, v in r.get("where", {}).items()})
+        kind: RootSpec(
+            kind, r["table"], tuple(r["lookup"]), {k: tuple(v) for k, v in r.get("where", {}).items()}
+        )
         for kind, r in doc["roots"].items()
     }
     graph = Graph(doc["system"], doc["release"], tables, roots, sha256, path)

@@ -40,6 +40,12 @@ def describe(key: Key) -> str:
     """A short human rendering: ``name=acme`` or ``i_tariff=(name=T1), i_dest=(destination=44)``."""
     parts = []
     for col, value in key.items():
-        shown = f"({describe(value)})" if isinstance(value, dict) else repr(value) if isinstance(value, str) else value
+        shown = (
+            f"({describe(value)})"
+            if isinstance(value, dict)
+            else repr(value)
+            if isinstance(value, str)
+            else value
+        )
         parts.append(f"{col}={shown}")
     return ", ".join(parts)

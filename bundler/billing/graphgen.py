@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Date, DateTime, Integer, MetaData, Numeric, String, Table, Text
 
-from bundler.billing.schema import CUSTOMER_TYPES, ExactNumeric, RELEASES, build_metadata
+from bundler.billing.schema import CUSTOMER_TYPES, RELEASES, ExactNumeric, build_metadata
 from bundler.graph import GRAPHS_DIR
 
 SYSTEM = "reference-billing"
@@ -54,7 +54,11 @@ def _table_doc(table: Table) -> dict[str, Any]:
     columns = []
     references = []
     for col in table.columns:
-        entry: dict[str, Any] = {"name": col.name, "type": _type_name(col.type), "nullable": bool(col.nullable)}
+        entry: dict[str, Any] = {
+            "name": col.name,
+            "type": _type_name(col.type),
+            "nullable": bool(col.nullable),
+        }
         if col.server_default is not None:
             entry["default"] = str(col.server_default.arg)  # type: ignore[attr-defined]
         columns.append(entry)
@@ -103,7 +107,11 @@ def graph_document(release: str) -> dict[str, Any]:
                 "lookup": lookup,
                 "where": {"i_customer_type": [CUSTOMER_TYPES["retail"], CUSTOMER_TYPES["distributor"]]},
             },
-            "reseller": {"table": "customers", "lookup": lookup, "where": {"i_customer_type": [CUSTOMER_TYPES["reseller"]]}},
+            "reseller": {
+                "table": "customers",
+                "lookup": lookup,
+                "where": {"i_customer_type": [CUSTOMER_TYPES["reseller"]]},
+            },
             "vendor": {"table": "vendors", "lookup": ["i_vendor", "name"]},
         },
         "tables": {name: _table_doc(table) for name, table in md.tables.items()},
@@ -128,7 +136,10 @@ def main(argv: list[str]) -> int:
             path.write_text(text)
             print(f"wrote {path}")
     if stale:
-        print(f"stale entity graph(s): {', '.join(stale)}; run python -m bundler.billing.graphgen", file=sys.stderr)
+        print(
+            f"stale entity graph(s): {', '.join(stale)}; run python -m bundler.billing.graphgen",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

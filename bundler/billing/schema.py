@@ -33,9 +33,9 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
-    Numeric,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -47,7 +47,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
 RELEASES = ("r1", "r2")
-
 
 
 class ExactNumeric(TypeDecorator[Decimal]):
@@ -124,7 +123,9 @@ def _ref(
     table, column = target.split(".")
     args: list[Any] = []
     if constraint:
-        args.append(ForeignKey(target, use_alter=use_alter, name=f"fk_{name}_{table}"[:60] if use_alter else None))
+        args.append(
+            ForeignKey(target, use_alter=use_alter, name=f"fk_{name}_{table}"[:60] if use_alter else None)
+        )
     return Column(
         name,
         type_ if type_ is not None else Integer,
@@ -157,7 +158,10 @@ def _table(
     if status:
         info["status"] = status
     if billing_period:
-        info["billing_period"] = {"column": billing_period, "codes": {str(k): v for k, v in BILLING_PERIODS.items()}}
+        info["billing_period"] = {
+            "column": billing_period,
+            "codes": {str(k): v for k, v in BILLING_PERIODS.items()},
+        }
     return Table(name, md, *columns, info=info)
 
 
@@ -215,7 +219,14 @@ def _prerequisites(md: MetaData) -> None:
 
 def _configuration(md: MetaData) -> None:
     s = "shared"
-    _named(md, "access_levels", "i_acl", s, Column("type", String(16), nullable=False), Column("description", String(255)))
+    _named(
+        md,
+        "access_levels",
+        "i_acl",
+        s,
+        Column("type", String(16), nullable=False),
+        Column("description", String(255)),
+    )
     _named(
         md,
         "customer_classes",
@@ -362,7 +373,13 @@ def _configuration(md: MetaData) -> None:
         Column("activation_fee", PRICE, nullable=False),
         Column("monthly_fee", PRICE, nullable=False),
     )
-    _named(md, "did_groups", "i_did_group", s, _ref("i_did_pricing_batch", "did_pricing_batches.i_did_pricing_batch"))
+    _named(
+        md,
+        "did_groups",
+        "i_did_group",
+        s,
+        _ref("i_did_pricing_batch", "did_pricing_batches.i_did_pricing_batch"),
+    )
     _named(
         md,
         "nodes",

@@ -81,7 +81,9 @@ class Closure:
             wanted += [r.target_column for _, r in self.graph.referencing[spec.name]]
             if spec.status:
                 wanted.append(spec.status.column)
-            self._needed_columns[spec.name] = tuple(dict.fromkeys(c for c in spec.column_names if c in wanted))
+            self._needed_columns[spec.name] = tuple(
+                dict.fromkeys(c for c in spec.column_names if c in wanted)
+            )
         return self._needed_columns[spec.name]
 
     def fetch(self, spec: TableSpec, column: str, values: Iterable[Any]) -> list[dict[str, Any]]:
@@ -166,7 +168,11 @@ class Closure:
     # -- reading the result ----------------------------------------------------------------
 
     def tables(self, scopes: tuple[str, ...]) -> list[TableSpec]:
-        return [self.graph.tables[t] for t in self.graph.dependency_order if t in self.rows and self.rows[t] and self.graph.tables[t].scope in scopes]
+        return [
+            self.graph.tables[t]
+            for t in self.graph.dependency_order
+            if t in self.rows and self.rows[t] and self.graph.tables[t].scope in scopes
+        ]
 
     def selection(self, spec: TableSpec) -> sa.ColumnElement[bool] | None:
         """A WHERE clause that selects exactly this table's included rows (None: no rows)."""
@@ -178,7 +184,9 @@ class Closure:
             return _in(t.c[spec.pk[0]], [pk[0] for pk in rows])
         # a composite-key row is reached only through its owner references, so the rows whose
         # owner is in are exactly the included ones
-        clauses = [_in(t.c[ref.column], {row[ref.column] for row in rows.values()}) for ref in spec.owner_refs]
+        clauses = [
+            _in(t.c[ref.column], {row[ref.column] for row in rows.values()}) for ref in spec.owner_refs
+        ]
         return sa.or_(*clauses) if clauses else None
 
     def usage_selection(self, spec: TableSpec) -> sa.ColumnElement[bool] | None:

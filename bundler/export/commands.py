@@ -12,7 +12,13 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
 @click.command("export")
 @source_option
 @click.option("--customer", "customers", multiple=True, metavar="ID_OR_NAME", help="A customer (repeatable).")
-@click.option("--reseller", "resellers", multiple=True, metavar="ID_OR_NAME", help="A reseller with everything under it (repeatable).")
+@click.option(
+    "--reseller",
+    "resellers",
+    multiple=True,
+    metavar="ID_OR_NAME",
+    help="A reseller with everything under it (repeatable).",
+)
 @click.option("--vendor", "vendors", multiple=True, metavar="ID_OR_NAME", help="A vendor (repeatable).")
 @click.option(
     "--config",
@@ -21,7 +27,9 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
     metavar="TABLE[=KEY,…]",
     help="Generic configuration: a whole table, or entries named by natural key (repeatable; one bundle).",
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write bundles into.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write bundles into."
+)
 @click.option(
     "--xdrs",
     default="current",
@@ -29,9 +37,15 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
     metavar="current|all|none|since=DATE",
     help="Which usage travels: the root's current billing period, all, none (two-phase transfer), or since a date.",
 )
-@click.option("--usage-only", is_flag=True, help="Second phase: only the usage of a root exported earlier with --xdrs none.")
+@click.option(
+    "--usage-only",
+    is_flag=True,
+    help="Second phase: only the usage of a root exported earlier with --xdrs none.",
+)
 @click.option("--no-mark", is_flag=True, help="Do not mark the root Exported (an audit copy).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots exported in parallel.")
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots exported in parallel."
+)
 @spec_option
 @json_option
 def export_command(
@@ -64,7 +78,11 @@ def export_command(
     from bundler.errors import BundlerError, UsageError
     from bundler.export import ConfigSelection, ExportOptions, export_config, export_many
 
-    roots = [("customer", c) for c in customers] + [("reseller", r) for r in resellers] + [("vendor", v) for v in vendors]
+    roots = (
+        [("customer", c) for c in customers]
+        + [("reseller", r) for r in resellers]
+        + [("vendor", v) for v in vendors]
+    )
     if not roots and not configs:
         raise UsageError("name what to export", hint="--customer, --reseller, --vendor or --config")
     if configs and (roots or usage_only):
@@ -75,13 +93,24 @@ def export_command(
     with progress_for_cli() as progress:
         if configs:
             results.append(
-                export_config(engine, [ConfigSelection.parse(c) for c in configs], out_dir, spec=spec, progress=progress)
+                export_config(
+                    engine, [ConfigSelection.parse(c) for c in configs], out_dir, spec=spec, progress=progress
+                )
             )
         for kind in ("customer", "reseller", "vendor"):
             idents = [i for k, i in roots if k == kind]
             if idents:
                 results.extend(
-                    export_many(engine, kind, idents, out_dir, workers=workers, spec=spec, options=options, progress=progress)
+                    export_many(
+                        engine,
+                        kind,
+                        idents,
+                        out_dir,
+                        workers=workers,
+                        spec=spec,
+                        options=options,
+                        progress=progress,
+                    )
                 )
     failures = [r for r in results if isinstance(r, BundlerError)]
     done = [r for r in results if not isinstance(r, BundlerError)]
@@ -90,7 +119,9 @@ def export_command(
     else:
         for r in done:
             m = r.manifest
-            click.echo(f"{r.path}  {m['totals']['rows']} rows  {m['totals']['bytes']} bytes  {r.seconds:.2f}s")
+            click.echo(
+                f"{r.path}  {m['totals']['rows']} rows  {m['totals']['bytes']} bytes  {r.seconds:.2f}s"
+            )
     if failures:
         if len(failures) == 1 and not done:
             raise failures[0]
@@ -116,7 +147,9 @@ def pack_command(bundle: str, out: str) -> None:
 
 @click.command("unpack")
 @click.argument("packed", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to unpack into.")
+@click.option(
+    "-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to unpack into."
+)
 def unpack_command(packed: str, out: str) -> None:
     """Unpack a packed bundle and verify every checksum.
 

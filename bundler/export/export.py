@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,9 @@ class ConfigSelection:
     def parse(cls, text: str) -> ConfigSelection:
         table, _, keys = text.partition("=")
         if not table.strip():
-            raise UsageError(f"--config {text!r}: name a table", hint="e.g. --config products or --config tariffs=T1,T2")
+            raise UsageError(
+                f"--config {text!r}: name a table", hint="e.g. --config products or --config tariffs=T1,T2"
+            )
         return cls(table.strip(), tuple(k.strip() for k in keys.split(",") if k.strip()))
 
 
@@ -118,7 +120,9 @@ class _Marks:
 # -- graph and system --------------------------------------------------------------------------
 
 
-def source_graph(connection: sa.Connection, spec_path: str | Path | None) -> tuple[Graph, tracking.SystemInfo]:
+def source_graph(
+    connection: sa.Connection, spec_path: str | Path | None
+) -> tuple[Graph, tracking.SystemInfo]:
     """The graph to export with, and the identity of the source database."""
     tracking.ensure_tables(connection)
     if spec_path is not None:
@@ -161,7 +165,12 @@ def find_root(connection: sa.Connection, graph: Graph, kind: str, ident: str | i
     for col, allowed in root.where.items():
         if data[col] not in allowed:
             other = next(
-                (k for k, r in graph.roots.items() if r.table == spec.name and data[col] in r.where.get(col, ())), None
+                (
+                    k
+                    for k, r in graph.roots.items()
+                    if r.table == spec.name and data[col] in r.where.get(col, ())
+                ),
+                None,
             )
             hint = f"export it with --{other}" if other else "choose a root of the right kind"
             raise RootError(f"{spec.name} {text!r} is not a {kind} ({col} = {data[col]!r})", hint=hint)
@@ -249,7 +258,9 @@ def _mark(connection: sa.Connection, graph: Graph, root: _Root, bundle_id: str) 
         pks = list(marks.by_table[spec.name])
         for start in range(0, len(pks), 1000):
             part = pks[start : start + 1000]
-            connection.execute(sa.update(t).where(t.c[pk_col].in_(part)).values({status.column: status.exported}))
+            connection.execute(
+                sa.update(t).where(t.c[pk_col].in_(part)).values({status.column: status.exported})
+            )
         connection.execute(
             tracking.export_marks_table.insert(),
             [
@@ -302,7 +313,12 @@ class _Writer:
     """Streams tables of the closure into the bundle, restoring marked statuses."""
 
     def __init__(
-        self, connection: sa.Connection, writer: BundleWriter, marks: _Marks, progress: Progress, batch_rows: int
+        self,
+        connection: sa.Connection,
+        writer: BundleWriter,
+        marks: _Marks,
+        progress: Progress,
+        batch_rows: int,
     ) -> None:
         self.connection = connection
         self.writer = writer
@@ -349,8 +365,12 @@ class _Writer:
                 values[i] = marks[pk]
                 restored += 1
         if restored:
-            self.restored[spec.name] = {"status_restored": self.restored.get(spec.name, {}).get("status_restored", 0) + restored}
-        return batch.set_column(idx, batch.schema.field(idx), pa.array(values, type=batch.schema.field(idx).type))
+            self.restored[spec.name] = {
+                "status_restored": self.restored.get(spec.name, {}).get("status_restored", 0) + restored
+            }
+        return batch.set_column(
+            idx, batch.schema.field(idx), pa.array(values, type=batch.schema.field(idx).type)
+        )
 
 
 def _window_clause(spec: TableSpec, window: UsageWindow) -> list[sa.ColumnElement[bool]]:
@@ -369,8 +389,10 @@ def _prerequisites(connection: sa.Connection, graph: Graph, closure: Closure) ->
     for table in sorted(closure.outside):
         columns = closure.outside[table]
         if len(columns) > 1:
-            raise BundlerError(f"{table} is referenced through several columns ({', '.join(sorted(columns))})")
-        (column, values), = columns.items()
+            raise BundlerError(
+                f"{table} is referenced through several columns ({', '.join(sorted(columns))})"
+            )
+        ((column, values),) = columns.items()
         keys = natural_keys(connection, graph, table, column, values)
         dangling = sorted((v for v in values if v not in keys), key=str)
         if dangling:
@@ -409,7 +431,9 @@ def export_root(
     now = options.now or tracking.now()
     mode, since = parse_xdrs(options.xdrs)
     if options.usage_only and mode == "none":
-        raise UsageError("--usage-only with --xdrs none exports nothing", hint="choose current, all or since=DATE")
+        raise UsageError(
+            "--usage-only with --xdrs none exports nothing", hint="choose current, all or since=DATE"
+        )
     with engine.begin() as connection:
         graph, system = source_graph(connection, spec)
         root = find_root(connection, graph, kind, ident)
@@ -518,9 +542,13 @@ def _read_root(
     progress: Progress,
 ) -> dict[str, Any]:
     owned = Closure(connection, graph, follow_shared=not options.usage_only)
-    fresh = connection.execute(
-        sa.select(table_clause(root.spec)).where(table_clause(root.spec).c[root.spec.pk[0]] == root.pk)
-    ).mappings().one()
+    fresh = (
+        connection.execute(
+            sa.select(table_clause(root.spec)).where(table_clause(root.spec).c[root.spec.pk[0]] == root.pk)
+        )
+        .mappings()
+        .one()
+    )
     owned.add(root.spec.name, [dict(fresh)])
     owned.run()
     out = _Writer(connection, writer, marks, progress, options.batch_rows)
@@ -587,7 +615,11 @@ def export_config(
                 "kind": "config",
                 "root": None,
                 "selection": [{"table": s.table, "keys": list(s.keys)} for s in selections],
-                "source": {"system_id": system.system_id, "release": system.release, "dialect": system.dialect},
+                "source": {
+                    "system_id": system.system_id,
+                    "release": system.release,
+                    "dialect": system.dialect,
+                },
                 "graph": {"system": graph.system, "release": graph.release, "sha256": graph.sha256},
                 "created_at": now.isoformat(timespec="seconds") + "Z",
                 "marked": False,
@@ -621,7 +653,10 @@ def _select_config(connection: sa.Connection, graph: Graph, sel: ConfigSelection
     spec = graph.table(sel.table)
     if spec.scope != "shared":
         shared = ", ".join(t.name for t in graph.in_scope("shared"))
-        raise UsageError(f"--config {sel.table}: it is {spec.scope}, not generic configuration", hint=f"choose among: {shared}")
+        raise UsageError(
+            f"--config {sel.table}: it is {spec.scope}, not generic configuration",
+            hint=f"choose among: {shared}",
+        )
     closure = Closure(connection, graph)
     t = table_clause(spec)
     if not sel.keys:

@@ -101,7 +101,7 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
     with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
         stream = _CopyStream(copy)
         reader = pcsv.open_csv(
-            pa.PythonFile(stream, mode="r"),  # type: ignore[arg-type]
+            pa.PythonFile(stream, mode="r"),
             read_options=pcsv.ReadOptions(column_names=schema.names, block_size=1 << 23),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(

@@ -14,7 +14,10 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
     """Ask at the terminal: both rows side by side, then reuse / create / abort."""
     from bundler.keys import describe, key_value
 
-    click.echo(f"\n{question.table} {describe(question.key)} is already in the target ({question.target_pk}).", err=True)
+    click.echo(
+        f"\n{question.table} {describe(question.key)} is already in the target ({question.target_pk}).",
+        err=True,
+    )
     width = max((len(c) for c in row), default=10)
     click.echo(f"  {'column':<{width}}  {'bundle':<30}  target", err=True)
     for col in row:
@@ -40,7 +43,11 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
     default=None,
     help="Decisions sidecar: reuse, create or abort for shared rows that match the target.",
 )
-@click.option("--interactive", is_flag=True, help="Ask at the terminal for open decisions, and save them to --decisions.")
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="Ask at the terminal for open decisions, and save them to --decisions.",
+)
 @click.option("--dry-run", is_flag=True, help="Do everything but commit; print the plan.")
 @spec_option
 @json_option
@@ -73,10 +80,14 @@ def load_command(
     results = []
     asker = terminal_asker if interactive else None
     if interactive and decisions is None:
-        decisions = str(Path(bundles[0]).with_name(Path(bundles[0]).name.removesuffix("/") + ".decisions.json"))
+        decisions = str(
+            Path(bundles[0]).with_name(Path(bundles[0]).name.removesuffix("/") + ".decisions.json")
+        )
     with progress_for_cli() as progress:
         for path in bundles:
-            result = load_bundle(engine, path, decisions=decisions, dry_run=dry_run, spec=spec, progress=progress, asker=asker)
+            result = load_bundle(
+                engine, path, decisions=decisions, dry_run=dry_run, spec=spec, progress=progress, asker=asker
+            )
             results.append(result)
             if not as_json:
                 _print_result(result)
@@ -89,7 +100,9 @@ def _print_result(result: Any) -> None:
         click.echo(f"{result.bundle_id}: already loaded; nothing changed")
         return
     verb = "would create" if result.outcome == "dry-run" else "created"
-    click.echo(f"{result.bundle_id}: {result.outcome}, {verb} {result.created} row(s), reused {result.reused}")
+    click.echo(
+        f"{result.bundle_id}: {result.outcome}, {verb} {result.created} row(s), reused {result.reused}"
+    )
     for table, plan in sorted(result.tables.items()):
         if plan.created or plan.reused or plan.skipped:
             extra = f", skipped {plan.skipped}" if plan.skipped else ""

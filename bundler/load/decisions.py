@@ -60,7 +60,9 @@ def _validate(doc: Any, where: str) -> None:
     import jsonschema
 
     schema = json.loads((SPEC_DIR / "decisions.schema.json").read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path)
+    )
     if errors:
         at = "/".join(str(p) for p in errors[0].absolute_path) or "(top)"
         raise SpecError(f"decisions file {where} does not validate at {at}: {errors[0].message}")
@@ -115,7 +117,9 @@ def template(bundle_id: str, questions: list[Question], decisions: Decisions) ->
     for table, entry in decisions.doc.get("tables", {}).items():
         for row in entry.get("rows", []):
             if (table, key_text(row["key"])) not in asked and row.get("action") is not None:
-                tables.setdefault(table, {"default": decisions.tables.get(table), "rows": []})["rows"].append(row)
+                tables.setdefault(table, {"default": decisions.tables.get(table), "rows": []})["rows"].append(
+                    row
+                )
     _validate(doc, "template")
     return doc
 

@@ -195,6 +195,8 @@ class _Load:
         self.ledger_rows = 0
         self._sa_tables: dict[str, sa.Table] = {}
         self._asked: list[Question] = []
+        # matches still waiting for an answer: what they would map to if reused
+        self.tentative: dict[str, dict[Any, Any]] = defaultdict(dict)
 
     def idmap(self, table: str) -> IdMap:
         if table not in self.maps:
@@ -248,9 +250,13 @@ class _Load:
             target_map = self.idmap(table)
             for row in rows:
                 if row["value"] in mapped:
-                    target_map.set(_source_value(self.graph.table(table), column, row["value"]), mapped[row["value"]])
+                    target_map.set(
+                        _source_value(self.graph.table(table), column, row["value"]), mapped[row["value"]]
+                    )
         if missing:
-            shown = "; ".join(missing[:20]) + (f"; … and {len(missing) - 20} more" if len(missing) > 20 else "")
+            shown = "; ".join(missing[:20]) + (
+                f"; … and {len(missing) - 20} more" if len(missing) > 20 else ""
+            )
             raise PrerequisitesMissing(
                 f"bundle {self.bundle.bundle_id}: the target lacks {len(missing)} prerequisite(s): {shown}",
                 hint="create them in the target (or load the bundles that bring them), then load again",
@@ -299,7 +305,11 @@ class _Load:
             for col in spec.natural_key:
                 ref = spec.ref_by_column.get(col)
                 value = row[col]
-                key[col] = self.bundle_key(ref.table, value) if ref is not None and value is not None else key_value(value)
+                key[col] = (
+                    self.bundle_key(ref.table, value)
+                    if ref is not None and value is not None
+                    else key_value(value)
+                )
             if target_col is not None:
                 keys[row[target_col]] = key
         self.bundle_keys[spec.name] = keys
@@ -313,7 +323,9 @@ class _Load:
             self._compute_keys(spec, rows)
             self._decide_table(spec, rows, questions)
         if questions:
-            path = self.decisions.path or self.bundle.source.parent / f"{self.bundle.bundle_id}.decisions.json"
+            path = (
+                self.decisions.path or self.bundle.source.parent / f"{self.bundle.bundle_id}.decisions.json"
+            )
             write_sidecar(path, template(self.bundle.bundle_id, questions, self.decisions))
             tables = sorted({q.table for q in questions})
             raise DecisionsNeeded(
@@ -346,7 +358,8 @@ class _Load:
         for i, row in enumerate(rows):
             src = row[pk] if pk else tuple(row[c] for c in spec.pk)
             parent_states = [self.actions[r.table].get(row[r.column]) for r in parents]
-            match = matches.get(target_keys[i]) if target_keys[i] is not None else None
+            wanted = target_keys[i]
+            match = matches.get(wanted) if wanted is not None else None
             if parents and any(s in ("create", "skip") for s in parent_states):
                 action = "create" if "create" in parent_states else "skip"
             elif parents:  # part of a reused row: the target's version stands
@@ -371,6 +384,8 @@ class _Load:
                     self._asked.append(question)
                 if answer is None:
                     questions.append(Question(spec.name, key, key_value(match[spec.pk[0]]), differs))
+                    if pk:
+                        self.tentative[spec.name][src] = match[pk]
                     continue
                 if answer == "abort":
                     raise BundlerError(
@@ -390,7 +405,9 @@ class _Load:
                 plan.reused += 1
                 differs = _differences(spec, row, match, self)
                 if differs:
-                    plan.differing.append({"key": self.bundle_keys[spec.name].get(src) if pk else src, "differs": differs})
+                    plan.differing.append(
+                        {"key": self.bundle_keys[spec.name].get(src) if pk else src, "differs": differs}
+                    )
             elif action == "skip":
                 plan.skipped += 1
             else:
@@ -441,7 +458,9 @@ class _Load:
                 for row in batch.select(list(spec.natural_key)).to_pylist()
             ]
             for key, row in _match_target(self.conn, spec, values).items():
-                clashes.append(f"{spec.name} {describe(dict(zip(spec.natural_key, key, strict=True)))} (target {spec.pk[0]} {row[spec.pk[0]]})")
+                clashes.append(
+                    f"{spec.name} {describe(dict(zip(spec.natural_key, key, strict=True)))} (target {spec.pk[0]} {row[spec.pk[0]]})"
+                )
         if clashes:
             raise BundlerError(
                 f"bundle {self.bundle.bundle_id}: the target already has {len(clashes)} of its own row(s): "
@@ -486,10 +505,19 @@ class _Load:
                     plan.created += batch.num_rows
                 batch = self._rewrite_references(spec, batch)
                 if spec.surrogate:
-                    new_ids = pa.array(self.alloc.take(spec.name, spec.surrogate, batch.num_rows), type=batch.schema.field(spec.surrogate).type)
+                    new_ids = pa.array(
+                        self.alloc.take(spec.name, spec.surrogate, batch.num_rows),
+                        type=batch.schema.field(spec.surrogate).type,
+                    )
                     if needs_map:
-                        self.idmap(spec.name).update(dict(zip(source_pks.to_pylist(), new_ids.to_pylist(), strict=True)))
-                    batch = batch.set_column(batch.schema.get_field_index(spec.surrogate), batch.schema.field(spec.surrogate), new_ids)
+                        self.idmap(spec.name).update(
+                            dict(zip(source_pks.to_pylist(), new_ids.to_pylist(), strict=True))
+                        )
+                    batch = batch.set_column(
+                        batch.schema.get_field_index(spec.surrogate),
+                        batch.schema.field(spec.surrogate),
+                        new_ids,
+                    )
                     target_pks = pc.cast(new_ids, pa.string())
                 elif single_pk:
                     target_pks = pc.cast(batch.column(single_pk), pa.string())
@@ -497,7 +525,10 @@ class _Load:
                         self.idmap(spec.name).update({v: v for v in batch.column(single_pk).to_pylist()})
                 else:
                     target_pks = pa.array(
-                        [_pk_text(t) for t in zip(*(batch.column(c).to_pylist() for c in spec.pk), strict=True)]
+                        [
+                            _pk_text(t)
+                            for t in zip(*(batch.column(c).to_pylist() for c in spec.pk), strict=True)
+                        ]
                     )
                 try:
                     insert_arrow(self.conn, target, batch)
@@ -509,7 +540,11 @@ class _Load:
                 self._ledger(spec.name, pc.cast(source_pks, pa.string()), target_pks, "created")
                 self.progress.advance(task, batch.num_rows)
             if spec.scope == "shared":
-                reused = [(src, self.idmap(spec.name).get(src)) for src, a in self.actions[spec.name].items() if a == "reuse"]
+                reused = [
+                    (src, self.idmap(spec.name).get(src))
+                    for src, a in self.actions[spec.name].items()
+                    if a == "reuse"
+                ]
                 if reused and single_pk:
                     self._ledger(
                         spec.name,
@@ -533,7 +568,9 @@ class _Load:
             for i, pk in enumerate(pks):
                 if pk in renames and col in renames[pk]:
                     values[i] = renames[pk][col]
-            batch = batch.set_column(idx, batch.schema.field(idx), pa.array(values, type=batch.schema.field(idx).type))
+            batch = batch.set_column(
+                idx, batch.schema.field(idx), pa.array(values, type=batch.schema.field(idx).type)
+            )
         return batch
 
     def _rewrite_references(self, spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -554,7 +591,9 @@ class _Load:
                 ]
                 if pairs:
                     self.deferred.append((spec, ref.column, pairs))
-                batch = batch.set_column(idx, batch.schema.field(idx), pa.nulls(batch.num_rows, type=column.type))
+                batch = batch.set_column(
+                    idx, batch.schema.field(idx), pa.nulls(batch.num_rows, type=column.type)
+                )
                 continue
             mapped, missing = self.idmap(ref.table).apply(column)
             if pc.any(missing).as_py():
@@ -586,7 +625,11 @@ class _Load:
                         f"references a {ref.table} row that is neither in the bundle nor in the target"
                     )
                 updates.append({"_pk": own.get(source_pk), "_value": mapped})
-            stmt = sa.update(t).where(t.c[spec.pk[0]] == sa.bindparam("_pk")).values({column: sa.bindparam("_value")})
+            stmt = (
+                sa.update(t)
+                .where(t.c[spec.pk[0]] == sa.bindparam("_pk"))
+                .values({column: sa.bindparam("_value")})
+            )
             for part in chunks(updates, 1000):
                 self.conn.execute(stmt, part)
 
@@ -679,7 +722,9 @@ def _source_value(spec: TableSpec, column: str, value: Any) -> Any:
     return value
 
 
-def _differences(spec: TableSpec, row: dict[str, Any], target: dict[str, Any], load: _Load) -> dict[str, dict[str, Any]]:
+def _differences(
+    spec: TableSpec, row: dict[str, Any], target: dict[str, Any], load: _Load
+) -> dict[str, dict[str, Any]]:
     """Columns whose values differ between the bundle's row and the matched target row."""
     out: dict[str, dict[str, Any]] = {}
     for col in spec.column_names:
@@ -688,14 +733,17 @@ def _differences(spec: TableSpec, row: dict[str, Any], target: dict[str, Any], l
         mine = row.get(col)
         ref = spec.ref_by_column.get(col)
         if ref is not None and mine is not None:
-            mine = load.idmap(ref.table).get(mine)
+            mapped = load.idmap(ref.table).get(mine)
+            mine = mapped if mapped is not None else load.tentative[ref.table].get(mine)
         theirs = target[col]
         if key_value(mine) != key_value(theirs):
             out[col] = {"bundle": key_value(row.get(col)), "target": key_value(theirs)}
     return out
 
 
-def _match_target(connection: sa.Connection, spec: TableSpec, keys: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _match_target(
+    connection: sa.Connection, spec: TableSpec, keys: Iterable[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Target rows whose natural key (in target values) is one of ``keys``: key → full row."""
     wanted = set(keys)
     if not wanted:
@@ -718,7 +766,7 @@ def _db_values(spec: TableSpec, column: str, values: Iterable[Any]) -> list[Any]
     from decimal import Decimal
 
     ctype = spec.column_map[column].type
-    out = []
+    out: list[Any] = []
     for v in values:
         if v is None:
             continue
@@ -745,7 +793,9 @@ def match_keys(
         firsts = _db_values(spec, scalar, {k.get(scalar) for k in keys})
         candidates: list[Any] = []
         for part in chunks(sorted_values(firsts)):
-            candidates.extend(connection.execute(sa.select(t.c[column]).where(t.c[scalar].in_(part))).scalars())
+            candidates.extend(
+                connection.execute(sa.select(t.c[column]).where(t.c[scalar].in_(part))).scalars()
+            )
     else:
         candidates = list(connection.execute(sa.select(t.c[column])).scalars())
     target_keys = natural_keys(connection, graph, spec.name, column, candidates)
@@ -782,7 +832,9 @@ def load_bundle(
                 graph, system = target_graph(connection, spec)
             with connection.begin() as txn:
                 done = connection.execute(
-                    sa.select(tracking.loads_table).where(tracking.loads_table.c.bundle_id == bundle.bundle_id)
+                    sa.select(tracking.loads_table).where(
+                        tracking.loads_table.c.bundle_id == bundle.bundle_id
+                    )
                 ).first()
                 if done is not None:
                     if done.manifest_sha256 != bundle.manifest_sha256:
@@ -791,11 +843,21 @@ def load_bundle(
                             [f"a different bundle with id {bundle.bundle_id} was loaded on {done.loaded_at}"],
                             hint="bundle ids are unique: this one was altered or re-made by hand",
                         )
-                    return LoadResult(bundle.bundle_id, str(bundle_path), "already-loaded", {}, [], time.monotonic() - started, _typed(done.root_target_pk) if done.root_target_pk else None)
+                    return LoadResult(
+                        bundle.bundle_id,
+                        str(bundle_path),
+                        "already-loaded",
+                        {},
+                        [],
+                        time.monotonic() - started,
+                        _typed(done.root_target_pk) if done.root_target_pk else None,
+                    )
                 source_graph = _bundle_graph(manifest, spec)
                 translator = translator_for(source_graph, graph)
                 sidecar = load_decisions(decisions)
-                load = _Load(connection, bundle, graph, system, translator, sidecar, progress, asker, batch_rows)
+                load = _Load(
+                    connection, bundle, graph, system, translator, sidecar, progress, asker, batch_rows
+                )
                 try:
                     load.preflight()
                     load.check_owned_conflicts()
@@ -817,7 +879,13 @@ def load_bundle(
                     txn.rollback()
                     outcome = "dry-run"
     return LoadResult(
-        bundle.bundle_id, str(bundle_path), outcome, load.plans, load.decided, time.monotonic() - started, root_pk
+        bundle.bundle_id,
+        str(bundle_path),
+        outcome,
+        load.plans,
+        load.decided,
+        time.monotonic() - started,
+        root_pk,
     )
 
 
@@ -842,4 +910,8 @@ def _verify(bundle: Bundle, spec: str | Path | None) -> None:
         return
     report = verify_bundle(bundle.source, graph=load_graph(spec) if spec else None)
     if report.problems:
-        raise BundleInvalid(bundle.name, [str(p) for p in report.problems], hint="run bundler inspect verify for the full list")
+        raise BundleInvalid(
+            bundle.name,
+            [str(p) for p in report.problems],
+            hint="run bundler inspect verify for the full list",
+        )

@@ -49,21 +49,61 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"i_acl": 2, "name": "Unused level", "type": "customer", "description": "nobody uses it"},
     ],
     "customer_classes": [
-        {"i_customer_class": 1, "name": "Business", "iso_4217": "USD", "i_invoice_template": 1, "grace_period": 5},
-        {"i_customer_class": 2, "name": "Residential", "iso_4217": "EUR", "i_invoice_template": 1, "grace_period": 0},
+        {
+            "i_customer_class": 1,
+            "name": "Business",
+            "iso_4217": "USD",
+            "i_invoice_template": 1,
+            "grace_period": 5,
+        },
+        {
+            "i_customer_class": 2,
+            "name": "Residential",
+            "iso_4217": "EUR",
+            "i_invoice_template": 1,
+            "grace_period": 0,
+        },
     ],
     "product_groups": [{"i_product_group": 1, "name": "SIP trunks"}],
     "tariffs": [
-        {"i_tariff": 1, "name": "T-Retail", "iso_4217": "USD", "i_off_peak_period": 1, "i_upload_template": 2,
-         "description": "Retail tariff – Ünïcode", "created": T0},
-        {"i_tariff": 2, "name": "T-Other", "iso_4217": "EUR", "i_off_peak_period": None, "i_upload_template": None,
-         "description": None, "created": T0},
+        {
+            "i_tariff": 1,
+            "name": "T-Retail",
+            "iso_4217": "USD",
+            "i_off_peak_period": 1,
+            "i_upload_template": 2,
+            "description": "Retail tariff – Ünïcode",
+            "created": T0,
+        },
+        {
+            "i_tariff": 2,
+            "name": "T-Other",
+            "iso_4217": "EUR",
+            "i_off_peak_period": None,
+            "i_upload_template": None,
+            "description": None,
+            "created": T0,
+        },
     ],
     "products": [
-        {"i_product": 1, "name": "Business SIP", "iso_4217": "USD", "i_product_group": 1, "i_routing_plan": 1,
-         "maintenance_fee": D("9.99000"), "description": "Für Geschäftskunden"},
-        {"i_product": 2, "name": "Home SIP", "iso_4217": "EUR", "i_product_group": None, "i_routing_plan": None,
-         "maintenance_fee": D("0.00000"), "description": ""},
+        {
+            "i_product": 1,
+            "name": "Business SIP",
+            "iso_4217": "USD",
+            "i_product_group": 1,
+            "i_routing_plan": 1,
+            "maintenance_fee": D("9.99000"),
+            "description": "Für Geschäftskunden",
+        },
+        {
+            "i_product": 2,
+            "name": "Home SIP",
+            "iso_4217": "EUR",
+            "i_product_group": None,
+            "i_routing_plan": None,
+            "maintenance_fee": D("0.00000"),
+            "description": "",
+        },
     ],
     "product_rating_entries": [
         {"i_accessibility": 1, "i_product": 1, "i_tariff": 1, "i_service": 1, "access_code": "SIP"},
@@ -77,14 +117,41 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"i_dest": 5, "destination": "90", "country": "Türkiye", "description": None},
     ],
     "rates": [
-        {"i_rate": 1, "i_tariff": 1, "i_dest": 1, "price_1": D("0.01000"), "price_n": D("0.01000"),
-         "interval_1": 60, "interval_n": 60, "effective_from": T0},
-        {"i_rate": 2, "i_tariff": 1, "i_dest": 2, "price_1": D("0.02500"), "price_n": D("0.02000"),
-         "interval_1": 30, "interval_n": 6, "effective_from": T0},
-        {"i_rate": 3, "i_tariff": 2, "i_dest": 5, "price_1": D("0.10000"), "price_n": D("0.10000"),
-         "interval_1": 60, "interval_n": 60, "effective_from": T0},
+        {
+            "i_rate": 1,
+            "i_tariff": 1,
+            "i_dest": 1,
+            "price_1": D("0.01000"),
+            "price_n": D("0.01000"),
+            "interval_1": 60,
+            "interval_n": 60,
+            "effective_from": T0,
+        },
+        {
+            "i_rate": 2,
+            "i_tariff": 1,
+            "i_dest": 2,
+            "price_1": D("0.02500"),
+            "price_n": D("0.02000"),
+            "interval_1": 30,
+            "interval_n": 6,
+            "effective_from": T0,
+        },
+        {
+            "i_rate": 3,
+            "i_tariff": 2,
+            "i_dest": 5,
+            "price_1": D("0.10000"),
+            "price_n": D("0.10000"),
+            "interval_1": 60,
+            "interval_n": 60,
+            "effective_from": T0,
+        },
     ],
-    "destination_group_sets": [{"i_dest_group_set": 1, "name": "VD zones"}, {"i_dest_group_set": 2, "name": "Other"}],
+    "destination_group_sets": [
+        {"i_dest_group_set": 1, "name": "VD zones"},
+        {"i_dest_group_set": 2, "name": "Other"},
+    ],
     "destination_groups": [
         {"i_dest_group": 1, "i_dest_group_set": 1, "name": "Europe"},
         {"i_dest_group": 2, "i_dest_group_set": 1, "name": "Africa"},
@@ -96,34 +163,73 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"i_dest_group": 2, "i_dest": 4},
         {"i_dest_group": 3, "i_dest": 3},
     ],
-    "spending_plans": [{"i_spending_plan": 1, "name": "Cap 100", "iso_4217": "USD", "spending_limit": D("100.00000")}],
+    "spending_plans": [
+        {"i_spending_plan": 1, "name": "Cap 100", "iso_4217": "USD", "spending_limit": D("100.00000")}
+    ],
     "subscriptions": [
-        {"i_subscription": 1, "name": "PBX seat", "iso_4217": "USD", "activation_fee": D("5.00000"), "description": None},
-        {"i_subscription": 2, "name": "Unused sub", "iso_4217": "USD", "activation_fee": D("0.00000"), "description": None},
+        {
+            "i_subscription": 1,
+            "name": "PBX seat",
+            "iso_4217": "USD",
+            "activation_fee": D("5.00000"),
+            "description": None,
+        },
+        {
+            "i_subscription": 2,
+            "name": "Unused sub",
+            "iso_4217": "USD",
+            "activation_fee": D("0.00000"),
+            "description": None,
+        },
     ],
     "subscription_fees": [
         {"i_subscription_fee": 1, "i_subscription": 1, "periods": 1, "fee": D("12.50000")},
         {"i_subscription_fee": 2, "i_subscription": 1, "periods": 12, "fee": D("10.00000")},
         {"i_subscription_fee": 3, "i_subscription": 2, "periods": 1, "fee": D("1.00000")},
     ],
-    "volume_discount_plans": [{"i_vd_plan": 1, "name": "Europe bundle", "iso_4217": "USD", "description": None}],
+    "volume_discount_plans": [
+        {"i_vd_plan": 1, "name": "Europe bundle", "iso_4217": "USD", "description": None}
+    ],
     "dialing_rules": [{"i_dialing_rule": 1, "name": "UK national", "rule": "0->44"}],
-    "fraud_traffic_profiles": [{"i_ftp": 1, "name": "Standard", "i_geo_risk_profile": 1, "max_calls_per_hour": 100}],
+    "fraud_traffic_profiles": [
+        {"i_ftp": 1, "name": "Standard", "i_geo_risk_profile": 1, "max_calls_per_hour": 100}
+    ],
     "custom_report_definitions": [{"i_custom_report": 1, "name": "Top callers", "definition": "SELECT 1"}],
     "custom_field_names": [
         {"i_custom_field": 1, "name": "VAT number", "type": "text"},
         {"i_custom_field": 2, "name": "Unused field", "type": "text"},
     ],
-    "did_pricing_batches": [{"i_did_pricing_batch": 1, "name": "DID std", "iso_4217": "USD",
-                             "activation_fee": D("1.00000"), "monthly_fee": D("2.00000")}],
+    "did_pricing_batches": [
+        {
+            "i_did_pricing_batch": 1,
+            "name": "DID std",
+            "iso_4217": "USD",
+            "activation_fee": D("1.00000"),
+            "monthly_fee": D("2.00000"),
+        }
+    ],
     "did_groups": [{"i_did_group": 1, "name": "London DIDs", "i_did_pricing_batch": 1}],
     "nodes": [{"i_node": 1, "name": "sbc-1", "node_type": "sbc", "ip_address": "10.0.0.1"}],
     # vendor
     "vendors": [
-        {"i_vendor": 1, "name": "Carrier Ä", "iso_4217": "USD", "i_billing_period": 4, "bill_status": "O",
-         "balance": D("-120.50000"), "creation_date": T0},
-        {"i_vendor": 2, "name": "Carrier B", "iso_4217": "EUR", "i_billing_period": 4, "bill_status": "O",
-         "balance": D("0.00000"), "creation_date": T0},
+        {
+            "i_vendor": 1,
+            "name": "Carrier Ä",
+            "iso_4217": "USD",
+            "i_billing_period": 4,
+            "bill_status": "O",
+            "balance": D("-120.50000"),
+            "creation_date": T0,
+        },
+        {
+            "i_vendor": 2,
+            "name": "Carrier B",
+            "iso_4217": "EUR",
+            "i_billing_period": 4,
+            "bill_status": "O",
+            "balance": D("0.00000"),
+            "creation_date": T0,
+        },
     ],
     "vendor_tariffs": [
         {"i_vendor_tariff": 1, "i_vendor": 1, "name": "VT-A", "iso_4217": "USD"},
@@ -135,34 +241,103 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"i_vendor_rate": 3, "i_vendor_tariff": 2, "i_dest": 5, "price": D("0.07000"), "effective_from": T0},
     ],
     "connections": [
-        {"i_connection": 1, "i_vendor": 1, "name": "A-out", "i_vendor_tariff": 1, "i_node": 1,
-         "i_routing_category": 1, "i_routing_criteria": 1, "remote_ip": "192.0.2.1"},
-        {"i_connection": 2, "i_vendor": 2, "name": "B-out", "i_vendor_tariff": 2, "i_node": None,
-         "i_routing_category": None, "i_routing_criteria": None, "remote_ip": None},
+        {
+            "i_connection": 1,
+            "i_vendor": 1,
+            "name": "A-out",
+            "i_vendor_tariff": 1,
+            "i_node": 1,
+            "i_routing_category": 1,
+            "i_routing_criteria": 1,
+            "remote_ip": "192.0.2.1",
+        },
+        {
+            "i_connection": 2,
+            "i_vendor": 2,
+            "name": "B-out",
+            "i_vendor_tariff": 2,
+            "i_node": None,
+            "i_routing_category": None,
+            "i_routing_criteria": None,
+            "remote_ip": None,
+        },
     ],
     "vendor_did_batches": [{"i_vendor_batch": 1, "i_vendor": 1, "name": "A-DIDs", "i_did_group": 1}],
     "did_numbers": [
-        {"i_did_number": 1, "i_vendor_batch": 1, "number": "442071230001", "i_did_pricing_batch": 1, "description": None},
-        {"i_did_number": 2, "i_vendor_batch": 1, "number": "442071230002", "i_did_pricing_batch": None, "description": ""},
+        {
+            "i_did_number": 1,
+            "i_vendor_batch": 1,
+            "number": "442071230001",
+            "i_did_pricing_batch": 1,
+            "description": None,
+        },
+        {
+            "i_did_number": 2,
+            "i_vendor_batch": 1,
+            "number": "442071230002",
+            "i_did_pricing_batch": None,
+            "description": "",
+        },
     ],
     "vendor_xdrs": [
-        {"i_vendor_xdr": 1, "i_connection": 1, "call_id": "v-1", "connect_time": datetime(2026, 11, 2, 9, 0, 0, 1),
-         "bill_time": datetime(2026, 11, 2, 9, 1), "duration": 60, "charged_amount": D("0.00500")},
-        {"i_vendor_xdr": 2, "i_connection": 1, "call_id": "v-2", "connect_time": datetime(2026, 10, 2, 9, 0),
-         "bill_time": datetime(2026, 10, 2, 9, 1), "duration": 60, "charged_amount": D("0.00500")},
-        {"i_vendor_xdr": 3, "i_connection": 2, "call_id": "v-3", "connect_time": datetime(2026, 11, 3, 9, 0),
-         "bill_time": datetime(2026, 11, 3, 9, 1), "duration": 30, "charged_amount": D("0.03500")},
+        {
+            "i_vendor_xdr": 1,
+            "i_connection": 1,
+            "call_id": "v-1",
+            "connect_time": datetime(2026, 11, 2, 9, 0, 0, 1),
+            "bill_time": datetime(2026, 11, 2, 9, 1),
+            "duration": 60,
+            "charged_amount": D("0.00500"),
+        },
+        {
+            "i_vendor_xdr": 2,
+            "i_connection": 1,
+            "call_id": "v-2",
+            "connect_time": datetime(2026, 10, 2, 9, 0),
+            "bill_time": datetime(2026, 10, 2, 9, 1),
+            "duration": 60,
+            "charged_amount": D("0.00500"),
+        },
+        {
+            "i_vendor_xdr": 3,
+            "i_connection": 2,
+            "call_id": "v-3",
+            "connect_time": datetime(2026, 11, 3, 9, 0),
+            "bill_time": datetime(2026, 11, 3, 9, 1),
+            "duration": 30,
+            "charged_amount": D("0.03500"),
+        },
     ],
 }
 
 
 def _customer(i: int, name: str, ctype: int, parent: int | None, **extra: Any) -> dict[str, Any]:
     row = {
-        "i_customer": i, "name": name, "i_customer_type": ctype, "i_parent": parent, "iso_4217": "USD",
-        "i_customer_class": None, "i_acl": None, "i_taxation_method": 1, "i_dialing_rule": None, "i_ftp": None,
-        "i_custom_report": None, "i_default_site": None, "i_billing_period": 4, "bill_status": "O",
-        "balance": D("0.00000"), "credit_limit": None, "creation_date": T0, "companyname": None, "fax": None,
-        "firstname": None, "lastname": None, "email": None, "phone": None, "address": None, "notes": None,
+        "i_customer": i,
+        "name": name,
+        "i_customer_type": ctype,
+        "i_parent": parent,
+        "iso_4217": "USD",
+        "i_customer_class": None,
+        "i_acl": None,
+        "i_taxation_method": 1,
+        "i_dialing_rule": None,
+        "i_ftp": None,
+        "i_custom_report": None,
+        "i_default_site": None,
+        "i_billing_period": 4,
+        "bill_status": "O",
+        "balance": D("0.00000"),
+        "credit_limit": None,
+        "creation_date": T0,
+        "companyname": None,
+        "fax": None,
+        "firstname": None,
+        "lastname": None,
+        "email": None,
+        "phone": None,
+        "address": None,
+        "notes": None,
     }
     row.update(extra)
     return row
@@ -174,10 +349,27 @@ CUSTOMERS = [
     _customer(1, "reseller-r", 2, None),
     _customer(2, "sub-reseller-r2", 2, 1, bill_status="S"),
     _customer(3, "retail-under-r2", 1, 2),
-    _customer(4, "acme", 1, None, i_customer_class=1, i_acl=1, i_dialing_rule=1, i_ftp=1, i_custom_report=1,
-              balance=D("12.34567"), credit_limit=D("500.00000"), companyname="Acme Łódź Sp. z o.o.",
-              fax="+48 42 000", firstname="Zoë", lastname="Åström", email="zoe@acme.example", phone="",
-              address="ul. Piotrkowska 1\nŁódź", notes="línea 1; \"quoted\", tab\there"),
+    _customer(
+        4,
+        "acme",
+        1,
+        None,
+        i_customer_class=1,
+        i_acl=1,
+        i_dialing_rule=1,
+        i_ftp=1,
+        i_custom_report=1,
+        balance=D("12.34567"),
+        credit_limit=D("500.00000"),
+        companyname="Acme Łódź Sp. z o.o.",
+        fax="+48 42 000",
+        firstname="Zoë",
+        lastname="Åström",
+        email="zoe@acme.example",
+        phone="",
+        address="ul. Piotrkowska 1\nŁódź",
+        notes='línea 1; "quoted", tab\there',
+    ),
     _customer(5, "bravo", 1, None, i_billing_period=1),
     _customer(6, "distri", 3, None),
     _customer(7, "zombie", 1, None, bill_status="C"),
@@ -187,19 +379,44 @@ CUSTOMERS = [
 
 def _account(i: int, ident: str, customer: int, product: int, **extra: Any) -> dict[str, Any]:
     row = {
-        "i_account": i, "id": ident, "i_customer": customer, "i_product": product, "iso_4217": "USD",
-        "billing_model": 1, "bill_status": "O", "balance": D("0.00000"), "credit_limit": None,
-        "opening_balance": D("0.00000"), "activation_date": date(2026, 1, 1), "expiration_date": None,
-        "i_routing_plan": None, "i_service_policy": None, "i_access_policy": None, "i_vd_plan": None,
-        "i_spending_plan": None, "h323_password": "s3cr3t", "blocked": "N",
+        "i_account": i,
+        "id": ident,
+        "i_customer": customer,
+        "i_product": product,
+        "iso_4217": "USD",
+        "billing_model": 1,
+        "bill_status": "O",
+        "balance": D("0.00000"),
+        "credit_limit": None,
+        "opening_balance": D("0.00000"),
+        "activation_date": date(2026, 1, 1),
+        "expiration_date": None,
+        "i_routing_plan": None,
+        "i_service_policy": None,
+        "i_access_policy": None,
+        "i_vd_plan": None,
+        "i_spending_plan": None,
+        "h323_password": "s3cr3t",
+        "blocked": "N",
     }
     row.update(extra)
     return row
 
 
 ACCOUNTS = [
-    _account(1, "acme-1", 4, 1, billing_model=-1, balance=D("3.14159"), i_routing_plan=1, i_service_policy=1,
-             i_access_policy=1, i_vd_plan=1, i_spending_plan=1),
+    _account(
+        1,
+        "acme-1",
+        4,
+        1,
+        billing_model=-1,
+        balance=D("3.14159"),
+        i_routing_plan=1,
+        i_service_policy=1,
+        i_access_policy=1,
+        i_vd_plan=1,
+        i_spending_plan=1,
+    ),
     _account(2, "acme-2", 4, 1, bill_status="S", expiration_date=date(2027, 1, 1)),
     _account(3, "bravo-1", 5, 2),
     _account(4, "r2-cust-1", 3, 2),
@@ -215,74 +432,185 @@ OWNED: dict[str, list[dict[str, Any]]] = {
         {"i_customer_site": 3, "i_customer": 5, "name": "Home", "address": None},
     ],
     "customer_service_features": [
-        {"i_cust_feature": 1, "i_customer": 4, "feature_name": "call_recording", "flag_value": "Y", "attributes": None},
+        {
+            "i_cust_feature": 1,
+            "i_customer": 4,
+            "feature_name": "call_recording",
+            "flag_value": "Y",
+            "attributes": None,
+        },
     ],
     "account_service_features": [
-        {"i_acc_feature": 1, "i_account": 1, "feature_name": "voicemail", "flag_value": "Y", "attributes": "lang=pl"},
-        {"i_acc_feature": 2, "i_account": 3, "feature_name": "voicemail", "flag_value": "N", "attributes": None},
+        {
+            "i_acc_feature": 1,
+            "i_account": 1,
+            "feature_name": "voicemail",
+            "flag_value": "Y",
+            "attributes": "lang=pl",
+        },
+        {
+            "i_acc_feature": 2,
+            "i_account": 3,
+            "feature_name": "voicemail",
+            "flag_value": "N",
+            "attributes": None,
+        },
     ],
     "invoices": [
-        {"i_invoice": 1, "i_customer": 4, "invoice_number": "INV-0001", "i_template": 1, "iso_4217": "USD",
-         "period_from": date(2026, 10, 1), "period_to": date(2026, 10, 31), "issue_date": datetime(2026, 11, 1, 3),
-         "amount_net": D("100.00000"), "amount_due": D("123.00000"), "amount_paid": D("0.00000")},
+        {
+            "i_invoice": 1,
+            "i_customer": 4,
+            "invoice_number": "INV-0001",
+            "i_template": 1,
+            "iso_4217": "USD",
+            "period_from": date(2026, 10, 1),
+            "period_to": date(2026, 10, 31),
+            "issue_date": datetime(2026, 11, 1, 3),
+            "amount_net": D("100.00000"),
+            "amount_due": D("123.00000"),
+            "amount_paid": D("0.00000"),
+        },
     ],
     "payment_methods": [
-        {"i_payment_method": 1, "i_customer": 4, "i_payment_system": 1, "payment_method": "VISA", "token": "tok_acme",
-         "number": "************4242", "exp_date": date(2028, 12, 31), "name_on_card": "ZOË ÅSTRÖM"},
+        {
+            "i_payment_method": 1,
+            "i_customer": 4,
+            "i_payment_system": 1,
+            "payment_method": "VISA",
+            "token": "tok_acme",
+            "number": "************4242",
+            "exp_date": date(2028, 12, 31),
+            "name_on_card": "ZOË ÅSTRÖM",
+        },
     ],
     "payments": [
-        {"i_payment": 1, "i_customer": 4, "i_payment_method": 1, "iso_4217": "USD", "amount": D("50.00000"),
-         "payment_time": datetime(2026, 11, 5, 10, 0, 0, 123456), "transaction_id": "ch_1", "notes": "Zahlung"},
-        {"i_payment": 2, "i_customer": 5, "i_payment_method": None, "iso_4217": "USD", "amount": D("5.00000"),
-         "payment_time": datetime(2026, 11, 6), "transaction_id": "ch_2", "notes": None},
+        {
+            "i_payment": 1,
+            "i_customer": 4,
+            "i_payment_method": 1,
+            "iso_4217": "USD",
+            "amount": D("50.00000"),
+            "payment_time": datetime(2026, 11, 5, 10, 0, 0, 123456),
+            "transaction_id": "ch_1",
+            "notes": "Zahlung",
+        },
+        {
+            "i_payment": 2,
+            "i_customer": 5,
+            "i_payment_method": None,
+            "iso_4217": "USD",
+            "amount": D("5.00000"),
+            "payment_time": datetime(2026, 11, 6),
+            "transaction_id": "ch_2",
+            "notes": None,
+        },
     ],
     "credit_limit_history": [
         {"i_cl_history": 1, "i_customer": 4, "credit_limit": None, "changed_at": T0},
-        {"i_cl_history": 2, "i_customer": 4, "credit_limit": D("500.00000"), "changed_at": datetime(2026, 6, 1)},
+        {
+            "i_cl_history": 2,
+            "i_customer": 4,
+            "credit_limit": D("500.00000"),
+            "changed_at": datetime(2026, 6, 1),
+        },
     ],
     "extensions": [
         {"i_extension": 1, "i_customer": 4, "i_account": 1, "extension_number": "101", "name": "Reception"},
         {"i_extension": 2, "i_customer": 4, "i_account": None, "extension_number": "102", "name": "Fax"},
     ],
     "hunt_groups": [
-        {"i_hunt_group": 1, "i_customer": 4, "name": "Sales", "hunt_group_number": "200", "hunt_sequence": "Order"},
+        {
+            "i_hunt_group": 1,
+            "i_customer": 4,
+            "name": "Sales",
+            "hunt_group_number": "200",
+            "hunt_sequence": "Order",
+        },
     ],
     "hunt_group_members": [
         {"i_hunt_group": 1, "i_extension": 1, "position": 1},
         {"i_hunt_group": 1, "i_extension": 2, "position": 2},
     ],
     "call_queues": [
-        {"i_call_queue": 1, "i_customer": 4, "i_hunt_group": 1, "i_voice_app": 1, "name": "Support", "max_waiting": 5},
+        {
+            "i_call_queue": 1,
+            "i_customer": 4,
+            "i_hunt_group": 1,
+            "i_voice_app": 1,
+            "name": "Support",
+            "max_waiting": 5,
+        },
     ],
     "sim_cards": [
-        {"i_sim_card": 1, "i_customer": 4, "i_account": 1, "icc_id": "8944000000000000001", "imsi": "234150000000001",
-         "pin": "1234", "status": "active"},
+        {
+            "i_sim_card": 1,
+            "i_customer": 4,
+            "i_account": 1,
+            "icc_id": "8944000000000000001",
+            "imsi": "234150000000001",
+            "pin": "1234",
+            "status": "active",
+        },
     ],
     "cpe_inventory": [
-        {"i_cpe": 1, "i_customer": 4, "i_account": 1, "i_cpe_profile": 1, "mac": "00:15:65:00:00:01", "serial": "SN1"},
+        {
+            "i_cpe": 1,
+            "i_customer": 4,
+            "i_account": 1,
+            "i_cpe_profile": 1,
+            "mac": "00:15:65:00:00:01",
+            "serial": "SN1",
+        },
     ],
     "did_assignments": [
         {"i_did_assignment": 1, "i_account": 1, "i_did_number": 1, "assigned_from": T0},
     ],
     "account_subscriptions": [
-        {"i_account_subscription": 1, "i_account": 1, "i_subscription": 1, "start_date": date(2026, 1, 1),
-         "finish_date": None, "discount_rate": D("10.00")},
+        {
+            "i_account_subscription": 1,
+            "i_account": 1,
+            "i_subscription": 1,
+            "start_date": date(2026, 1, 1),
+            "finish_date": None,
+            "discount_rate": D("10.00"),
+        },
     ],
     "volume_discount_counters": [
-        {"i_vd_counter": 1, "i_customer": 4, "i_vd_plan": 1, "i_dest_group": 1, "period_start": date(2026, 11, 1),
-         "peak_level": 0, "used": D("12.00000")},
+        {
+            "i_vd_counter": 1,
+            "i_customer": 4,
+            "i_vd_plan": 1,
+            "i_dest_group": 1,
+            "period_start": date(2026, 11, 1),
+            "peak_level": 0,
+            "used": D("12.00000"),
+        },
     ],
     "custom_field_values": [{"i_cf_value": 1, "i_customer": 4, "i_custom_field": 1, "value": "PL1234567890"}],
 }
 
 
-def _xdr(i: int, account: int, when: datetime, dest: int | None, service: int = 1, **extra: Any) -> dict[str, Any]:
+def _xdr(
+    i: int, account: int, when: datetime, dest: int | None, service: int = 1, **extra: Any
+) -> dict[str, Any]:
     row = {
-        "i_xdr": i, "i_account": account, "i_service": service, "i_dest": dest, "i_invoice": None,
-        "call_id": f"call-{i}", "cli": "442070000000", "cld": "49300000000", "connect_time": when,
-        "disconnect_time": when.replace(second=59), "bill_time": when.replace(microsecond=0),
-        "charged_amount": D("0.01234"), "charged_quantity": 60, "used_quantity": 59,
-        "account_balance": D("3.14159"), "country": None, "description": None,
+        "i_xdr": i,
+        "i_account": account,
+        "i_service": service,
+        "i_dest": dest,
+        "i_invoice": None,
+        "call_id": f"call-{i}",
+        "cli": "442070000000",
+        "cld": "49300000000",
+        "connect_time": when,
+        "disconnect_time": when.replace(second=59),
+        "bill_time": when.replace(microsecond=0),
+        "charged_amount": D("0.01234"),
+        "charged_quantity": 60,
+        "used_quantity": 59,
+        "account_balance": D("3.14159"),
+        "country": None,
+        "description": None,
     }
     row.update(extra)
     return row
@@ -336,9 +664,20 @@ def _rows_for(name: str) -> list[dict[str, Any]]:
 
 
 PREREQUISITES = [
-    "currencies", "payment_systems", "templates", "taxation_methods", "off_peak_periods", "routing_plans",
-    "routing_categories", "routing_criteria", "service_policies", "internet_access_policies", "geo_risk_profiles",
-    "cpe_profiles", "voice_applications", "services",
+    "currencies",
+    "payment_systems",
+    "templates",
+    "taxation_methods",
+    "off_peak_periods",
+    "routing_plans",
+    "routing_categories",
+    "routing_criteria",
+    "service_policies",
+    "internet_access_policies",
+    "geo_risk_profiles",
+    "cpe_profiles",
+    "voice_applications",
+    "services",
 ]
 ID_SHIFT = 100
 
@@ -350,10 +689,15 @@ def shifted(table: str, rows: list[dict[str, Any]], shift: int = ID_SHIFT) -> li
     id_columns = {
         c.name for c in t.columns if isinstance(c.type, sa.Integer) and (c.primary_key or "ref" in c.info)
     }
-    return [{k: (v + shift if k in id_columns and isinstance(v, int) else v) for k, v in row.items()} for row in rows]
+    return [
+        {k: (v + shift if k in id_columns and isinstance(v, int) else v) for k, v in row.items()}
+        for row in rows
+    ]
 
 
-def build_target(url: str, release: str = "r2", *, shared: dict[str, list[dict[str, Any]]] | None = None) -> sa.Engine:
+def build_target(
+    url: str, release: str = "r2", *, shared: dict[str, list[dict[str, Any]]] | None = None
+) -> sa.Engine:
     """A target: the fixture's prerequisites under other ids, plus the given shared rows (ids shifted too)."""
     from bundler.db import connect
 

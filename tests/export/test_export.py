@@ -103,7 +103,16 @@ def test_reseller_closure_takes_the_whole_tree(source: sa.Engine, tmp_path: Path
     assert ids(result.path, "customers") == {1, 2, 3}
     assert ids(result.path, "accounts") == {4, 5}
     assert ids(result.path, "xdrs") == {8, 9}
-    assert statuses(source, "customers") | {} == {1: "E", 2: "E", 3: "E", 4: "O", 5: "O", 6: "O", 7: "C", 8: "E"}
+    assert statuses(source, "customers") | {} == {
+        1: "E",
+        2: "E",
+        3: "E",
+        4: "O",
+        5: "O",
+        6: "O",
+        7: "C",
+        8: "E",
+    }
     # the sub-reseller was suspended: its status in the bundle is the one it had
     rows = pq.read_table(open_bundle(result.path).table_path("customers")).to_pylist()
     assert {r["i_customer"]: r["bill_status"] for r in rows} == {1: "O", 2: "S", 3: "O"}
@@ -114,7 +123,9 @@ def test_reseller_closure_takes_the_whole_tree(source: sa.Engine, tmp_path: Path
 def test_customer_under_a_reseller_names_its_parent(sqlite_source: sa.Engine, tmp_path: Path) -> None:
     result = export_root(sqlite_source, "customer", "retail-under-r2", tmp_path, options=at(mark=False))
     assert ids(result.path, "customers") == {3}
-    assert result.manifest["prerequisites"]["customers"]["rows"] == [{"value": 2, "key": {"name": "sub-reseller-r2"}}]
+    assert result.manifest["prerequisites"]["customers"]["rows"] == [
+        {"value": 2, "key": {"name": "sub-reseller-r2"}}
+    ]
 
 
 def test_vendor_closure(source: sa.Engine, tmp_path: Path) -> None:
@@ -137,7 +148,9 @@ def test_vendor_closure(source: sa.Engine, tmp_path: Path) -> None:
 
 def test_config_export_whole_tables_and_named_entries(source: sa.Engine, tmp_path: Path) -> None:
     result = export_config(
-        source, [ConfigSelection.parse("products=Home SIP"), ConfigSelection.parse("custom_field_names")], tmp_path
+        source,
+        [ConfigSelection.parse("products=Home SIP"), ConfigSelection.parse("custom_field_names")],
+        tmp_path,
     )
     path = result.path
     assert result.manifest["kind"] == "config" and result.manifest["root"] is None
@@ -162,7 +175,9 @@ def test_config_export_whole_tables_and_named_entries(source: sa.Engine, tmp_pat
         ("since=2026-10-31", {1, 2, 3, 5}, ("2026-10-31 00:00:00", None)),
     ],
 )
-def test_usage_windows(sqlite_source: sa.Engine, tmp_path: Path, xdrs: str, expected: set[int], window: tuple[Any, Any]) -> None:
+def test_usage_windows(
+    sqlite_source: sa.Engine, tmp_path: Path, xdrs: str, expected: set[int], window: tuple[Any, Any]
+) -> None:
     result = export_root(sqlite_source, "customer", "acme", tmp_path, options=at(xdrs=xdrs, mark=False))
     assert ids(result.path, "xdrs") == expected
     usage = result.manifest["usage"]
@@ -212,7 +227,9 @@ def test_usage_only_needs_a_first_phase(sqlite_source: sa.Engine, tmp_path: Path
         ("reseller", "acme", "not a reseller .* export it with --customer"),
     ],
 )
-def test_refused_roots_change_nothing(sqlite_source: sa.Engine, tmp_path: Path, kind: str, ident: str, message: str) -> None:
+def test_refused_roots_change_nothing(
+    sqlite_source: sa.Engine, tmp_path: Path, kind: str, ident: str, message: str
+) -> None:
     before = statuses(sqlite_source, "customers"), statuses(sqlite_source, "accounts")
     with pytest.raises(RootError, match=message):
         export_root(sqlite_source, kind, ident, tmp_path, options=at())
@@ -268,7 +285,9 @@ def test_export_is_recorded(source: sa.Engine, tmp_path: Path) -> None:
 
 
 def test_several_roots_in_parallel(sqlite_source: sa.Engine, tmp_path: Path) -> None:
-    results = export_many(sqlite_source, "customer", ["acme", "bravo", "distri", "zombie"], tmp_path, workers=2, options=at())
+    results = export_many(
+        sqlite_source, "customer", ["acme", "bravo", "distri", "zombie"], tmp_path, workers=2, options=at()
+    )
     done = [r for r in results if not isinstance(r, Exception)]
     failed = [r for r in results if isinstance(r, Exception)]
     assert len(done) == 3 and len(failed) == 1 and "terminated" in str(failed[0])

@@ -37,7 +37,9 @@ def _shop(url: str, dialect: str) -> sa.Engine:
 def test_unrelated_schema_through_spec(new_db: Any, dialect: str, tmp_path: Path) -> None:
     engine = _shop(new_db(dialect), dialect)
     spec = CASES / "shop.json"
-    result = export_root(engine, "customer", "ola@example.pl", tmp_path, spec=spec, options=ExportOptions(now=NOW))
+    result = export_root(
+        engine, "customer", "ola@example.pl", tmp_path, spec=spec, options=ExportOptions(now=NOW)
+    )
     bundle = open_bundle(result.path)
 
     def col(table: str, name: str) -> set[Any]:
@@ -94,9 +96,11 @@ def test_unpack_refuses_a_tampered_file(bundle_path: Path, tmp_path: Path) -> No
     import zstandard
 
     evil = tmp_path / "evil.bundle.tar.zst"
-    with open(evil, "wb") as raw, zstandard.ZstdCompressor().stream_writer(raw) as zw, tarfile.open(
-        fileobj=zw, mode="w|"
-    ) as tar:
+    with (
+        open(evil, "wb") as raw,
+        zstandard.ZstdCompressor().stream_writer(raw) as zw,
+        tarfile.open(fileobj=zw, mode="w|") as tar,
+    ):
         tar.add(tampered_dir, arcname=tampered_dir.name)
     with pytest.raises(BundleInvalid, match="tables/accounts.parquet: sha256 differs"):
         unpack(evil, tmp_path / "incoming")
@@ -115,7 +119,9 @@ def test_cli_export_pack_unpack(new_db: Any, tmp_path: Path) -> None:
     fixture.build(url)
     runner = CliRunner()
     out = tmp_path / "bundles"
-    result = runner.invoke(main, ["export", "--source", url, "--customer", "acme", "--xdrs", "all", "--out", str(out), "--json"])
+    result = runner.invoke(
+        main, ["export", "--source", url, "--customer", "acme", "--xdrs", "all", "--out", str(out), "--json"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary[0]["tables"]["xdrs"] == 5

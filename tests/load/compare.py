@@ -25,8 +25,11 @@ def _ledger(target: sa.Engine, bundle_id: str) -> dict[str, dict[str, str]]:
     maps: dict[str, dict[str, str]] = defaultdict(dict)
     with target.connect() as conn:
         rows = conn.execute(
-            sa.select(tracking.ledger_table.c.table_name, tracking.ledger_table.c.source_pk, tracking.ledger_table.c.target_pk)
-            .where(tracking.ledger_table.c.bundle_id == bundle_id)
+            sa.select(
+                tracking.ledger_table.c.table_name,
+                tracking.ledger_table.c.source_pk,
+                tracking.ledger_table.c.target_pk,
+            ).where(tracking.ledger_table.c.bundle_id == bundle_id)
         )
         for table, source, target_pk in rows:
             maps[table][source] = target_pk
@@ -43,7 +46,9 @@ def canonical_rows(
     prereq: dict[str, dict[str, str]] = {}
     for table, entry in manifest["prerequisites"].items():
         t, _ = translator.translate_key(table, {})
-        prereq[t] = {str(r["value"]): key_text(translator.translate_key(table, r["key"])[1]) for r in entry["rows"]}
+        prereq[t] = {
+            str(r["value"]): key_text(translator.translate_key(table, r["key"])[1]) for r in entry["rows"]
+        }
     carried = set(translator.tables(bundle.tables()))
 
     def ident(table: str, value: Any) -> Any:
@@ -85,6 +90,8 @@ def differences(first: Any, target: sa.Engine, again: Any, graph: Graph) -> list
         if rows_a != rows_b:
             only_a = [r for r in rows_a if r not in rows_b]
             only_b = [r for r in rows_b if r not in rows_a]
-            problems.append(f"{table}: {len(only_a)} row(s) only in the first, {len(only_b)} only in the second; "
-                            f"first: {only_a[:1]} second: {only_b[:1]}")
+            problems.append(
+                f"{table}: {len(only_a)} row(s) only in the first, {len(only_b)} only in the second; "
+                f"first: {only_a[:1]} second: {only_b[:1]}"
+            )
     return problems

@@ -33,7 +33,9 @@ def test_round_trip_is_exact(new_db: Any, tmp_path: Path, source_dialect: str, t
     load_bundle(target, vendor.path)
     result = load_bundle(target, first.path)
     assert result.outcome == "loaded"
-    again = export_root(target, "customer", "acme", tmp_path / "b", options=ExportOptions(now=NOW, xdrs="all", mark=False))
+    again = export_root(
+        target, "customer", "acme", tmp_path / "b", options=ExportOptions(now=NOW, xdrs="all", mark=False)
+    )
     assert again.manifest["graph"]["release"] == "r2"
     assert differences(first.path, target, again.path, graph_for_release("r2")) == []
     # the split table and the new column came out of the translation, not from nowhere
@@ -49,7 +51,13 @@ def test_same_release_round_trip(new_db: Any, tmp_path: Path) -> None:
     reseller = export_root(source, "reseller", "reseller-r", tmp_path / "a", options=options)
     load_bundle(target, vendor.path)
     load_bundle(target, reseller.path)
-    again = export_root(target, "reseller", "reseller-r", tmp_path / "b", options=ExportOptions(now=NOW, xdrs="all", mark=False))
+    again = export_root(
+        target,
+        "reseller",
+        "reseller-r",
+        tmp_path / "b",
+        options=ExportOptions(now=NOW, xdrs="all", mark=False),
+    )
     assert differences(reseller.path, target, again.path, graph_for_release("r1")) == []
 
 
@@ -65,7 +73,9 @@ def test_the_comparison_sees_a_single_changed_value(new_db: Any, tmp_path: Path)
     load_bundle(target, first.path)
     with target.begin() as conn:
         conn.execute(sa.text("UPDATE xdrs SET charged_amount = '0.01235' WHERE call_id = 'call-1'"))
-    again = export_root(target, "customer", "acme", tmp_path / "b", options=ExportOptions(now=NOW, xdrs="all", mark=False))
+    again = export_root(
+        target, "customer", "acme", tmp_path / "b", options=ExportOptions(now=NOW, xdrs="all", mark=False)
+    )
     problems = differences(first.path, target, again.path, graph_for_release("r2"))
     assert len(problems) == 1 and problems[0].startswith("xdrs: 1 row(s) only in the first")
     assert "0.01234" in problems[0] and "0.01235" in problems[0]

@@ -1,0 +1,418 @@
+"""``bundler inspect summary|verify|query|diff``: thin click commands over :mod:`bundler.inspect`.
+
+Every command takes bundle folders or packed ``.bundle.tar.zst`` files; BUNDLE arguments
+may be globs (expanded here too, for shells that do not) or folders of bundles. Data goes
+to stdout (tables for people, ``--json`` / ``--format`` for programs), notes to stderr.
+Heavy modules (duckdb, pyarrow, rich) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bundler.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bundler.inspect.diff import DiffReport
+    from bundler.inspect.summary import BundleSummary, Summary
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+spec_option = click.option(
+    "--spec",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Entity graph file to read the bundles with (default: the graph of each bundle's release).",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for programs instead of tables."
+)
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    out = sys.stdout
+    tty = bool(getattr(out, "isatty", lambda: False)())
+    return Console(file=out, width=None if tty else 200, markup=False, highlight=False, emoji=False)
+
+
+def _note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _paths(patterns: Sequence[str]) -> list[Path]:
+    from bundler.inspect.query import expand_bundle_paths
+
+    return expand_bundle_paths(patterns)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+@click.group("inspect", context_settings=CONTEXT_SETTINGS)
+def inspect() -> None:
+    """Audit and validate bundles offline with DuckDB (no database needed).
+
+    Works on bundle folders and packed .bundle.tar.zst files alike.
+
+    \b
+    Example:
+      bundler inspect summary out/*.bundle
+      bundler inspect verify out/customer-acme-*.bundle
+    """
+
+
+# -- summary ---------------------------------------------------------------------------------
+
+
+@inspect.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("bundles", nargs=-1, required=True)
+@json_option
+@click.option("--full", is_flag=True, help="With several bundles, also print each bundle's details.")
+@spec_option
+def summary(bundles: tuple[str, ...], as_json: bool, full: bool, spec: Path | None) -> None:
+    """What bundles hold: kind, root, source, usage window, tables, prerequisites.
+
+    One bundle: its details. Several (or a glob): one line per bundle, then the totals
+    per table (--full adds each bundle's details); --json always has everything.
+
+    \b
+    Example:
+      bundler inspect summary out/customer-acme-20261115T120000-811a9f.bundle
+      bundler inspect summary 'out/*.bundle' --json
+    """
+    from bundler.inspect.summary import summarize
+
+    result = summarize(_paths(bundles), spec=spec)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+        return
+    _print_summary(result, full=full or len(result.bundles) == 1)
+
+
+def _print_summary(result: Summary, *, full: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+    if full:
+        for b in result.bundles:
+            _print_bundle(console, b)
+    if len(result.bundles) > 1:
+        overview = Table(box=None, pad_edge=False)
+        for name, justify in (
+            ("bundle", "left"),
+            ("kind", "left"),
+            ("root", "left"),
+            ("usage", "left"),
+            ("rows", "right"),
+            ("bytes", "right"),
+            ("needs", "right"),
+        ):
+            overview.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for b in result.bundles:
+            overview.add_row(
+                Text(b.bundle_id),
+                b.kind,
+                Text(b.root_text),
+                Text(b.window_text),
+                str(b.rows),
+                _size(b.bytes),
+                str(sum(p.rows for p in b.prerequisites)),
+            )
+        console.print(overview)
+        console.print()
+        totals = result.totals
+        kinds = ", ".join(f"{n} {k}" for k, n in totals["kinds"].items())
+        console.print(
+            Text(
+                f"totals: {totals['bundles']} bundles ({kinds}), {totals['rows']} rows, "
+                f"{_size(totals['bytes'])}",
+                style="bold",
+            )
+        )
+        table = Table(show_edge=False, box=None, pad_edge=False)
+        for name, justify in (("table", "left"), ("bundles", "right"), ("rows", "right"), ("bytes", "right")):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for name, t in totals["tables"].items():
+            table.add_row(Text(name), str(t["bundles"]), str(t["rows"]), _size(t["bytes"]))
+        console.print(table)
+
+
+def _print_bundle(console: Console, b: BundleSummary) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    src = b.source
+    facts = [
+        ("bundle", f"{b.bundle_id}  ({b.path})"),
+        ("kind", b.kind),
+        ("root", b.root_text),
+        ("source", f"{src.get('system_id')} release {src.get('release')} ({src.get('dialect')})"),
+        ("graph", f"{b.graph.get('system')} release {b.graph.get('release')}"),
+        ("created", f"{b.created_at}" + ("  (root marked Exported)" if b.marked else "")),
+        ("usage", b.window_text),
+    ]
+    for table, span in b.usage_span.items():
+        facts.append(("", f"{table}.{span['column']} from {span['first']} to {span['last']}"))
+    facts.append(("depends on", ", ".join(b.depends_on) or "-"))
+    facts.append(("format", f"version {b.format_version}"))
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    for label, value in facts:
+        head.add_row(Text(label), Text(str(value)))
+    console.print(head)
+    tables = Table(title=None, box=None, pad_edge=False)
+    for name, justify in (("table", "left"), ("scope", "left"), ("rows", "right"), ("bytes", "right")):
+        tables.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for t in b.tables:
+        tables.add_row(Text(t.name), t.scope, str(t.rows), _size(t.bytes))
+    tables.add_row(Text("total", style="bold"), "", str(b.rows), _size(b.bytes))
+    console.print(tables)
+    if b.prerequisites:
+        pre = Table(box=None, pad_edge=False)
+        for name, justify in (
+            ("needs in the target", "left"),
+            ("by", "left"),
+            ("scope", "left"),
+            ("rows", "right"),
+        ):
+            pre.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for p in b.prerequisites:
+            pre.add_row(Text(p.table), Text(p.column), p.scope, str(p.rows))
+        console.print(pre)
+    else:
+        console.print("needs in the target: nothing")
+    console.print()
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+
+@inspect.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("bundles", nargs=-1, required=True)
+@json_option
+@spec_option
+def verify(bundles: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
+    """Check bundles completely and report every problem, not only the first.
+
+    Checks the manifest against its JSON Schema and format version (a newer version is
+    refused by name), every checksum, the Parquet schemas against the entity graph
+    (names, order, exact types), row counts, NOT NULL columns, unique primary keys, that
+    every reference resolves (to a row in the bundle, or to a prerequisite or outside row
+    the manifest declares by natural key) and that usage rows lie inside the declared window.
+
+    Output (stdout): one line per problem, "BUNDLE: FILE: problem", or "ok: BUNDLE (...)"
+    for a bundle without problems; warnings and the tally go to stderr. With --json, a list
+    of reports. Exit status 4 when any bundle has a problem.
+
+    \b
+    Example:
+      bundler inspect verify out/customer-acme-20261115T120000-811a9f.bundle
+      bundler inspect verify 'out/*.bundle' 'out/*.bundle.tar.zst' --json
+    """
+    from bundler.inspect.verify import verify_bundle
+
+    paths = _paths(bundles)
+    reports = []
+    for path in paths:
+        report = verify_bundle(path, spec=spec)
+        reports.append(report)
+        for warning in report.warnings:
+            _note(f"warning: {report.bundle}: {warning}")
+        if as_json:
+            continue
+        if report.ok:
+            click.echo(
+                f"ok: {report.bundle} ({report.tables} tables, {report.rows} rows, {report.seconds:.2f} s)"
+            )
+        for line in report.lines():
+            click.echo(line)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False))
+    invalid = [r for r in reports if not r.ok]
+    problems = sum(len(r.problems) for r in reports)
+    if invalid:
+        _note(f"{len(invalid)} of {len(reports)} bundle(s) invalid, {problems} problem(s)")
+        click.get_current_context().exit(int(ExitCode.BUNDLE_INVALID))
+    _note(f"{len(reports)} bundle(s) verified, no problems")
+
+
+# -- query -----------------------------------------------------------------------------------
+
+
+@inspect.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("args", nargs=-1, required=True, metavar="BUNDLE... SQL")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output: a table for people, CSV or a JSON array of objects for programs.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Print at most this many rows (default: 100 for --format table, all otherwise).",
+)
+@spec_option
+def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None) -> None:
+    """Run DuckDB SQL over bundles: each table is a view named after it.
+
+    Over several bundles, each view holds the rows of every bundle, with a first column
+    bundle_id. Tables of the entity graph that no bundle carries are empty views. In CSV
+    and JSON, decimals, dates and timestamps are exact text and NULL is empty / null.
+
+    \b
+    Example:
+      bundler inspect query out/customer-acme-*.bundle 'SELECT i_account, count(*) FROM xdrs GROUP BY ALL'
+      bundler inspect query 'out/*.bundle' 'SELECT bundle_id, sum(charged_amount) FROM xdrs GROUP BY ALL' --format csv
+    """
+    from bundler.inspect.query import query as run_query
+
+    if len(args) < 2:
+        raise UsageError(
+            "give one or more bundles, then the SQL", hint="e.g. bundler inspect query B.bundle 'SELECT 1'"
+        )
+    *bundles, sql = args
+    paths = _paths(bundles)
+    if fmt == "table" and limit is None:
+        limit = 100
+    result = run_query(paths, sql, sys.stdout, fmt=fmt, spec=spec, limit=limit, table_writer=_print_rows)
+    if result.rows_total > result.rows_written:
+        _note(f"showing {result.rows_written} of {result.rows_total} rows (--limit)")
+    else:
+        _note(f"{result.rows_total} row(s)")
+
+
+def _print_rows(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from bundler.inspect.query import render
+
+    table = Table(box=None, pad_edge=False)
+    for name in columns:
+        table.add_column(Text(name))
+    for row in rows:
+        table.add_row(*(Text("NULL", style="dim") if v is None else Text(str(render(v))) for v in row))
+    _console().print(table)
+
+
+# -- diff ------------------------------------------------------------------------------------
+
+
+@inspect.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("a")
+@click.argument("b")
+@json_option
+@spec_option
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Example rows shown per table and kind of change (all are counted).",
+)
+def diff(a: str, b: str, as_json: bool, spec: Path | None, limit: int) -> None:
+    """Compare bundle A (old) with bundle B (new), table by table.
+
+    Rows are matched by natural key (a reference in a natural key stands for the
+    referenced row's natural key); for each table: rows added, removed and changed, and
+    the changed columns with their old and new values.
+
+    \b
+    Example:
+      bundler inspect diff out/customer-acme-20261101T090000-1a2b3c.bundle out/customer-acme-20261115T120000-811a9f.bundle
+      bundler inspect diff old.bundle.tar.zst new.bundle --json
+    """
+    from bundler.inspect.diff import diff as run_diff
+
+    (path_a,) = _one(a)
+    (path_b,) = _one(b)
+    report = run_diff(path_a, path_b, spec=spec, limit=limit)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        _print_diff(report)
+    _note("the bundles hold the same rows" if report.identical else "the bundles differ")
+
+
+def _one(pattern: str) -> list[Path]:
+    paths = _paths([pattern])
+    if len(paths) != 1:
+        raise UsageError(f"{pattern!r} names {len(paths)} bundles; diff compares exactly two")
+    return paths
+
+
+def _print_diff(report: DiffReport) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from bundler.keys import describe
+
+    console = _console()
+    console.print(Text(f"A: {report.a_id}  ({report.a})\nB: {report.b_id}  ({report.b})"))
+    table = Table(box=None, pad_edge=False)
+    for name, justify in (
+        ("table", "left"),
+        ("A rows", "right"),
+        ("B rows", "right"),
+        ("added", "right"),
+        ("removed", "right"),
+        ("changed", "right"),
+        ("changed columns", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for t in report.tables:
+        if not t.differs:
+            continue
+        cols = ", ".join(f"{c} ({n})" for c, n in t.changed_columns.items())
+        table.add_row(
+            Text(t.table),
+            str(t.rows_a),
+            str(t.rows_b),
+            str(t.added),
+            str(t.removed),
+            str(t.changed),
+            Text(cols),
+        )
+    same = [t.table for t in report.tables if not t.differs]
+    if table.row_count:
+        console.print(table)
+    console.print(Text(f"unchanged: {', '.join(same) if same else '-'}"))
+    sign = {"added": "+", "removed": "-", "changed": "~"}
+    for t in report.tables:
+        if not t.examples and not t.notes:
+            continue
+        console.print(Text(f"\n{t.table} (matched by {', '.join(t.matched_by)})", style="bold"))
+        for note in t.notes:
+            console.print(Text(f"  note: {note}"))
+        for ex in t.examples:
+            line = f"  {sign[ex.change]} {describe(ex.key)}"
+            if ex.columns:
+                line += ": " + "; ".join(f"{c} {old!r} → {new!r}" for c, (old, new) in ex.columns.items())
+            console.print(Text(line))
+        shown = {k: sum(1 for e in t.examples if e.change == k) for k in sign}
+        hidden = {"added": t.added, "removed": t.removed, "changed": t.changed}
+        more = [f"{hidden[k] - shown[k]} more {k}" for k in sign if hidden[k] > shown[k]]
+        if more:
+            console.print(Text(f"  … {', '.join(more)} (--limit)"))
