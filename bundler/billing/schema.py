@@ -120,7 +120,7 @@ def _ref(
     account belongs to its customer; a rate to its tariff). ``constraint=False`` declares
     the reference without a foreign key in the database.
     """
-    table, column = target.split(".")
+    table = target.split(".")[0]
     args: list[Any] = []
     if constraint:
         args.append(
