@@ -100,7 +100,9 @@ HUNT_SEQUENCES = {
 
 
 def _pk(name: str, big: bool = False) -> Column[Any]:
-    return Column(name, BigInteger if big else Integer, primary_key=True, autoincrement=True)
+    # SQLite numbers only INTEGER PRIMARY KEY columns by itself
+    type_ = BigInteger().with_variant(Integer, "sqlite") if big else Integer()
+    return Column(name, type_, primary_key=True, autoincrement=True)
 
 
 def _ref(
