@@ -352,7 +352,12 @@ def _load_data_file(connection: Connection, table: sa.Table, names: list[str], p
         warnings = cursor.warning_count
         if loaded != rows or warnings:
             cursor.execute("SHOW WARNINGS LIMIT 3")
-            details = "; ".join(f"{row[2]}" for row in cursor.fetchall())
+            shown = cursor.fetchall()
+            details = "; ".join(f"{row[2]}" for row in shown)
+            if any(row[1] == 1062 for row in shown):  # a duplicate key: what an INSERT would raise
+                raise sa.exc.IntegrityError(
+                    statement, None, Exception(f"LOAD DATA into {table.name}: {details}")
+                )
             raise DatabaseError(
                 f"LOAD DATA into {table.name} wrote {loaded} of {rows} rows with {warnings} warning(s)"
                 + (f": {details}" if details else ""),

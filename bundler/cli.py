@@ -104,9 +104,10 @@ def db() -> None:
 def _register() -> None:
     from bundler.export.commands import export_command, pack_command, unpack_command
     from bundler.inspect.commands import inspect
+    from bundler.lineup.commands import migrate_command
     from bundler.load.commands import load_command
 
-    for command in (export_command, pack_command, unpack_command, inspect, load_command):
+    for command in (export_command, pack_command, unpack_command, inspect, load_command, migrate_command):
         main.add_command(command)
 
 

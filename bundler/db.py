@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -432,3 +433,15 @@ def drop_database(url: str | URL) -> None:
         ) from exc
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it takes the write lock up front (BEGIN IMMEDIATE).
+
+    A deferred SQLite transaction that reads first and writes later fails at once with
+    "database is locked" when another connection wrote in between (the busy timeout does
+    not apply to that upgrade); taking the lock first makes it wait its turn instead.
+    """
+    with engine.connect().execution_options(sqlite_begin="immediate") as connection, connection.begin():
+        yield connection

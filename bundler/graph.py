@@ -79,6 +79,14 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Balance:
+    """The balance column of a table; ``where``: only rows with these values have one (debit accounts)."""
+
+    column: str
+    where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class BillingPeriod:
     column: str
     codes: dict[str, str]
@@ -98,6 +106,7 @@ class TableSpec:
     status: Status | None = None
     billing_period: BillingPeriod | None = None
     doc: str = ""
+    balance: Balance | None = None
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -329,6 +338,11 @@ def parse_graph(doc: dict[str, Any], *, path: str = "<memory>", sha256: str = ""
             else None,
             billing_period=BillingPeriod(period["column"], dict(period["codes"])) if period else None,
             doc=t.get("doc", ""),
+            balance=Balance(
+                t["balance"]["column"], {k: tuple(v) for k, v in t["balance"].get("where", {}).items()}
+            )
+            if t.get("balance")
+            else None,
         )
     roots = {
         kind: RootSpec(

@@ -104,9 +104,25 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def create_tables(connection: sa.Connection, md: sa.MetaData) -> None:
+    """Create the tables of ``md`` that are missing, even when another process races us to it."""
+    names = list(md.tables)
+    if all(sa.inspect(connection).has_table(n) for n in names):
+        return
+    try:
+        with connection.begin_nested():
+            md.create_all(connection, checkfirst=True)
+    except sa.exc.DBAPIError:
+        # another worker created them between our check and our CREATE: fine if they are all there now
+        inspector = sa.inspect(connection)
+        inspector.clear_cache()
+        if not all(inspector.has_table(n) for n in names):
+            raise
+
+
 def ensure_tables(connection: sa.Connection) -> None:
     """Create bundler's tables that are missing."""
-    metadata.create_all(connection, checkfirst=True)
+    create_tables(connection, metadata)
 
 
 def register_system(connection: sa.Connection, release: str, system_id: str | None = None) -> SystemInfo:

@@ -151,6 +151,7 @@ def _table(
     status: dict[str, Any] | None = None,
     billing_period: str | None = None,
     doc: str = "",
+    balance: dict[str, Any] | None = None,
 ) -> Table:
     info: dict[str, Any] = {"scope": scope, "natural_key": natural_key, "doc": doc}
     if time_column:
@@ -159,6 +160,8 @@ def _table(
         info["sensitive"] = list(sensitive)
     if status:
         info["status"] = status
+    if balance:
+        info["balance"] = balance
     if billing_period:
         info["billing_period"] = {
             "column": billing_period,
@@ -525,6 +528,7 @@ def _customers(md: MetaData, release: str) -> None:
         CheckConstraint("i_customer_type IN (1, 2, 3)", name="ck_customer_type"),
         status=STATUS_INFO,
         billing_period="i_billing_period",
+        balance={"column": "balance"},
         doc="Retail customers, resellers (with sub-customers through i_parent) and distributors.",
     )
     if release == "r2":
@@ -567,6 +571,7 @@ def _customers(md: MetaData, release: str) -> None:
         *r2_only,
         status=STATUS_INFO,
         sensitive=("h323_password",),
+        balance={"column": "balance", "where": {"billing_model": [-1]}},  # debit accounts keep their own
         doc="Accounts (phone lines, SIP endpoints) of a customer.",
     )
     _table(

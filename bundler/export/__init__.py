@@ -7,6 +7,15 @@ from bundler.export.export import (
     export_config,
     export_many,
     export_root,
+    restore_export,
 )
 
-__all__ = ["ConfigSelection", "ExportOptions", "ExportResult", "export_config", "export_many", "export_root"]
+__all__ = [
+    "ConfigSelection",
+    "ExportOptions",
+    "ExportResult",
+    "export_config",
+    "export_many",
+    "export_root",
+    "restore_export",
+]

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.bundle import BundleWriter
+from bundler.db import begin_write
 from bundler.errors import BundlerError, DatabaseError, RootError, UsageError
 from bundler.export.closure import Closure, natural_keys, table_clause
 from bundler.export.reader import read_arrow
@@ -273,7 +274,7 @@ def _mark(connection: sa.Connection, graph: Graph, root: _Root, bundle_id: str) 
 
 def _restore(engine: sa.Engine, graph: Graph, bundle_id: str, marks: _Marks, message: str) -> None:
     """Give marked rows back the status they had (where still Exported) and close the record."""
-    with engine.begin() as connection:
+    with begin_write(engine) as connection:
         for table, rows in marks.by_table.items():
             spec = graph.table(table)
             assert spec.status is not None
@@ -434,7 +435,7 @@ def export_root(
         raise UsageError(
             "--usage-only with --xdrs none exports nothing", hint="choose current, all or since=DATE"
         )
-    with engine.begin() as connection:
+    with begin_write(engine) as connection:
         graph, system = source_graph(connection, spec)
         root = find_root(connection, graph, kind, ident)
         depends_on = _check_root_status(connection, root, options)
@@ -446,7 +447,7 @@ def export_root(
     bundle_id = _new_bundle_id(bundle_kind, _slug(root.key), now)
     marking = options.mark and not options.usage_only
 
-    with engine.begin() as connection:
+    with begin_write(engine) as connection:
         connection.execute(
             tracking.exports_table.insert().values(
                 bundle_id=bundle_id,
@@ -523,7 +524,7 @@ def _sha_of(path: Path) -> str:
 
 
 def _close_record(engine: sa.Engine, bundle_id: str, status: str, **values: Any) -> None:
-    with engine.begin() as connection:
+    with begin_write(engine) as connection:
         connection.execute(
             sa.update(tracking.exports_table)
             .where(tracking.exports_table.c.bundle_id == bundle_id)
@@ -593,7 +594,7 @@ def export_config(
     progress = progress or NullProgress()
     started = time.monotonic()
     now = now or tracking.now()
-    with engine.begin() as connection:
+    with begin_write(engine) as connection:
         graph, system = source_graph(connection, spec)
     slug = "-".join(dict.fromkeys(s.table for s in selections))[:40]
     bundle_id = _new_bundle_id("config", re.sub(r"[^A-Za-z0-9._-]+", "_", slug), now)
@@ -631,7 +632,7 @@ def export_config(
     except BaseException:
         writer.abort()
         raise
-    with engine.begin() as connection:
+    with begin_write(engine) as connection:
         connection.execute(
             tracking.exports_table.insert().values(
                 bundle_id=bundle_id,
@@ -703,3 +704,31 @@ def export_many(
         return [one(i) for i in idents]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export") as pool:
         return list(pool.map(one, idents))
+
+
+def restore_export(engine: sa.Engine, bundle_id: str, reason: str, *, spec: str | Path | None = None) -> int:
+    """Undo the marking of a finished export whose bundle could not be loaded.
+
+    Every row the export marked gets back the status it had (where it is still Exported);
+    the export is recorded as ``restored``. Returns how many rows were marked.
+    """
+    marks = _Marks()
+    with begin_write(engine) as connection:
+        graph, _ = source_graph(connection, spec)
+        rows = connection.execute(
+            sa.select(tracking.export_marks_table).where(tracking.export_marks_table.c.bundle_id == bundle_id)
+        ).all()
+        for row in rows:
+            table = graph.table(row.table_name)
+            value: Any = row.row_pk
+            if table.column_map[table.pk[0]].type.startswith("int"):
+                value = int(value)
+            marks.by_table[row.table_name][value] = row.previous_status
+    _restore(engine, graph, bundle_id, marks, reason)
+    with begin_write(engine) as connection:
+        connection.execute(
+            sa.update(tracking.exports_table)
+            .where(tracking.exports_table.c.bundle_id == bundle_id)
+            .values(status="restored")
+        )
+    return marks.count

@@ -79,6 +79,17 @@ class _CopyStream:
                 del self._buffer[:size]
             return out
 
+    def peek(self) -> bool:
+        """Whether any data comes at all (reads the first chunk into the buffer)."""
+        with self._lock:
+            while not self._done and not self._buffer:
+                chunk = self._copy.read()
+                if not chunk:
+                    self._done = True
+                    break
+                self._buffer += chunk
+            return bool(self._buffer)
+
     def readable(self) -> bool:
         return True
 
@@ -100,6 +111,8 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
     assert raw is not None
     with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
         stream = _CopyStream(copy)
+        if not stream.peek():
+            return  # no rows: Arrow's reader refuses an empty file
         reader = pcsv.open_csv(
             pa.PythonFile(stream, mode="r"),
             read_options=pcsv.ReadOptions(column_names=schema.names, block_size=1 << 23),
@@ -113,12 +126,9 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
                 false_values=["f"],
             ),
         )
-        try:
-            for batch in reader:
-                if batch.num_rows:
-                    yield _with_schema(batch, schema)
-        except StopIteration:
-            return
+        for batch in reader:
+            if batch.num_rows:
+                yield _with_schema(batch, schema)
         # drain whatever the reader did not ask for, so the connection is usable again
         while copy.read():
             pass

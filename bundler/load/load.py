@@ -17,6 +17,7 @@ A failure anywhere rolls everything back.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -533,6 +534,8 @@ class _Load:
                 try:
                     insert_arrow(self.conn, target, batch)
                 except sa.exc.IntegrityError as exc:
+                    if spec.scope == "shared":  # most likely a concurrent load created it first
+                        raise _Contended(f"{spec.name}: {_first_line(exc.orig)}") from exc
                     raise BundlerError(
                         f"bundle {bundle_id}: table {spec.name}: the target refused a row ({_first_line(exc.orig)})",
                         hint="nothing was written; fix the conflict in the target and load again",
@@ -805,6 +808,20 @@ def match_keys(
 # -- entry point ----------------------------------------------------------------------------
 
 
+class _Contended(Exception):
+    """Another load committed a conflicting row or held a lock first: run this load again."""
+
+
+RETRIES = 12
+
+
+def _contended(exc: sa.exc.DBAPIError) -> bool:
+    """A deadlock or serialization failure the database asks us to retry."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
+    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
+
+
 def load_bundle(
     engine: sa.Engine,
     bundle_path: str | Path,
@@ -817,76 +834,94 @@ def load_bundle(
     batch_rows: int = 65_536,
     verify: bool = True,
 ) -> LoadResult:
-    """Load one bundle into the target (see the module docstring for the steps)."""
-    from bundler.load.translate import translator_for
+    """Load one bundle into the target (see the module docstring for the steps).
 
+    Loads running at the same time may race for the same new shared row (two customers
+    bringing the same destination): the loser's transaction is rolled back and run again,
+    and then finds the row the other load created.
+    """
     progress = progress or NullProgress()
     started = time.monotonic()
     with open_bundle(bundle_path) as bundle:
         if verify:
             _verify(bundle, spec)
-        manifest = bundle.manifest
-        options: dict[str, Any] = {"sqlite_begin": "immediate"}
-        with engine.connect().execution_options(**options) as connection:
-            with connection.begin():
-                graph, system = target_graph(connection, spec)
-            with connection.begin() as txn:
-                done = connection.execute(
-                    sa.select(tracking.loads_table).where(
-                        tracking.loads_table.c.bundle_id == bundle.bundle_id
-                    )
-                ).first()
-                if done is not None:
-                    if done.manifest_sha256 != bundle.manifest_sha256:
-                        raise BundleInvalid(
-                            str(bundle_path),
-                            [f"a different bundle with id {bundle.bundle_id} was loaded on {done.loaded_at}"],
-                            hint="bundle ids are unique: this one was altered or re-made by hand",
-                        )
-                    return LoadResult(
-                        bundle.bundle_id,
-                        str(bundle_path),
-                        "already-loaded",
-                        {},
-                        [],
-                        time.monotonic() - started,
-                        _typed(done.root_target_pk) if done.root_target_pk else None,
-                    )
-                source_graph = _bundle_graph(manifest, spec)
-                translator = translator_for(source_graph, graph)
-                sidecar = load_decisions(decisions)
-                load = _Load(
-                    connection, bundle, graph, system, translator, sidecar, progress, asker, batch_rows
+        for attempt in range(1, RETRIES + 1):
+            try:
+                result = _load_once(
+                    engine, bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows
                 )
-                try:
-                    load.preflight()
-                    load.check_owned_conflicts()
-                    load.decide()
-                    if asker is not None and load._asked and decisions is not None:
-                        write_sidecar(Path(decisions), template(bundle.bundle_id, load._asked, sidecar))
-                    load.write()
-                    root_pk = load.activate()
-                    load.record(root_pk)
-                except sa.exc.DBAPIError as exc:
-                    if exc.connection_invalidated:
-                        raise DatabaseError(
-                            f"bundle {bundle.bundle_id}: the target database went away during the load ({_first_line(exc.orig)})",
-                            hint="nothing was committed; load the bundle again when the target is back",
-                        ) from exc
-                    raise
-                outcome = "loaded"
-                if dry_run:
-                    txn.rollback()
-                    outcome = "dry-run"
-    return LoadResult(
-        bundle.bundle_id,
-        str(bundle_path),
-        outcome,
-        load.plans,
-        load.decided,
-        time.monotonic() - started,
-        root_pk,
-    )
+            except _Contended as exc:
+                if attempt == RETRIES:
+                    raise BundlerError(
+                        f"bundle {bundle.bundle_id}: gave up after {RETRIES} attempts: {exc}",
+                        hint="other loads keep conflicting with this one; load it again later",
+                    ) from None
+                progress.note(f"{bundle.bundle_id}: another load got there first ({exc}); trying again")
+                time.sleep(random.uniform(0.05, 0.25) * attempt)  # jitter: racing loads drift apart
+                continue
+            result.seconds = time.monotonic() - started
+            return result
+    raise AssertionError("unreachable")
+
+
+def _load_once(
+    engine: sa.Engine,
+    bundle: Bundle,
+    bundle_path: str | Path,
+    decisions: str | Path | None,
+    dry_run: bool,
+    spec: str | Path | None,
+    progress: Progress,
+    asker: Asker | None,
+    batch_rows: int,
+) -> LoadResult:
+    from bundler.load.translate import translator_for
+
+    manifest = bundle.manifest
+    options: dict[str, Any] = {"sqlite_begin": "immediate"}
+    with engine.connect().execution_options(**options) as connection:
+        with connection.begin():
+            graph, system = target_graph(connection, spec)
+        with connection.begin() as txn:
+            done = connection.execute(
+                sa.select(tracking.loads_table).where(tracking.loads_table.c.bundle_id == bundle.bundle_id)
+            ).first()
+            if done is not None:
+                if done.manifest_sha256 != bundle.manifest_sha256:
+                    raise BundleInvalid(
+                        str(bundle_path),
+                        [f"a different bundle with id {bundle.bundle_id} was loaded on {done.loaded_at}"],
+                        hint="bundle ids are unique: this one was altered or re-made by hand",
+                    )
+                root_pk = _typed(done.root_target_pk) if done.root_target_pk else None
+                return LoadResult(bundle.bundle_id, str(bundle_path), "already-loaded", {}, [], 0.0, root_pk)
+            translator = translator_for(_bundle_graph(manifest, spec), graph)
+            sidecar = load_decisions(decisions)
+            load = _Load(connection, bundle, graph, system, translator, sidecar, progress, asker, batch_rows)
+            try:
+                load.preflight()
+                load.check_owned_conflicts()
+                load.decide()
+                if asker is not None and load._asked and decisions is not None:
+                    write_sidecar(Path(decisions), template(bundle.bundle_id, load._asked, sidecar))
+                load.write()
+                root_pk = load.activate()
+                load.record(root_pk)
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise DatabaseError(
+                        f"bundle {bundle.bundle_id}: the target database went away during the load "
+                        f"({_first_line(exc.orig)})",
+                        hint="nothing was committed; load the bundle again when the target is back",
+                    ) from exc
+                if _contended(exc):
+                    raise _Contended(_first_line(exc.orig)) from exc
+                raise
+            outcome = "loaded"
+            if dry_run:
+                txn.rollback()
+                outcome = "dry-run"
+    return LoadResult(bundle.bundle_id, str(bundle_path), outcome, load.plans, load.decided, 0.0, root_pk)
 
 
 def _bundle_graph(manifest: dict[str, Any], spec: str | Path | None) -> Graph:
