@@ -91,6 +91,27 @@ def main() -> None:
     """
 
 
+@main.command("demo")
+@click.option("--dir", "folder", default="demo", show_default=True, type=click.Path(file_okay=False), help="Where to build it.")
+@click.option("--customers", default=8, show_default=True, type=click.IntRange(1, 100), help="Customers to migrate.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Roots migrated at a time.")
+def demo(folder: str, customers: int, workers: int) -> None:
+    """Seed a source (r1) and a target (r2) in SQLite and migrate between them.
+
+    \b
+    Example:
+      bundler demo
+      bundler demo --dir /tmp/demo --customers 12 --workers 1
+    """
+    from pathlib import Path
+
+    from bundler.demo import run_demo
+
+    summary = run_demo(Path(folder), customers=customers, workers=workers)
+    if summary["failed"]:
+        raise BundlerError(f"{summary['failed']} root(s) of the demo failed (listed above)")
+
+
 @main.group()
 def db() -> None:
     """Create and fill reference billing databases (for demos and tests).
@@ -109,6 +130,10 @@ def _register() -> None:
 
     for command in (export_command, pack_command, unpack_command, inspect, load_command, migrate_command):
         main.add_command(command)
+    from bundler.billing.commands import init_command, seed_command
+
+    db.add_command(init_command)
+    db.add_command(seed_command)
 
 
 _register()

@@ -148,6 +148,16 @@ class RootSpec:
 
 
 @dataclass(frozen=True)
+class EntitySpec:
+    """A kind of entity an operator names to ``bundler clean``: rows of ``table``, found by ``lookup``."""
+
+    kind: str
+    table: str
+    lookup: tuple[str, ...]
+    where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Graph:
     system: str
     release: str
@@ -155,6 +165,7 @@ class Graph:
     roots: dict[str, RootSpec]
     sha256: str
     path: str
+    entities: dict[str, EntitySpec] = field(default_factory=dict)
 
     def table(self, name: str) -> TableSpec:
         try:
@@ -171,6 +182,15 @@ class Graph:
             known = ", ".join(sorted(self.roots)) or "none"
             raise SpecError(
                 f"the entity graph {self.path} defines no {kind!r} root (it has: {known})"
+            ) from None
+
+    def entity(self, kind: str) -> EntitySpec:
+        try:
+            return self.entities[kind]
+        except KeyError:
+            known = ", ".join(sorted(self.entities)) or "none"
+            raise SpecError(
+                f"the entity graph {self.path} defines no entity kind {kind!r} (known kinds: {known})"
             ) from None
 
     def in_scope(self, *scopes: str) -> list[TableSpec]:
@@ -298,6 +318,13 @@ def _check_consistency(graph: Graph) -> None:
         for col in (*root.lookup, *root.where):
             if col not in spec.column_names:
                 problems.append(f"root {root.kind}: {root.table} has no column {col!r}")
+    for entity in graph.entities.values():
+        if entity.table not in graph.tables:
+            problems.append(f"entity {entity.kind}: unknown table {entity.table!r}")
+            continue
+        for col in (*entity.lookup, *entity.where):
+            if col not in graph.tables[entity.table].column_names:
+                problems.append(f"entity {entity.kind}: {entity.table} has no column {col!r}")
     if problems:
         raise SpecError(
             f"entity graph {graph.path} is inconsistent: {problems[0]} ({len(problems)} problem(s))"
@@ -350,7 +377,13 @@ def parse_graph(doc: dict[str, Any], *, path: str = "<memory>", sha256: str = ""
         )
         for kind, r in doc["roots"].items()
     }
-    graph = Graph(doc["system"], doc["release"], tables, roots, sha256, path)
+    entities = {
+        kind: EntitySpec(
+            kind, e["table"], tuple(e["lookup"]), {k: tuple(v) for k, v in e.get("where", {}).items()}
+        )
+        for kind, e in doc.get("entities", {}).items()
+    }
+    graph = Graph(doc["system"], doc["release"], tables, roots, sha256, path, entities)
     _check_consistency(graph)
     graph.dependency_order  # noqa: B018  (refuses NOT NULL cycles now, not in the middle of a load)
     return graph

@@ -91,6 +91,30 @@ def _table_doc(table: Table) -> dict[str, Any]:
     return doc
 
 
+def _entities() -> dict[str, Any]:
+    """What ``bundler clean`` can be asked to remove; a distributor is a customer too, as in export."""
+    kinds = CUSTOMER_TYPES
+
+    def named(table: str, pk: str, name: str = "name", **where: list[int]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"table": table, "lookup": [pk, name]}
+        if where:
+            entry["where"] = where
+        return entry
+
+    return {
+        "customer": named("customers", "i_customer", i_customer_type=[kinds["retail"], kinds["distributor"]]),
+        "distributor": named("customers", "i_customer", i_customer_type=[kinds["distributor"]]),
+        "reseller": named("customers", "i_customer", i_customer_type=[kinds["reseller"]]),
+        "vendor": named("vendors", "i_vendor"),
+        "product": named("products", "i_product"),
+        "tariff": named("tariffs", "i_tariff"),
+        "access_level": named("access_levels", "i_acl"),
+        "did_number": named("did_numbers", "i_did_number", "number"),
+        "sim_card": named("sim_cards", "i_sim_card", "icc_id"),
+        "cpe": named("cpe_inventory", "i_cpe", "mac"),
+    }
+
+
 def graph_document(release: str) -> dict[str, Any]:
     md: MetaData = build_metadata(release)
     lookup = ["i_customer", "name"]
@@ -114,6 +138,7 @@ def graph_document(release: str) -> dict[str, Any]:
             },
             "vendor": {"table": "vendors", "lookup": ["i_vendor", "name"]},
         },
+        "entities": _entities(),
         "tables": {name: _table_doc(table) for name, table in md.tables.items()},
     }
 

@@ -297,6 +297,7 @@ def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None)
     if fmt == "table" and limit is None:
         limit = 100
     result = run_query(paths, sql, sys.stdout, fmt=fmt, spec=spec, limit=limit, table_writer=_print_rows)
+    sys.stdout.flush()  # the data first, then the count on stderr
     if result.rows_total > result.rows_written:
         _note(f"showing {result.rows_written} of {result.rows_total} rows (--limit)")
     else:

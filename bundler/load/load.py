@@ -361,14 +361,15 @@ class _Load:
             parent_states = [self.actions[r.table].get(row[r.column]) for r in parents]
             wanted = target_keys[i]
             match = matches.get(wanted) if wanted is not None else None
-            if parents and any(s in ("create", "skip") for s in parent_states):
+            if src in known:
+                # an earlier load from the same source brought this very row (perhaps as a renamed copy)
+                match, action = known[src], "reuse"
+            elif parents and any(s in ("create", "skip") for s in parent_states):
                 action = "create" if "create" in parent_states else "skip"
             elif parents:  # part of a reused row: the target's version stands
                 action = "reuse" if match is not None else "skip"
             elif match is None:
                 action = "create"
-            elif pk and str(known.get(src)) == str(match[pk]):
-                action = "reuse"  # an earlier load from the same source brought this very row
             else:
                 key = self.bundle_keys[spec.name].get(src) if pk else None
                 key = key or {c: key_value(row[c]) for c in spec.natural_key}
@@ -415,8 +416,8 @@ class _Load:
                 plan.created += 1
             self.actions[spec.name][src] = action
 
-    def _known_from_source(self, spec: TableSpec, source_pks: list[Any]) -> dict[Any, str]:
-        """Rows of this table that earlier loads from the same source system wrote or reused."""
+    def _known_from_source(self, spec: TableSpec, source_pks: list[Any]) -> dict[Any, dict[str, Any]]:
+        """Target rows that earlier loads from the same source system wrote or reused for these rows."""
         ledger, loads = tracking.ledger_table, tracking.loads_table
         wanted = {str(v): v for v in source_pks}
         found: dict[Any, str] = {}
@@ -429,7 +430,17 @@ class _Load:
             )
             for source_pk, target_pk in self.conn.execute(q):
                 found[wanted[source_pk]] = target_pk
-        return found
+        if not found:
+            return {}
+        t = table_clause(spec)
+        pk = spec.pk[0]
+        by_target: dict[str, dict[str, Any]] = {}
+        for part in chunks(sorted(set(found.values()))):
+            values = _db_values(spec, pk, [_typed(v) for v in part])
+            for row in self.conn.execute(sa.select(t).where(t.c[pk].in_(values))).mappings():
+                by_target[str(row[pk])] = dict(row)
+        # a row cleaned from the target since is no longer known
+        return {src: by_target[target] for src, target in found.items() if target in by_target}
 
     def _rename(self, spec: TableSpec, row: dict[str, Any]) -> dict[str, Any]:
         """A created copy of a matched row needs a natural key of its own: text columns get a suffix."""

@@ -150,7 +150,8 @@ def sync_command(
                     print_report(report)
 
             def on_error(exc: Exception) -> bool:
-                if isinstance(exc, OperationalError | StoreError | OSError):
+                # a misconfiguration fails the first pass at once; later passes ride out outages
+                if passes[0] > 0 and isinstance(exc, OperationalError | StoreError | OSError):
                     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     click.echo(f"pass failed: {message}; next pass in {every:g} s", err=True)
                     return True

@@ -1,0 +1,109 @@
+"""``bundler demo``: a source and a target in SQLite, and a migration between them.
+
+Creates ``demo/source.db`` (release r1) and ``demo/target.db`` (release r2), seeds both
+(the target with part of the source's configuration under other ids, some of it
+different, so the load has real decisions to take), migrates the vendors, a reseller and
+a batch of customers with the decisions sidecar the project ships
+(``examples/decisions.json``), and prints what happened and what to try next.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+DECISIONS = ROOT / "examples" / "decisions.json"
+
+
+def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build the demo in ``folder``; returns the lineup's summary."""
+    import click
+
+    echo = echo or click.echo
+    from bundler import tracking
+    from bundler.billing.seed import init_db, seed_source, seed_target
+    from bundler.db import begin_write, connect
+    from bundler.lineup import LineupOptions, RootSelector, run_lineup
+    from bundler.lineup.commands import print_summary
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("source.db", "target.db", "source.db-wal", "source.db-shm", "target.db-wal", "target.db-shm"):
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / "bundles", ignore_errors=True)
+    source_url, target_url = f"sqlite:///{folder / 'source.db'}", f"sqlite:///{folder / 'target.db'}"
+    source, target = connect(source_url), connect(target_url)
+
+    # the operator's usage runs up to today, so "the current billing period" holds some
+    today = tracking.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    echo(f"seeding {source_url} (release r1) …")
+    counts = seed_source(
+        source, release="r1", customers=12, resellers=2, xdrs_per_account=60, destinations=1500, now=today
+    )
+    with begin_write(source) as conn:
+        tracking.register_system(conn, "r1")
+    echo(f"  {sum(counts.values()):,} rows: {counts['customers']} customers, {counts['accounts']} accounts, "
+         f"{counts['xdrs']:,} xDRs, {counts['rates']:,} rates")
+    echo(f"seeding {target_url} (release r2) with half of that configuration, some of it different …")
+    init_db(target, "r2")
+    target_counts = seed_target(target, release="r2", overlap=0.5, differing=0.3, destinations=1500, now=today)
+    with begin_write(target) as conn:
+        tracking.register_system(conn, "r2")
+    echo(f"  {sum(target_counts.values()):,} rows of prerequisites and configuration, no customers")
+
+    reseller, chosen = _pick_roots(source, customers)
+    selectors = [
+        RootSelector("vendor", all=True),
+        RootSelector("reseller", (reseller,)),
+        RootSelector("customer", tuple(chosen)),
+    ]
+    echo(f"migrating the vendors, reseller {reseller!r} and {len(chosen)} customers, {workers} at a time, "
+         f"with the decisions in {DECISIONS.relative_to(ROOT)} …")
+    result = run_lineup(
+        source, target, selectors, LineupOptions(folder / "bundles", decisions=DECISIONS), workers=workers
+    )
+    summary = result.summary()
+    echo("")
+    print_summary(summary)
+    first = next((o for o in result.done if o.kind == "customer"), None)
+    bundles = sorted((folder / "bundles").glob("customer-*.bundle"))
+    echo("")
+    echo("next, try:")
+    echo(f"  bundler inspect summary {folder}/bundles/*.bundle")
+    if bundles:
+        echo(f"  bundler inspect verify {bundles[0]}")
+        echo(f"  bundler inspect query {bundles[0]} 'SELECT i_account, count(*) AS calls, sum(charged_amount) AS charged FROM xdrs GROUP BY 1'")
+    if first is not None:
+        name = _name(first.root_key)
+        echo(f"  bundler reverse export --db {target_url} --customer {name!r} --out {folder}/reverse")
+        echo(f"  bundler clean --db {target_url} --customer {name!r} --dry-run")
+    echo(f"  bundler migrate --source {source_url} --target {target_url} --all --decisions {DECISIONS.relative_to(ROOT)}")
+    source.dispose()
+    target.dispose()
+    return summary
+
+
+def _name(root_key: str) -> str:
+    import json
+
+    return str(json.loads(root_key).get("name", root_key))
+
+
+def _pick_roots(source: sa.Engine, customers: int) -> tuple[str, list[str]]:
+    """The first reseller and the first ``customers`` open top-level retail customers and distributors."""
+    with source.connect() as conn:
+        reseller = conn.execute(
+            sa.text("SELECT name FROM customers WHERE i_customer_type = 2 AND i_parent IS NULL "
+                    "AND bill_status <> 'C' ORDER BY i_customer")
+        ).scalars().first()
+        chosen = list(
+            conn.execute(
+                sa.text("SELECT name FROM customers WHERE i_customer_type IN (1, 3) AND i_parent IS NULL "
+                        "AND bill_status = 'O' ORDER BY i_customer")
+            ).scalars()
+        )[:customers]
+    return str(reseller), [str(c) for c in chosen]

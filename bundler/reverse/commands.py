@@ -1,0 +1,137 @@
+"""``bundler reverse export`` and ``bundler reverse load`` (Retrop)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from bundler.options import json_option, print_json, progress_for_cli, spec_option
+
+_LIMITS_HELP = """\b
+Limits of a reverse transfer:
+  1. usage must be returned before the billing period closes in the source;
+  2. configuration changed on the target is lost (only usage, balances and
+     statuses go back);
+  3. a customer terminated in the source cannot be restored;
+  4. an account terminated in the target but alive in the source becomes
+     active again (reverse load warns about each one)."""
+
+
+def _with_limits(f: Any) -> Any:
+    """Put the limits into the help text where its docstring says LIMITS (indented like it)."""
+    f.__doc__ = (f.__doc__ or "").replace("LIMITS", _LIMITS_HELP.replace("\n", "\n    "))
+    return f
+
+
+@click.group("reverse")
+@_with_limits
+def reverse() -> None:
+    """Retrop: carry a customer back from the target to the source (an emergency measure).
+
+    `reverse export` runs against the target: it marks the customer Exported there and
+    writes a reverse bundle of the usage (xDRs) the source does not have yet, with
+    references in source terms, and of the balances as they stand in the target.
+    `reverse load` applies it to the source in one transaction and reports what could
+    not be returned and the balance adjustments made.
+
+    LIMITS
+
+    \b
+    Example:
+      bundler reverse export --db postgresql://billing@new/porta --customer acme --out back/
+      bundler reverse load --db postgresql://billing@old/porta back/reverse-acme-*.bundle
+    """
+
+
+@reverse.command("export")
+@click.option(
+    "--db", "db_url", required=True, metavar="TARGET_URL", help="The target the customer is in now."
+)
+@click.option(
+    "--customer", required=True, metavar="ID_OR_NAME", help="The customer: its id in the target, or its name."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write the bundle into.",
+)
+@spec_option
+@json_option
+@_with_limits
+def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, as_json: bool) -> None:
+    """Write the reverse bundle of a customer a load brought into this target.
+
+    Refuses a customer no load brought (no ledger). Marks the customer Exported in the
+    target. Sorts its xDRs: already in the source (the load brought them), returnable
+    (every reference maps back to the source), not returnable (they reference a row
+    made on the target). The bundle holds the returnable xDRs, the balances of the
+    customer and its debit accounts, and the report of what cannot be returned.
+
+    LIMITS
+
+    \b
+    Example:
+      bundler reverse export --db sqlite:///demo/target.db --customer acme --out back/
+      bundler reverse export --db postgresql://billing@new/porta --customer 1042 --out back/ --json
+    """
+    from bundler.db import connect
+    from bundler.reverse import reverse_export
+
+    engine = connect(db_url)
+    with progress_for_cli() as progress:
+        result = reverse_export(engine, customer, out_dir, spec=spec, progress=progress)
+    if as_json:
+        print_json(result.summary())
+    else:
+        for line in result.lines():
+            click.echo(line)
+
+
+@reverse.command("load")
+@click.option(
+    "--db", "db_url", required=True, metavar="SOURCE_URL", help="The source the customer returns to."
+)
+@click.argument("bundle", type=click.Path(exists=True))
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write <bundle id>.report.json and .report.txt (default: beside the bundle).",
+)
+@spec_option
+@json_option
+@_with_limits
+def load_command(db_url: str, bundle: str, report_dir: str | None, spec: str | None, as_json: bool) -> None:
+    """Apply a reverse bundle to the source, in one transaction.
+
+    Refuses a bundle made for another source system and a customer terminated in the
+    source. Imports the returnable xDRs with new source ids, sets the balances of the
+    customer and its debit accounts to the target's figures, lifts the Exported status
+    (every row gets the status it had before the export), and records it all in the
+    source's ledger. Prints and writes the report: the xDRs not returned and the
+    balance adjustments, so the rest can be settled by hand. Running it again changes
+    nothing.
+
+    LIMITS
+
+    \b
+    Example:
+      bundler reverse load --db sqlite:///demo/source.db back/reverse-acme-20261120T101500-1a2b3c.bundle
+      bundler reverse load --db postgresql://billing@old/porta reverse-acme.bundle.tar.zst --json
+    """
+    from bundler.db import connect
+    from bundler.reverse import reverse_load
+
+    engine = connect(db_url)
+    with progress_for_cli() as progress:
+        result = reverse_load(engine, bundle, spec=spec, report_dir=report_dir, progress=progress)
+    if as_json:
+        print_json(result.summary())
+        return
+    for line in result.lines():
+        click.echo(line)
+    for path in result.report_paths:
+        click.echo(f"report: {path}")
