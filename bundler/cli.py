@@ -127,8 +127,9 @@ def _register() -> None:
     from bundler.inspect.commands import inspect
     from bundler.lineup.commands import migrate_command
     from bundler.load.commands import load_command
+    from bundler.recordings.commands import recordings
 
-    for command in (export_command, pack_command, unpack_command, inspect, load_command, migrate_command):
+    for command in (export_command, pack_command, unpack_command, inspect, load_command, migrate_command, recordings):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,16 @@ def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callab
         tracking.register_system(conn, "r1")
     echo(f"  {sum(counts.values()):,} rows: {counts['customers']} customers, {counts['accounts']} accounts, "
          f"{counts['xdrs']:,} xDRs, {counts['rates']:,} rates")
+    # call recordings with real files in a store, for `bundler recordings sync`
+    from bundler.billing.recordings import make_recordings
+
+    store = folder / "recordings" / "source"
+    shutil.rmtree(folder / "recordings", ignore_errors=True)
+    store.mkdir(parents=True)
+    with begin_write(source) as conn:
+        conn.execute(sa.text("DELETE FROM call_recordings"))  # the seed's have no files
+    made = make_recordings(source, str(store), 40, seed=1, when=today - timedelta(days=3), step=timedelta(minutes=90))
+    echo(f"  {len(made)} call recordings in {store}")
     echo(f"seeding {target_url} (release r2) with half of that configuration, some of it different …")
     init_db(target, "r2")
     target_counts = seed_target(target, release="r2", overlap=0.5, differing=0.3, destinations=1500, now=today)
@@ -81,6 +92,8 @@ def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callab
         name = _name(first.root_key)
         echo(f"  bundler reverse export --db {target_url} --customer {name!r} --out {folder}/reverse")
         echo(f"  bundler clean --db {target_url} --customer {name!r} --dry-run")
+    echo(f"  bundler recordings sync --source {source_url} --target {target_url} "
+         f"--from {folder}/recordings/source --to {folder}/recordings/target")
     echo(f"  bundler migrate --source {source_url} --target {target_url} --all --decisions {DECISIONS.relative_to(ROOT)}")
     source.dispose()
     target.dispose()
