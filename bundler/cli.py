@@ -92,9 +92,20 @@ def main() -> None:
 
 
 @main.command("demo")
-@click.option("--dir", "folder", default="demo", show_default=True, type=click.Path(file_okay=False), help="Where to build it.")
-@click.option("--customers", default=8, show_default=True, type=click.IntRange(1, 100), help="Customers to migrate.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Roots migrated at a time.")
+@click.option(
+    "--dir",
+    "folder",
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to build it.",
+)
+@click.option(
+    "--customers", default=8, show_default=True, type=click.IntRange(1, 100), help="Customers to migrate."
+)
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Roots migrated at a time."
+)
 def demo(folder: str, customers: int, workers: int) -> None:
     """Seed a source (r1) and a target (r2) in SQLite and migrate between them.
 
@@ -129,7 +140,15 @@ def _register() -> None:
     from bundler.load.commands import load_command
     from bundler.recordings.commands import recordings
 
-    for command in (export_command, pack_command, unpack_command, inspect, load_command, migrate_command, recordings):
+    for command in (
+        export_command,
+        pack_command,
+        unpack_command,
+        inspect,
+        load_command,
+        migrate_command,
+        recordings,
+    ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command
 

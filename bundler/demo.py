@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DECISIONS = ROOT / "examples" / "decisions.json"
 
 
-def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_demo(
+    folder: Path, *, customers: int = 8, workers: int = 2, echo: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Build the demo in ``folder``; returns the lineup's summary."""
     import click
 
@@ -33,7 +35,14 @@ def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callab
     from bundler.lineup.commands import print_summary
 
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("source.db", "target.db", "source.db-wal", "source.db-shm", "target.db-wal", "target.db-shm"):
+    for name in (
+        "source.db",
+        "target.db",
+        "source.db-wal",
+        "source.db-shm",
+        "target.db-wal",
+        "target.db-shm",
+    ):
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / "bundles", ignore_errors=True)
     source_url, target_url = f"sqlite:///{folder / 'source.db'}", f"sqlite:///{folder / 'target.db'}"
@@ -47,8 +56,10 @@ def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callab
     )
     with begin_write(source) as conn:
         tracking.register_system(conn, "r1")
-    echo(f"  {sum(counts.values()):,} rows: {counts['customers']} customers, {counts['accounts']} accounts, "
-         f"{counts['xdrs']:,} xDRs, {counts['rates']:,} rates")
+    echo(
+        f"  {sum(counts.values()):,} rows: {counts['customers']} customers, {counts['accounts']} accounts, "
+        f"{counts['xdrs']:,} xDRs, {counts['rates']:,} rates"
+    )
     # call recordings with real files in a store, for `bundler recordings sync`
     from bundler.billing.recordings import make_recordings
 
@@ -57,11 +68,15 @@ def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callab
     store.mkdir(parents=True)
     with begin_write(source) as conn:
         conn.execute(sa.text("DELETE FROM call_recordings"))  # the seed's have no files
-    made = make_recordings(source, str(store), 40, seed=1, when=today - timedelta(days=3), step=timedelta(minutes=90))
+    made = make_recordings(
+        source, str(store), 40, seed=1, when=today - timedelta(days=3), step=timedelta(minutes=90)
+    )
     echo(f"  {len(made)} call recordings in {store}")
     echo(f"seeding {target_url} (release r2) with half of that configuration, some of it different …")
     init_db(target, "r2")
-    target_counts = seed_target(target, release="r2", overlap=0.5, differing=0.3, destinations=1500, now=today)
+    target_counts = seed_target(
+        target, release="r2", overlap=0.5, differing=0.3, destinations=1500, now=today
+    )
     with begin_write(target) as conn:
         tracking.register_system(conn, "r2")
     echo(f"  {sum(target_counts.values()):,} rows of prerequisites and configuration, no customers")
@@ -72,8 +87,10 @@ def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callab
         RootSelector("reseller", (reseller,)),
         RootSelector("customer", tuple(chosen)),
     ]
-    echo(f"migrating the vendors, reseller {reseller!r} and {len(chosen)} customers, {workers} at a time, "
-         f"with the decisions in {DECISIONS.relative_to(ROOT)} …")
+    echo(
+        f"migrating the vendors, reseller {reseller!r} and {len(chosen)} customers, {workers} at a time, "
+        f"with the decisions in {DECISIONS.relative_to(ROOT)} …"
+    )
     result = run_lineup(
         source, target, selectors, LineupOptions(folder / "bundles", decisions=DECISIONS), workers=workers
     )
@@ -87,14 +104,20 @@ def run_demo(folder: Path, *, customers: int = 8, workers: int = 2, echo: Callab
     echo(f"  bundler inspect summary {folder}/bundles/*.bundle")
     if bundles:
         echo(f"  bundler inspect verify {bundles[0]}")
-        echo(f"  bundler inspect query {bundles[0]} 'SELECT i_account, count(*) AS calls, sum(charged_amount) AS charged FROM xdrs GROUP BY 1'")
+        echo(
+            f"  bundler inspect query {bundles[0]} 'SELECT i_account, count(*) AS calls, sum(charged_amount) AS charged FROM xdrs GROUP BY 1'"
+        )
     if first is not None:
         name = _name(first.root_key)
         echo(f"  bundler reverse export --db {target_url} --customer {name!r} --out {folder}/reverse")
         echo(f"  bundler clean --db {target_url} --customer {name!r} --dry-run")
-    echo(f"  bundler recordings sync --source {source_url} --target {target_url} "
-         f"--from {folder}/recordings/source --to {folder}/recordings/target")
-    echo(f"  bundler migrate --source {source_url} --target {target_url} --all --decisions {DECISIONS.relative_to(ROOT)}")
+    echo(
+        f"  bundler recordings sync --source {source_url} --target {target_url} "
+        f"--from {folder}/recordings/source --to {folder}/recordings/target"
+    )
+    echo(
+        f"  bundler migrate --source {source_url} --target {target_url} --all --decisions {DECISIONS.relative_to(ROOT)}"
+    )
     source.dispose()
     target.dispose()
     return summary
@@ -109,14 +132,22 @@ def _name(root_key: str) -> str:
 def _pick_roots(source: sa.Engine, customers: int) -> tuple[str, list[str]]:
     """The first reseller and the first ``customers`` open top-level retail customers and distributors."""
     with source.connect() as conn:
-        reseller = conn.execute(
-            sa.text("SELECT name FROM customers WHERE i_customer_type = 2 AND i_parent IS NULL "
-                    "AND bill_status <> 'C' ORDER BY i_customer")
-        ).scalars().first()
+        reseller = (
+            conn.execute(
+                sa.text(
+                    "SELECT name FROM customers WHERE i_customer_type = 2 AND i_parent IS NULL "
+                    "AND bill_status <> 'C' ORDER BY i_customer"
+                )
+            )
+            .scalars()
+            .first()
+        )
         chosen = list(
             conn.execute(
-                sa.text("SELECT name FROM customers WHERE i_customer_type IN (1, 3) AND i_parent IS NULL "
-                        "AND bill_status = 'O' ORDER BY i_customer")
+                sa.text(
+                    "SELECT name FROM customers WHERE i_customer_type IN (1, 3) AND i_parent IS NULL "
+                    "AND bill_status = 'O' ORDER BY i_customer"
+                )
             ).scalars()
         )[:customers]
     return str(reseller), [str(c) for c in chosen]

@@ -35,10 +35,24 @@ def init_command(url: str, release: str) -> None:
 
 @click.command("seed")
 @click.argument("url")
-@click.option("--role", type=click.Choice(["source", "target"]), default="source", show_default=True,
-              help="A source operator with customers, or a target with prerequisites and overlapping configuration.")
-@click.option("--release", type=RELEASE_CHOICE, default=None, help="Default: r1 for a source, r2 for a target.")
-@click.option("--seed", "seed_value", type=int, default=1, show_default=True, help="Same seed, same rows, on every database.")
+@click.option(
+    "--role",
+    type=click.Choice(["source", "target"]),
+    default="source",
+    show_default=True,
+    help="A source operator with customers, or a target with prerequisites and overlapping configuration.",
+)
+@click.option(
+    "--release", type=RELEASE_CHOICE, default=None, help="Default: r1 for a source, r2 for a target."
+)
+@click.option(
+    "--seed",
+    "seed_value",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Same seed, same rows, on every database.",
+)
 @click.option("--customers", type=int, default=20, show_default=True, help="Top-level retail customers.")
 @click.option("--resellers", type=int, default=2, show_default=True)
 @click.option("--accounts-per-customer", type=int, default=3, show_default=True)
@@ -46,8 +60,20 @@ def init_command(url: str, release: str) -> None:
 @click.option("--xdrs", type=int, default=None, help="Total xDRs (overrides --xdrs-per-account).")
 @click.option("--vendors", type=int, default=2, show_default=True)
 @click.option("--destinations", type=int, default=2000, show_default=True)
-@click.option("--overlap", type=float, default=0.5, show_default=True, help="Target: share of the configuration it has too.")
-@click.option("--differing", type=float, default=0.3, show_default=True, help="Target: share of that with other content.")
+@click.option(
+    "--overlap",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Target: share of the configuration it has too.",
+)
+@click.option(
+    "--differing",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Target: share of that with other content.",
+)
 @json_option
 def seed_command(
     url: str,
@@ -81,17 +107,30 @@ def seed_command(
     with progress_for_cli() as progress:
         if role == "source":
             counts = seed_source(
-                engine, release=release, seed=seed_value, customers=customers, resellers=resellers,
-                accounts_per_customer=accounts_per_customer, xdrs_per_account=xdrs_per_account, xdrs=xdrs,
-                vendors=vendors, destinations=destinations, progress=progress,
+                engine,
+                release=release,
+                seed=seed_value,
+                customers=customers,
+                resellers=resellers,
+                accounts_per_customer=accounts_per_customer,
+                xdrs_per_account=xdrs_per_account,
+                xdrs=xdrs,
+                vendors=vendors,
+                destinations=destinations,
+                progress=progress,
             )
         else:
             from bundler.billing.seed import init_db
 
             init_db(engine, release)
             counts = seed_target(
-                engine, release=release, seed=seed_value, overlap=overlap, differing=differing,
-                destinations=destinations, progress=progress,
+                engine,
+                release=release,
+                seed=seed_value,
+                overlap=overlap,
+                differing=differing,
+                destinations=destinations,
+                progress=progress,
             )
     with begin_write(engine) as conn:
         tracking.register_system(conn, release)
@@ -99,4 +138,6 @@ def seed_command(
         print_json({"release": release, "role": role, "rows": counts})
     else:
         total = sum(counts.values())
-        click.echo(f"{url}: {role} of release {release}, {total:,} rows in {sum(1 for v in counts.values() if v)} tables")
+        click.echo(
+            f"{url}: {role} of release {release}, {total:,} rows in {sum(1 for v in counts.values() if v)} tables"
+        )

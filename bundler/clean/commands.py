@@ -1,0 +1,197 @@
+"""``bundler clean``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from bundler.errors import UsageError
+from bundler.options import json_option, print_json, progress_for_cli, spec_option
+
+if TYPE_CHECKING:
+    from bundler.clean.clean import CleanPlan, CleanResult
+
+KEPT_SHOWN = 20
+
+
+def entity_pairs(
+    customers: tuple[str, ...], kinds: tuple[str, ...], ids: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """``--customer X`` and ``--kind K --id I`` as (kind, id) pairs.
+
+    One ``--kind`` applies to every ``--id``; several pair up with the ``--id`` options in order.
+    """
+    pairs = [("customer", c) for c in customers]
+    if kinds and not ids:
+        raise UsageError("--kind needs --id", hint="e.g. --kind tariff --id T-Retail")
+    if ids and not kinds:
+        raise UsageError("--id needs --kind", hint="e.g. --kind sim_card --id 8944000000000000001")
+    if len(kinds) == 1:
+        pairs += [(kinds[0], i) for i in ids]
+    elif len(kinds) == len(ids):
+        pairs += list(zip(kinds, ids, strict=True))
+    elif kinds:
+        raise UsageError(
+            f"{len(kinds)} --kind for {len(ids)} --id",
+            hint="give one --kind for all the ids, or one --kind before each --id",
+        )
+    return pairs
+
+
+@click.command("clean")
+@click.option(
+    "--db", "db_url", required=True, metavar="URL", help="The source or target database (SQLAlchemy URL)."
+)
+@click.option(
+    "--bundle",
+    "bundles",
+    multiple=True,
+    metavar="ID",
+    help="A bundle id: what that load created or export carried.",
+)
+@click.option(
+    "--customer",
+    "customers",
+    multiple=True,
+    metavar="ID_OR_NAME",
+    help="A customer (or distributor), by id or name.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Kind of entity for --id, from the entity graph: customer, distributor, reseller, vendor, product, "
+    "tariff, access_level, did_number, sim_card, cpe.",
+)
+@click.option("--id", "ids", multiple=True, metavar="ID_OR_NAME", help="An entity of --kind, by id or name.")
+@click.option(
+    "--side",
+    type=click.Choice(["source", "target"]),
+    default=None,
+    help="Which side the database is; inferred from its export and load records when left out.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (rows per table, kept rows) and remove nothing."
+)
+@click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
+@spec_option
+@json_option
+def clean_command(
+    db_url: str,
+    bundles: tuple[str, ...],
+    customers: tuple[str, ...],
+    kinds: tuple[str, ...],
+    ids: tuple[str, ...],
+    side: str | None,
+    dry_run: bool,
+    yes: bool,
+    spec: str | None,
+    as_json: bool,
+) -> None:
+    """Remove exactly what was transferred: from the target by its ledger, from the source by its exports.
+
+    On the target: the rows the loads of the named bundle or entity created (with the usage
+    bundles depending on them), the entity and everything that belongs to it, and the shared
+    configuration those loads created for it. Rows a load reused, and rows the ledger does not
+    name, are never removed. On the source: the entity's closure as it was exported (its root
+    must be Exported), and its usage inside the exported windows. A row that data outside the
+    set still references is kept, with whatever belongs to it, and listed with what holds it.
+    Rows go children first, in one transaction. A target load all of whose rows are gone is
+    forgotten, so the bundle can be loaded again; on the source, the exports of a removed root
+    are recorded as cleaned. Asked for something never transferred, it refuses: it is not a
+    general clean-up tool.
+
+    The side is printed; without --side it is inferred (a database that recorded loads and no
+    exports is a target, and the reverse). Without --yes the plan is shown and confirmed first.
+
+    \b
+    Example:
+      bundler clean --db sqlite:///demo/target.db --customer acme --dry-run
+      bundler clean --db sqlite:///demo/target.db --bundle customer-acme-20261115T120000-1a2b3c --yes
+      bundler clean --db postgresql://billing@old/porta --side source --customer acme --customer bravo
+      bundler clean --db sqlite:///demo/target.db --kind sim_card --id 8944000000000000001 --json --yes
+    """
+    from bundler.clean import plan_clean, run_clean
+    from bundler.db import connect
+
+    entities = entity_pairs(customers, kinds, ids)
+    engine = connect(db_url)
+    plan = plan_clean(engine, entities=entities, bundles=bundles, side=side, spec=spec)
+    if dry_run:
+        if as_json:
+            print_json({**plan.summary(), "outcome": "dry-run"})
+        else:
+            _print_plan(plan, err=False)
+            click.echo("dry run: nothing was removed")
+        return
+    if plan.rows == 0 and not plan.closes:
+        if as_json:
+            print_json({**plan.summary(), "outcome": "nothing-to-remove"})
+        else:
+            _print_plan(plan, err=False)
+            click.echo("nothing to remove")
+        return
+    if not yes:
+        _print_plan(plan, err=as_json)
+        click.confirm(
+            f"remove {plan.rows} row(s) from the {plan.side} {plan.database}?",
+            default=False,
+            abort=True,
+            err=True,
+        )
+    elif not as_json:
+        _print_plan(plan, err=False)
+    with progress_for_cli() as progress:
+        result = run_clean(engine, plan, progress=progress)
+    if as_json:
+        print_json(result.summary())
+    else:
+        _print_result(result)
+
+
+def _print_plan(plan: CleanPlan, *, err: bool) -> None:
+    def out(text: str = "") -> None:
+        click.echo(text, err=err)
+
+    out(f"side: {plan.side} ({plan.side_reason})")
+    out(f"database: {plan.database} (release {plan.release})")
+    for s in plan.selected:
+        word = "loads" if plan.side == "target" else "exports"
+        out(f"selected: {s.what}; {word}: {', '.join(s.bundles) or 'none'}")
+    tables = len(plan.tables)
+    out(f"plan: remove {plan.rows} row(s) from {tables} table(s), children first")
+    width = max((len(t) for t in plan.tables), default=10)
+    for table, n in plan.tables.items():
+        out(f"  {table:<{width}}  {n:>9}")
+    for column, n in plan.unlink.items():
+        out(f"  first set {column} to NULL in {n} row(s) (breaks a reference cycle)")
+    if plan.kept:
+        causes = sum(1 for k in plan.kept if k.held_from_outside)
+        out(
+            f"kept {len(plan.kept)} row(s) still in use ({causes} held by data outside the set, the rest with them):"
+        )
+        for row in plan.kept[:KEPT_SHOWN]:
+            out(f"  {row.line()}")
+        if len(plan.kept) > KEPT_SHOWN:
+            out(f"  … and {len(plan.kept) - KEPT_SHOWN} more kept row(s) (see --json)")
+    if plan.side == "target":
+        for bundle_id in plan.closes:
+            out(f"bookkeeping: forget load {bundle_id} (every row it created goes; it can be loaded again)")
+        for bundle_id, n in plan.partly.items():
+            out(f"bookkeeping: load {bundle_id} keeps {n} created row(s) in the target; its record stays")
+    else:
+        for bundle_id in plan.closes:
+            out(f"bookkeeping: record export {bundle_id} as cleaned")
+
+
+def _print_result(result: CleanResult) -> None:
+    plan = result.plan
+    click.echo(
+        f"removed {result.rows} row(s) from {len(result.deleted)} table(s) of the {plan.side}"
+        + (f"; kept {len(plan.kept)} row(s) still in use" if plan.kept else "")
+    )
+    if result.closed:
+        verb = "forgot load(s)" if plan.side == "target" else "closed export(s)"
+        click.echo(f"{verb}: {', '.join(result.closed)}")
