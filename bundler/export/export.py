@@ -230,7 +230,13 @@ def _slug(key: Key) -> str:
     return slug or "root"
 
 
+BUNDLE_ID_MAX = 64  # the bookkeeping tables' bundle_id columns
+
+
 def _new_bundle_id(kind: str, slug: str, now: datetime) -> str:
+    """``kind-slug-YYYYmmddTHHMMSS-xxxxxx``, at most 64 characters (the slug is shortened)."""
+    room = BUNDLE_ID_MAX - len(kind) - len("-") - len("-YYYYmmddTHHMMSS-xxxxxx")
+    slug = slug[:room].rstrip("_.-") or "root"
     return f"{kind}-{slug}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 

@@ -861,6 +861,14 @@ def load_bundle(
                 result = _load_once(
                     engine, bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows
                 )
+            except sa.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                raise DatabaseError(
+                    f"bundle {bundle.bundle_id}: the target database went away ({_first_line(exc.orig)})",
+                    hint="if that happened while committing, the outcome is unknown: load the bundle again "
+                    "(a load that did commit reports already-loaded)",
+                ) from exc
             except _Contended as exc:
                 if attempt == RETRIES:
                     raise BundlerError(
