@@ -137,6 +137,7 @@ def _register() -> None:
     from bundler.export.commands import export_command, pack_command, unpack_command
     from bundler.inspect.commands import inspect
     from bundler.lineup.commands import migrate_command
+    from bundler.clean.commands import clean_command
     from bundler.load.commands import load_command
     from bundler.recordings.commands import recordings
 

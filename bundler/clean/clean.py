@@ -44,15 +44,25 @@ and so is, in turn, everything that belongs to a kept row and everything a kept 
 references: a shared row that another customer still uses survives with its rates; a
 customer to which the target added an account after the load is kept whole. Each kept
 row is listed with what holds it (``kept tariffs 'T-Retail': still referenced by
-products 'X' (not transferred)``). Usage outside the exported window holds its account on
-the source.
+products 'X' (not transferred)``), each holder with why it is outside the set: *not
+transferred* / *not exported*, *transferred* (or *exported*) *by bundle B, not selected*,
+*… outside what was named* (same bundle, not a dependent of the named entity), *not
+exported: outside the exported usage window*, or *kept*. Usage outside the exported window
+holds its account on the source. Rows held from outside come first, the named rows first
+of all.
 
 **Removal.** Children first (reverse dependency order), in one transaction; references
 that break cycles (``customers.i_default_site``) and self-references are set to NULL first.
 :func:`plan_clean` computes the plan and writes nothing; :func:`run_clean` computes it
-again inside its transaction and refuses when the database changed in between.
+again inside its transaction and refuses when the database changed in between, and again
+when a delete removes another number of rows than planned. The keys of the set's owned
+and shared rows are held in memory; usage rows (xDRs) never are: they are selected,
+counted and deleted by SQL, by owner and by the ledger (target) or the export windows
+(source). Run it while no load writes the same rows; a racing insert that a foreign key
+protects makes the delete fail and roll back.
 
-**Bookkeeping.** Target: the ledger rows of removed rows go; a load all of whose created
+**Bookkeeping.** Target: every ledger row that names a removed row goes (a reuse recorded
+by another load included: the row it names is gone); a load all of whose created
 rows are gone is forgotten (its reused ledger rows and its ``bundler_loads`` row go), so
 the same bundle can be loaded again; a load with kept rows keeps its record and the
 ledger rows of those rows, so a later clean can finish it. Source: the export marks of
@@ -409,9 +419,9 @@ class _Planner:
             spec = self.graph.table(entity.table)
             self.named.add((spec.name, tuple(row[c] for c in spec.pk)))
             if self.side == "target":
-                self.scopes.append(self._target_entity(entity, row, ident))
+                self.scopes.append(self._target_entity(entity, row))
             else:
-                self.scopes.append(self._source_entity(entity, row, ident))
+                self.scopes.append(self._source_entity(entity, row))
 
     def _what(self, entity: EntitySpec, row: dict[str, Any]) -> str:
         spec = self.graph.table(entity.table)
@@ -473,7 +483,7 @@ class _Planner:
         self._grow(scope)
         return scope
 
-    def _target_entity(self, entity: EntitySpec, row: dict[str, Any], ident: str) -> _Scope:
+    def _target_entity(self, entity: EntitySpec, row: dict[str, Any]) -> _Scope:
         spec = self.graph.table(entity.table)
         pk = tuple(row[c] for c in spec.pk)
         ledger = tracking.ledger_table
@@ -635,7 +645,7 @@ class _Planner:
             what, bundles, {spec.name: [dict(row)]}, (spec.name, pk), rec.kind != "usage"
         )
 
-    def _source_entity(self, entity: EntitySpec, row: dict[str, Any], ident: str) -> _Scope:
+    def _source_entity(self, entity: EntitySpec, row: dict[str, Any]) -> _Scope:
         spec = self.graph.table(entity.table)
         what = self._what(entity, row)
         if spec.scope != "owned":
