@@ -134,10 +134,10 @@ def db() -> None:
 
 
 def _register() -> None:
+    from bundler.clean.commands import clean_command
     from bundler.export.commands import export_command, pack_command, unpack_command
     from bundler.inspect.commands import inspect
     from bundler.lineup.commands import migrate_command
-    from bundler.clean.commands import clean_command
     from bundler.load.commands import load_command
     from bundler.recordings.commands import recordings
 
@@ -149,6 +149,7 @@ def _register() -> None:
         load_command,
         migrate_command,
         recordings,
+        clean_command,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command
