@@ -263,12 +263,49 @@ def _dependency_order(graph: Graph) -> tuple[tuple[str, ...], frozenset[tuple[st
                 remaining[name] = {(t, c) for t, c in remaining[name] if t in order}
                 break
         else:
-            cycle = ", ".join(sorted(remaining))
+            cycle = ", ".join(
+                _cycle_members({n: {t for t, _ in deps if t in remaining} for n, deps in remaining.items()})
+            )
             raise SpecError(
                 f"the entity graph {graph.path} has a cycle of NOT NULL references among: {cycle}",
                 hint="make one reference of the cycle nullable so the loader can insert it as NULL and update it after",
             )
     return tuple(order), frozenset(deferred)
+
+
+def _cycle_members(edges: dict[str, set[str]]) -> list[str]:
+    """The tables on a cycle (strongly connected components of more than one table), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    members: list[str] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                members.extend(component)
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return sorted(members) or sorted(edges)
 
 
 def _validate_document(doc: dict[str, Any], where: str) -> None:
