@@ -140,6 +140,7 @@ def _register() -> None:
     from bundler.lineup.commands import migrate_command
     from bundler.load.commands import load_command
     from bundler.recordings.commands import recordings
+    from bundler.reverse.commands import reverse
 
     for command in (
         export_command,
@@ -150,6 +151,7 @@ def _register() -> None:
         migrate_command,
         recordings,
         clean_command,
+        reverse,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command

@@ -1,15 +1,24 @@
-"""Clean: remove exactly what was transferred, from the target (by its ledger) or the source."""
+"""Clean: remove exactly what was transferred, from the target (by its ledger) or the source.
 
-from bundler.clean.clean import (
-    CleanPlan,
-    CleanRefused,
-    CleanRequest,
-    CleanResult,
-    KeptRow,
-    Selected,
-    plan_clean,
-    run_clean,
-)
+The names are loaded on first use, so ``bundler --help`` (which imports the command)
+stays free of SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bundler.clean.clean import (
+        CleanPlan,
+        CleanRefused,
+        CleanRequest,
+        CleanResult,
+        KeptRow,
+        Selected,
+        plan_clean,
+        run_clean,
+    )
 
 __all__ = [
     "CleanPlan",
@@ -21,3 +30,11 @@ __all__ = [
     "plan_clean",
     "run_clean",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        import importlib
+
+        return getattr(importlib.import_module("bundler.clean.clean"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,14 +1,23 @@
-"""Export: a root of the source (or a selection of configuration) into a bundle."""
+"""Export: a root of the source (or a selection of configuration) into a bundle.
 
-from bundler.export.export import (
-    ConfigSelection,
-    ExportOptions,
-    ExportResult,
-    export_config,
-    export_many,
-    export_root,
-    restore_export,
-)
+The names are loaded on first use, so ``bundler --help`` (which imports the commands)
+stays free of SQLAlchemy and Arrow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bundler.export.export import (
+        ConfigSelection,
+        ExportOptions,
+        ExportResult,
+        export_config,
+        export_many,
+        export_root,
+        restore_export,
+    )
 
 __all__ = [
     "ConfigSelection",
@@ -19,3 +28,11 @@ __all__ = [
     "export_root",
     "restore_export",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        import importlib
+
+        return getattr(importlib.import_module("bundler.export.export"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

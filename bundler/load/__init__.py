@@ -1,5 +1,30 @@
-"""Load: import bundles into the target."""
+"""Load: import bundles into the target.
 
-from bundler.load.load import LoadResult, TablePlan, load_bundle
+The names are loaded on first use, so ``bundler --help`` (which imports the commands)
+stays free of SQLAlchemy and Arrow.
+"""
 
-__all__ = ["LoadResult", "TablePlan", "load_bundle"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bundler.load.load import (
+        LoadResult,
+        TablePlan,
+        load_bundle,
+    )
+
+__all__ = [
+    "LoadResult",
+    "TablePlan",
+    "load_bundle",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        import importlib
+
+        return getattr(importlib.import_module("bundler.load.load"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

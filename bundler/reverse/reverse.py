@@ -6,13 +6,14 @@ Two steps, each a library call the CLI wraps:
 ``reverse_export(target_engine, customer, out_dir)`` runs against the **target** only:
 
 1. finds the customer and the load that brought it (``bundler_loads``); a customer no
-   load brought is refused, naming why;
+   load brought, or one that came inside its reseller's bundle, is refused, naming why;
 2. marks it Exported in the target (the customer and every owned row with a status, as an
    export does; recorded in the target's ``bundler_exports`` with each row's previous
    status, so a failure restores them);
 3. reads the customer's usage (xDRs) in one snapshot and sorts each row:
 
-   - **already in the source**: a load from that source created it (the ledger says so);
+   - **already in the source**: a load from that source created it (the ledger says so;
+     a change made to it on the target stays there);
    - **returnable**: every reference maps back to the source. References to owned and
      shared rows map through the ledger of the loads from that source (target pk →
      source pk); references to prerequisites, which loads match by natural key and never
@@ -56,9 +57,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -222,7 +225,7 @@ class ReverseLoadResult:
             for b in self.balances:
                 out.append(
                     f"    {b['table']} {describe(b['natural_key'])} {b['column']}: "
-                    f"{b['before']} → {b['after']} ({b['difference']})"
+                    f"{b['before']} → {b['after']} ({_signed(b['difference'])})"
                 )
         out.extend(_not_returned_lines(self.not_returned))
         if self.not_returned:
@@ -232,6 +235,12 @@ class ReverseLoadResult:
             )
         out.extend(f"  warning: {w}" for w in self.warnings)
         return out
+
+
+def _signed(text: str | None) -> str:
+    if text is None:
+        return "was empty"
+    return text if text.startswith("-") else f"+{text}"
 
 
 def _not_returned_lines(items: list[dict[str, Any]]) -> list[str]:
@@ -293,9 +302,21 @@ def _origin(connection: sa.Connection, root: _Root) -> _Origin:
         .order_by(loads.c.loaded_at.desc())
     ).first()
     if row is None:
+        name = f"{ROOT_KIND} {describe(root.key)} ({root.spec.pk[0]}={root.pk})"
+        ledger = tracking.ledger_table
+        within = connection.execute(
+            sa.select(loads.c.bundle_id, loads.c.kind)
+            .join(ledger, ledger.c.bundle_id == loads.c.bundle_id)
+            .where(ledger.c.table_name == root.spec.name, ledger.c.target_pk == str(root.pk))
+            .where(ledger.c.action == "created", loads.c.outcome == "loaded")
+        ).first()
+        if within is not None:
+            raise RootError(
+                f"{name} arrived inside {within.kind} bundle {within.bundle_id}, not as a customer of its own",
+                hint="a reverse transfer returns a customer that was exported and loaded as its own root",
+            )
         raise RootError(
-            f"{ROOT_KIND} {describe(root.key)} ({root.spec.pk[0]}={root.pk}) did not arrive by a load: "
-            "this target's ledger (bundler_loads) names no load of it",
+            f"{name} did not arrive by a load: this target's ledger (bundler_loads) names no load of it",
             hint="a reverse transfer returns only a customer that bundler load brought into this target",
         )
     return _Origin(str(row.bundle_id), str(row.source_system), str(row.root_source_pk))
@@ -512,7 +533,7 @@ class _Reader:
         task = f"reverse export {spec.name}"
         self.progress.start(task)
         pk_col = spec.pk[0]
-        for batch in read_arrow(self.conn, spec, stmt, batch_rows=self.batch_rows):
+        for batch in self._scanned(spec, stmt):
             self.progress.advance(task, batch.num_rows)
             pks = batch.column(pk_col).to_pylist()
             came = self.ledger.map(spec.name, pks)
@@ -555,16 +576,41 @@ class _Reader:
                         "a bundle declares one column per outside table"
                     )
                 used.update((m, v) for m, v in zip(mapped, original, strict=True) if v is not None)
-            if spec.time_column and self.period_start is not None:
+            when = kept.schema.field(spec.time_column).type if spec.time_column else None
+            if when is not None and pa.types.is_timestamp(when) and self.period_start is not None:
                 import pyarrow.compute as pc
 
-                early = pc.less(
-                    kept.column(spec.time_column), pa.scalar(self.period_start, pa.timestamp("us"))
-                )
+                early = pc.less(kept.column(spec.time_column), pa.scalar(self.period_start, when))
                 self.before_period += int(pc.sum(early).as_py() or 0)
             out.write(kept)
             self.returnable[spec.name] = self.returnable.get(spec.name, 0) + kept.num_rows
         self.progress.finish(task)
+
+    def _scanned(self, spec: TableSpec, stmt: sa.Select[Any]) -> Iterator[pa.RecordBatch]:
+        """The rows of ``stmt``, batch by batch, through a scratch Parquet file.
+
+        Sorting a batch needs queries (the ledger, natural keys), and a streaming read
+        holds its connection (COPY on PostgreSQL, an unbuffered cursor on MariaDB) until
+        it ends: so the rows are streamed to disk first, then read back, all inside the
+        one snapshot. Memory stays bounded by the batch size.
+        """
+        import pyarrow.parquet as pq
+
+        with tempfile.TemporaryDirectory(prefix=".reverse-scan-", dir=self.writer.out_dir) as scratch:
+            path = Path(scratch) / f"{spec.name}.parquet"
+            writer: pq.ParquetWriter | None = None
+            try:
+                for batch in read_arrow(self.conn, spec, stmt, batch_rows=self.batch_rows):
+                    if writer is None:
+                        writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
+                    writer.write_batch(batch)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is None:
+                return
+            with pq.ParquetFile(path) as pf:
+                yield from pf.iter_batches(batch_size=self.batch_rows)
 
     def _report_row(
         self, spec: TableSpec, batch: pa.RecordBatch, i: int, reasons: list[str]
@@ -629,6 +675,15 @@ def reverse_export(
         _check_target_state(connection, root)
     bundle_id = f"{REVERSE_KIND}-{_slug(root.key)}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     with begin_write(target_engine) as connection:
+        # again, under a row lock: two reverse exports of one customer must not both go on
+        t = table_clause(root.spec)
+        fresh = (
+            connection.execute(sa.select(t).where(t.c[root.spec.pk[0]] == root.pk).with_for_update())
+            .mappings()
+            .one()
+        )
+        root = _Root(ROOT_KIND, root.spec, dict(fresh), root.key)
+        _check_target_state(connection, root)
         connection.execute(
             tracking.exports_table.insert().values(
                 bundle_id=bundle_id,
@@ -823,7 +878,35 @@ class _Apply:
 
     # -- checks ---------------------------------------------------------------------------------
 
-    def root_row(self) -> tuple[TableSpec, dict[str, Any]]:
+    def claim(self) -> None:
+        """Record the bundle in ``bundler_loads`` first: a concurrent run of it waits here, then stops."""
+        root = self.manifest["root"]
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    tracking.loads_table.insert().values(
+                        bundle_id=self.bundle.bundle_id,
+                        kind=REVERSE_KIND,
+                        root_table=root["table"],
+                        root_source_pk=None,
+                        root_target_pk=str(root["source_pk"]),
+                        root_key=key_text(root["natural_key"])[:255],
+                        source_system=self.manifest["source"]["system_id"],
+                        manifest_sha256=self.bundle.manifest_sha256,
+                        depends_on=self.rev["export_bundle"],
+                        loaded_at=tracking.now(),
+                        outcome="running",
+                        rows_created=0,
+                        rows_reused=0,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise BundlerError(
+                f"reverse bundle {self.bundle.bundle_id} was applied by another run at the same time",
+                hint="nothing was changed by this one; run it again to see the outcome",
+            ) from None
+
+    def root_row(self) -> None:
         root = self.manifest["root"]
         spec = self.graph.table(root["table"])
         t = table_clause(spec)
@@ -849,7 +932,6 @@ class _Apply:
                     f"{name} is not Exported in the source ({status.column} = {value!r})",
                     hint="the source has taken it back already (a restored export?); nothing to return",
                 )
-        return spec, dict(row)
 
     def check_export(self, system_id: str) -> None:
         exports, loads = tracking.exports_table, tracking.loads_table
@@ -866,7 +948,9 @@ class _Apply:
         if row.status == REVERSED:
             other = self.conn.execute(
                 sa.select(loads.c.bundle_id).where(
-                    loads.c.depends_on == export_id, loads.c.kind == REVERSE_KIND
+                    loads.c.depends_on == export_id,
+                    loads.c.kind == REVERSE_KIND,
+                    loads.c.bundle_id != self.bundle.bundle_id,
                 )
             ).first()
             by = f" by reverse bundle {other.bundle_id}" if other else ""
@@ -1100,25 +1184,13 @@ class _Apply:
                     "terminate it in the source by hand if it must stay closed"
                 )
 
-    def record(self, system_id: str) -> None:
-        root = self.manifest["root"]
+    def record(self) -> None:
         now = tracking.now()
+        loads = tracking.loads_table
         self.conn.execute(
-            tracking.loads_table.insert().values(
-                bundle_id=self.bundle.bundle_id,
-                kind=REVERSE_KIND,
-                root_table=root["table"],
-                root_source_pk=None,
-                root_target_pk=str(root["source_pk"]),
-                root_key=key_text(root["natural_key"])[:255],
-                source_system=self.manifest["source"]["system_id"],
-                manifest_sha256=self.bundle.manifest_sha256,
-                depends_on=self.rev["export_bundle"],
-                loaded_at=now,
-                outcome="loaded",
-                rows_created=sum(self.result.imported.values()),
-                rows_reused=0,
-            )
+            sa.update(loads)
+            .where(loads.c.bundle_id == self.bundle.bundle_id)
+            .values(outcome="loaded", loaded_at=now, rows_created=sum(self.result.imported.values()))
         )
         exports = tracking.exports_table
         self.conn.execute(
@@ -1202,6 +1274,7 @@ def reverse_load(
                 result.seconds = time.monotonic() - started
                 return result
             apply = _Apply(connection, bundle, graph, progress, batch_rows, result)
+            apply.claim()
             apply.check_export(system.system_id)
             apply.root_row()
             apply.resolve()
@@ -1209,7 +1282,7 @@ def reverse_load(
                 apply.usage(table)
             apply.balances()
             apply.statuses(bundle_graph)
-            apply.record(system.system_id)
+            apply.record()
         result.not_returned[:0] = rev["not_returned"]
         result.report_paths = _write_report(
             result, Path(report_dir) if report_dir else Path(bundle.source).parent

@@ -1,0 +1,501 @@
+"""Retrop: migrate a customer, use it on the target, carry it back, and check the source exactly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from bundler import tracking
+from bundler.billing.schema import build_metadata
+from bundler.bundle import pack
+from bundler.errors import BundleInvalid, RootError, SpecError, UsageError
+from bundler.export import ExportOptions, export_root
+from bundler.graph import GRAPHS_DIR, graph_for_release, parse_graph
+from bundler.inspect.verify import verify_bundle
+from bundler.load import load_bundle
+from bundler.reverse import reverse_export, reverse_load
+from bundler.reverse.commands import reverse
+from bundler.reverse.reverse import _compatible
+from tests.export import fixture
+from tests.export.fixture import NOW, XDRS
+
+OPTIONS = ExportOptions(now=NOW, xdrs="all")
+R1 = build_metadata("r1")
+R2 = build_metadata("r2")
+
+
+@dataclass
+class World:
+    source: sa.Engine
+    target: sa.Engine
+    export_bundle: str
+    out: Path
+    new_db: Any
+    dialect: str
+
+
+def migrate(new_db: Any, dialect: str, out: Path) -> World:
+    """The source fixture, a fresh r2 target, the vendor and then customer acme migrated."""
+    source = fixture.build(new_db(dialect))
+    target = fixture.build_target(new_db(dialect), "r2")
+    load_bundle(target, export_root(source, "vendor", "Carrier Ä", out, options=OPTIONS).path)
+    acme = export_root(source, "customer", "acme", out, options=OPTIONS)
+    load_bundle(target, acme.path)
+    return World(source, target, acme.bundle_id, out, new_db, dialect)
+
+
+def scalar(engine: sa.Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar_one()
+
+
+def rows(engine: sa.Engine, md: sa.MetaData, table: str, key: str) -> dict[Any, dict[str, Any]]:
+    """Every row of a table, exactly typed (the schema's own column types), by ``key``."""
+    t = md.tables[table]
+    with engine.connect() as conn:
+        return {r[key]: dict(r) for r in conn.execute(sa.select(t)).mappings()}
+
+
+def snapshot(engine: sa.Engine) -> dict[str, Any]:
+    """What a refused or repeated reverse load must leave as it was."""
+    with engine.connect() as conn:
+        names = sorted(sa.inspect(conn).get_table_names())
+        counts = {n: conn.execute(sa.text(f"SELECT count(*) FROM {n}")).scalar_one() for n in names}
+    return {
+        "counts": counts,
+        "xdrs": rows(engine, R1, "xdrs", "call_id"),
+        "customers": rows(engine, R1, "customers", "name"),
+        "accounts": rows(engine, R1, "accounts", "id"),
+    }
+
+
+def _xdr(
+    call_id: str, account: int, service: int, dest: int | None, when: datetime, amount: str
+) -> dict[str, Any]:
+    return {
+        "i_account": account,
+        "i_service": service,
+        "i_dest": dest,
+        "i_invoice": None,
+        "call_id": call_id,
+        "cli": "48420000000",
+        "cld": "Ünïcode ☎",
+        "connect_time": when,
+        "disconnect_time": when.replace(second=45, microsecond=123456),
+        "bill_time": when.replace(microsecond=0),
+        "charged_amount": D(amount),
+        "charged_quantity": 45,
+        "used_quantity": 44,
+        "account_balance": D("1.50000"),
+        "country": None,
+        "description": f"made on the target ({call_id})",
+    }
+
+
+@dataclass
+class Usage:
+    """What the customer did on the target, with the ids each side gives the rows involved."""
+
+    new_xdrs: dict[str, dict[str, Any]]
+    returned: list[str]  # call ids that end up in the source
+    target_account: dict[str, int]
+
+
+def use_on_target(world: World) -> Usage:
+    """New xDRs (some for rows only the target has), new balances, an account terminated."""
+    target = world.target
+    ids = {
+        "acme": scalar(target, "SELECT i_customer FROM customers WHERE name = 'acme'"),
+        "acme-1": scalar(target, "SELECT i_account FROM accounts WHERE id = 'acme-1'"),
+        "acme-2": scalar(target, "SELECT i_account FROM accounts WHERE id = 'acme-2'"),
+        "Voice": scalar(target, "SELECT i_service FROM services WHERE name = 'Voice'"),
+        "Data": scalar(target, "SELECT i_service FROM services WHERE name = 'Data'"),
+        "44": scalar(target, "SELECT i_dest FROM destinations WHERE destination = '44'"),
+        "81": scalar(target, "SELECT i_dest FROM destinations WHERE destination = '81'"),
+        "product": scalar(target, "SELECT i_product FROM accounts WHERE id = 'acme-1'"),
+    }
+    with target.begin() as conn:
+        ids["IPTV"] = conn.execute(
+            R2.tables["services"].insert().values(name="IPTV", unit="second")
+        ).inserted_primary_key[0]
+        ids["33"] = conn.execute(
+            R2.tables["destinations"].insert().values(destination="33", country="France", description=None)
+        ).inserted_primary_key[0]
+        ids["acme-3"] = conn.execute(
+            R2.tables["accounts"]
+            .insert()
+            .values(
+                id="acme-3",
+                i_customer=ids["acme"],
+                i_product=ids["product"],
+                iso_4217="USD",
+                billing_model=-1,
+                bill_status="O",
+                balance=D("4.00000"),
+                opening_balance=D("0.00000"),
+                activation_date=date(2026, 11, 15),
+                blocked="N",
+                lang="en",
+            )
+        ).inserted_primary_key[0]
+        new = [
+            _xdr(
+                "t-1",
+                ids["acme-1"],
+                ids["Voice"],
+                ids["44"],
+                datetime(2026, 11, 16, 9, 0, 0, 500001),
+                "0.01111",
+            ),
+            _xdr("t-2", ids["acme-2"], ids["Data"], None, datetime(2026, 11, 16, 10, 0), "2.00000"),
+            _xdr("t-3", ids["acme-1"], ids["IPTV"], None, datetime(2026, 11, 17, 10, 0), "5.00000"),
+            _xdr("t-4", ids["acme-1"], ids["Voice"], ids["33"], datetime(2026, 11, 17, 11, 0), "0.20000"),
+            _xdr("t-5", ids["acme-3"], ids["Voice"], ids["44"], datetime(2026, 11, 17, 12, 0), "0.30000"),
+            _xdr("t-6", ids["acme-1"], ids["Voice"], ids["81"], datetime(2026, 10, 30, 8, 0), "0.40000"),
+        ]
+        conn.execute(R2.tables["xdrs"].insert(), new)
+        customers, accounts = R2.tables["customers"], R2.tables["accounts"]
+        conn.execute(sa.update(customers).where(customers.c.name == "acme").values(balance=D("99.87654")))
+        conn.execute(sa.update(accounts).where(accounts.c.id == "acme-1").values(balance=D("1.50000")))
+        conn.execute(
+            sa.update(accounts).where(accounts.c.id == "acme-2").values(balance=D("7.00000"), bill_status="C")
+        )
+    return Usage(
+        {x["call_id"]: x for x in new},
+        ["t-1", "t-2", "t-6"],
+        {k: v for k, v in ids.items() if k.startswith("acme-")},
+    )
+
+
+# -- the round trip -------------------------------------------------------------------------
+
+
+def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
+    world = migrate(new_db, dialect, tmp_path / "out")
+    usage = use_on_target(world)
+    before = snapshot(world.source)
+
+    exported = reverse_export(world.target, "acme", tmp_path / "back", now=NOW)
+
+    # the customer's usage, sorted
+    assert exported.returnable == {
+        "xdrs": 4
+    }  # t-1, t-2, t-6, and t-3 (its service is matched by name at load)
+    assert exported.from_source == {"xdrs": 5}  # the five the load brought
+    refused = {(n["table"], json.dumps(n["natural_key"], sort_keys=True)): n for n in exported.not_returned}
+    assert set(refused) == {
+        ("xdrs", '{"call_id": "t-4"}'),
+        ("xdrs", '{"call_id": "t-5"}'),
+        ("accounts", '{"id": "acme-3"}'),
+    }
+    assert (
+        "destinations destination='33' was made on the target"
+        in refused[("xdrs", '{"call_id": "t-4"}')]["reasons"][0]
+    )
+    assert (
+        "accounts id='acme-3' was made on the target" in refused[("xdrs", '{"call_id": "t-5"}')]["reasons"][0]
+    )
+    assert "4.00000 stays in the target" in refused[("accounts", '{"id": "acme-3"}')]["reasons"][0]
+    assert any("before the current billing period" in w for w in exported.warnings)  # t-6, in October
+    by_key = {
+        (r["table"], r["natural_key"].get("name") or r["natural_key"].get("id")): r for r in exported.rows
+    }
+    assert by_key == {
+        ("customers", "acme"): {
+            "table": "customers",
+            "source_pk": 4,
+            "natural_key": {"name": "acme"},
+            "status": "O",
+            "balance": {"column": "balance", "value": "99.87654"},
+        },
+        ("accounts", "acme-1"): {
+            "table": "accounts",
+            "source_pk": 1,
+            "natural_key": {"id": "acme-1"},
+            "status": "O",
+            "balance": {"column": "balance", "value": "1.50000"},
+        },
+        ("accounts", "acme-2"): {
+            "table": "accounts",
+            "source_pk": 2,
+            "natural_key": {"id": "acme-2"},
+            "status": "C",
+            "balance": None,  # a credit account: its usage is the customer's balance
+        },
+        ("accounts", "acme-closed"): {
+            "table": "accounts",
+            "source_pk": 7,
+            "natural_key": {"id": "acme-closed"},
+            "status": "C",
+            "balance": None,
+        },
+    }
+    # marked Exported in the target (a terminated row stays terminated)
+    with world.target.connect() as conn:
+        statuses = dict(conn.execute(sa.text("SELECT id, bill_status FROM accounts")).all())
+        assert conn.execute(sa.text("SELECT bill_status FROM customers WHERE name = 'acme'")).scalar() == "E"
+    assert statuses == {"acme-1": "E", "acme-2": "C", "acme-closed": "C", "acme-3": "E"}
+
+    # the reverse bundle verifies, with source ids in it
+    report = verify_bundle(exported.path)
+    assert report.problems == [] and report.kind == "reverse"
+    manifest = exported.manifest
+    assert manifest["kind"] == "reverse" and manifest["depends_on"] == [world.export_bundle]
+    assert manifest["root"] == {"table": "customers", "source_pk": 4, "natural_key": {"name": "acme"}}
+    assert manifest["reverse"]["by_key"] == ["services"]
+    assert {r["value"]: r["key"] for r in manifest["prerequisites"]["accounts"]["rows"]} == {
+        1: {"id": "acme-1"},
+        2: {"id": "acme-2"},
+    }
+    assert {r["value"] for r in manifest["prerequisites"]["destinations"]["rows"]} == {1, 3}  # 44 and 81
+
+    loaded = reverse_load(world.source, exported.path)
+
+    assert loaded.outcome == "returned"
+    assert loaded.imported == {"xdrs": 3} and loaded.already_in_source == {"xdrs": 0}
+    missing = {n["natural_key"].get("call_id") or n["natural_key"].get("id"): n for n in loaded.not_returned}
+    assert set(missing) == {"t-3", "t-4", "t-5", "acme-3"}
+    (reason,) = missing["t-3"]["reasons"]
+    assert reason.startswith("i_service = ") and reason.endswith(
+        "services name='IPTV' does not exist in the source"
+    )
+    # the source's xDRs, exactly: the original nine untouched, the three returned with source ids
+    after = rows(world.source, R1, "xdrs", "call_id")
+    for call_id, row in before["xdrs"].items():
+        assert after[call_id] == row
+    source_ids = {"acme-1": 1, "acme-2": 2}
+    services = {"Voice": 1, "Data": 2}
+    dests = {"44": 1, "81": 3}
+    target_service = {
+        scalar(world.target, "SELECT i_service FROM services WHERE name = :s", s=s): s for s in services
+    }
+    target_dest = {
+        scalar(world.target, "SELECT i_dest FROM destinations WHERE destination = :d", d=d): d for d in dests
+    }
+    target_account = {v: k for k, v in usage.target_account.items()}
+    assert set(after) == set(before["xdrs"]) | set(usage.returned)
+    for call_id in usage.returned:
+        made = dict(usage.new_xdrs[call_id])
+        made["i_account"] = source_ids[target_account[made["i_account"]]]
+        made["i_service"] = services[target_service[made["i_service"]]]
+        made["i_dest"] = dests[target_dest[made["i_dest"]]] if made["i_dest"] is not None else None
+        got = dict(after[call_id])
+        assert got.pop("i_xdr") > max(x["i_xdr"] for x in XDRS)
+        assert got == made, call_id
+    # balances: the customer's and the debit account's are the target's figures; the credit account's stays
+    customers = rows(world.source, R1, "customers", "name")
+    accounts = rows(world.source, R1, "accounts", "id")
+    assert customers["acme"]["balance"] == D("99.87654")
+    assert accounts["acme-1"]["balance"] == D("1.50000")
+    assert accounts["acme-2"]["balance"] == D("0.00000")
+    assert {(b["table"], b["before"], b["after"], b["difference"]) for b in loaded.balances} == {
+        ("customers", "12.34567", "99.87654", "87.53087"),
+        ("accounts", "3.14159", "1.50000", "-1.64159"),
+    }
+    # statuses: what they were before the export; the account closed on the target is warned about
+    assert customers["acme"]["bill_status"] == "O"
+    assert {k: accounts[k]["bill_status"] for k in ("acme-1", "acme-2", "acme-closed")} == {
+        "acme-1": "O",
+        "acme-2": "S",
+        "acme-closed": "C",
+    }
+    assert [w for w in loaded.warnings if "acme-2" in w and "terminated in the target" in w]
+    assert not any("acme-1" in w for w in loaded.warnings)
+    # everything else in the source is as it was
+    assert {k: v for k, v in customers.items() if k != "acme"} == {
+        k: v for k, v in before["customers"].items() if k != "acme"
+    }
+    assert {k: v for k, v in accounts.items() if not k.startswith("acme")} == {
+        k: v for k, v in before["accounts"].items() if not k.startswith("acme")
+    }
+    # recorded in the source's ledger; the export is reversed
+    with world.source.connect() as conn:
+        ledger = conn.execute(
+            sa.select(tracking.ledger_table).where(tracking.ledger_table.c.bundle_id == exported.bundle_id)
+        ).all()
+        export = conn.execute(
+            sa.select(tracking.exports_table).where(tracking.exports_table.c.bundle_id == world.export_bundle)
+        ).one()
+    assert len(ledger) == 3 and {r.table_name for r in ledger} == {"xdrs"}
+    assert export.status == "reversed" and exported.bundle_id in export.message
+    # the report, beside the bundle
+    json_report, text_report = loaded.report_paths
+    assert json.loads(json_report.read_text())["balance_adjustments"] == loaded.balances
+    text = text_report.read_text()
+    assert "t-3" in text and "settle that difference by hand" in text and "99.87654" in text
+
+    # a re-run changes nothing
+    settled = snapshot(world.source)
+    again = reverse_load(world.source, exported.path)
+    assert again.outcome == "already-returned" and again.imported == {}
+    assert snapshot(world.source) == settled
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def world(new_db: Any, tmp_path: Path) -> World:
+    return migrate(new_db, "sqlite", tmp_path / "out")
+
+
+def test_a_customer_no_load_brought_is_refused(world: World, tmp_path: Path) -> None:
+    with world.target.begin() as conn:
+        conn.execute(
+            R2.tables["customers"]
+            .insert()
+            .values(
+                name="native",
+                i_customer_type=1,
+                iso_4217="USD",
+                i_taxation_method=scalar(world.target, "SELECT i_taxation_method FROM taxation_methods"),
+                i_billing_period=4,
+                bill_status="O",
+                balance=D("0"),
+                creation_date=NOW,
+            )
+        )
+    with pytest.raises(
+        RootError, match=r"customer name='native' \(i_customer=\d+\) did not arrive by a load"
+    ):
+        reverse_export(world.target, "native", tmp_path / "back", now=NOW)
+    assert scalar(world.target, "SELECT bill_status FROM customers WHERE name = 'native'") == "O"
+    assert not (tmp_path / "back").exists() or not list((tmp_path / "back").iterdir())
+    with pytest.raises(RootError, match="no customer 'nobody' in the target"):
+        reverse_export(world.target, "nobody", tmp_path / "back", now=NOW)
+    # a customer that came inside its reseller's bundle is not a customer of its own
+    load_bundle(
+        world.target, export_root(world.source, "reseller", "reseller-r", tmp_path, options=OPTIONS).path
+    )
+    with pytest.raises(
+        RootError, match=r"arrived inside reseller bundle reseller-.* not as a customer of its own"
+    ):
+        reverse_export(world.target, "retail-under-r2", tmp_path / "back", now=NOW)
+    assert scalar(world.target, "SELECT bill_status FROM customers WHERE name = 'retail-under-r2'") == "O"
+
+
+def test_a_second_reverse_export_is_refused(world: World, tmp_path: Path) -> None:
+    first = reverse_export(world.target, "acme", tmp_path / "back", now=NOW)
+    with pytest.raises(
+        RootError, match=f"already Exported in the target by reverse bundle {first.bundle_id}"
+    ):
+        reverse_export(world.target, "acme", tmp_path / "back", now=NOW)
+
+
+def test_a_bundle_for_another_source_is_refused(world: World, tmp_path: Path) -> None:
+    bundle = reverse_export(world.target, "acme", tmp_path / "back", now=NOW).path
+    other = fixture.build(world.new_db("sqlite"))
+    export_root(
+        other, "customer", "acme", tmp_path / "other", options=OPTIONS
+    )  # the same customer, Exported there too
+    before = snapshot(other)
+    with pytest.raises(RootError, match="is not for this source system"):
+        reverse_load(other, bundle)
+    assert snapshot(other) == before
+
+
+def test_a_customer_terminated_in_the_source_is_refused(world: World, tmp_path: Path) -> None:
+    bundle = reverse_export(world.target, "acme", tmp_path / "back", now=NOW).path
+    with world.source.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET bill_status = 'C' WHERE name = 'acme'"))
+    before = snapshot(world.source)
+    with pytest.raises(RootError, match="terminated in the source .* cannot be restored"):
+        reverse_load(world.source, bundle)
+    assert snapshot(world.source) == before
+
+
+def test_only_reverse_bundles_are_taken(world: World, tmp_path: Path) -> None:
+    vendor = export_root(world.source, "vendor", "Carrier B", tmp_path / "more", options=OPTIONS).path
+    with pytest.raises(UsageError, match="is a 'vendor' bundle, not a reverse bundle"):
+        reverse_load(world.source, vendor)
+
+
+def test_a_tampered_reverse_bundle_is_refused(world: World, tmp_path: Path) -> None:
+    use_on_target(world)
+    bundle = reverse_export(world.target, "acme", tmp_path / "back", now=NOW).path
+    with open(next((bundle / "tables").iterdir()), "ab") as fh:
+        fh.write(b"x")
+    before = snapshot(world.source)
+    with pytest.raises(BundleInvalid):
+        reverse_load(world.source, bundle)
+    assert snapshot(world.source) == before
+
+
+def test_usage_tables_that_differ_between_releases_are_refused() -> None:
+    doc = json.loads((GRAPHS_DIR / "r1.json").read_text())
+    for column in doc["tables"]["xdrs"]["columns"]:
+        if column["name"] == "description":
+            column["name"] = "descr"
+    other = parse_graph(doc)
+    manifest = {"prerequisites": {}, "reverse": {"by_key": [], "rows": []}}
+    with pytest.raises(SpecError, match="the columns of xdrs differ: descr, description"):
+        _compatible(graph_for_release("r2"), other, manifest, ["xdrs"])
+    _compatible(graph_for_release("r2"), graph_for_release("r1"), manifest, ["xdrs", "vendor_xdrs"])
+
+
+def test_usage_of_a_two_phase_transfer_is_known_and_a_packed_bundle_applies(
+    new_db: Any, tmp_path: Path
+) -> None:
+    source = fixture.build(new_db("sqlite"))
+    target = fixture.build_target(new_db("sqlite"), "r2")
+    load_bundle(target, export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS).path)
+    first = export_root(source, "customer", "acme", tmp_path, options=ExportOptions(now=NOW, xdrs="none"))
+    usage = export_root(
+        source, "customer", "acme", tmp_path, options=ExportOptions(now=NOW, xdrs="all", usage_only=True)
+    )
+    load_bundle(target, first.path)
+    load_bundle(target, usage.path)
+    exported = reverse_export(target, "acme", tmp_path / "back", now=NOW)
+    assert exported.from_source == {"xdrs": 5} and exported.returnable == {}
+    packed = pack(exported.path, tmp_path / "mail")
+    loaded = reverse_load(source, packed)
+    assert loaded.outcome == "returned" and loaded.report_paths[0].parent == packed.parent
+    with source.connect() as conn:
+        exports = dict(conn.execute(sa.text("SELECT bundle_id, status FROM bundler_exports")).all())
+        assert conn.execute(sa.text("SELECT bill_status FROM customers WHERE name = 'acme'")).scalar() == "O"
+    assert exports[first.bundle_id] == "reversed" and exports[usage.bundle_id] == "reversed"
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_round_trip_and_help(new_db: Any, tmp_path: Path) -> None:
+    source_url, target_url = new_db("sqlite"), new_db("sqlite")
+    source = fixture.build(source_url)
+    target = fixture.build_target(target_url, "r2")
+    load_bundle(target, export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS).path)
+    load_bundle(target, export_root(source, "customer", "acme", tmp_path, options=OPTIONS).path)
+    runner = CliRunner()
+    helped = " ".join(runner.invoke(reverse, ["--help"]).output.split())
+    for limit in (
+        "usage must be returned before the billing period closes",
+        "configuration changed on the target is lost",
+        "a customer terminated in the source cannot be restored",
+        "an account terminated in the target but alive in the source becomes active again",
+    ):
+        assert limit in helped
+    for sub in ("export", "load"):
+        text = runner.invoke(reverse, [sub, "--help"]).output
+        assert "Limits of a reverse transfer" in text and "Example:" in text
+
+    out = runner.invoke(
+        reverse,
+        ["export", "--db", target_url, "--customer", "acme", "--out", str(tmp_path / "back"), "--json"],
+    )
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["returnable"] == {} and summary["already_in_source"] == {"xdrs": 5}
+    applied = runner.invoke(reverse, ["load", "--db", source_url, summary["path"]])
+    assert applied.exit_code == 0, applied.output
+    assert "returned to the source" in applied.stdout and "customers name='acme' balance" in applied.stdout
+    assert "report: " in applied.stdout
+    again = runner.invoke(reverse, ["load", "--db", source_url, summary["path"], "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["outcome"] == "already-returned"
