@@ -84,7 +84,7 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.errors import BundlerError, RootError, UsageError
-from bundler.export.closure import Closure, chunks, natural_keys, sorted_values, table_clause
+from bundler.export.closure import Closure, chunks, lookup_row, natural_keys, sorted_values, table_clause
 from bundler.graph import EntitySpec, Graph, Reference, TableSpec, graph_for_release, load_graph
 from bundler.keys import Key, describe, key_value
 from bundler.progress import NullProgress, Progress
@@ -299,29 +299,17 @@ def _find(
     connection: sa.Connection, graph: Graph, entity: EntitySpec, ident: str, side: str
 ) -> dict[str, Any]:
     """The row an operator names by id or name, checked to be of the entity's kind."""
-    import re
 
     spec = graph.table(entity.table)
-    t = table_clause(spec)
     text = str(ident).strip()
-    row = None
-    for col in entity.lookup:
-        if spec.column_map[col].type.startswith("int"):
-            if not re.fullmatch(r"-?\d+", text):
-                continue
-            value: Any = int(text)
-        else:
-            value = text
-        row = connection.execute(sa.select(t).where(t.c[col] == value)).mappings().first()
-        if row is not None:
-            break
+    row = lookup_row(connection, spec, entity.lookup, ident)
     kind = entity.kind.replace("_", " ")
     if row is None:
         raise RootError(
             f"no {kind} {text!r} in the {side} ({spec.name} has no row with {' or '.join(entity.lookup)} = {text!r})",
             hint="check the id or name: on each side, ids are that database's own",
         )
-    data = dict(row)
+    data = row
     for col, allowed in entity.where.items():
         if data[col] not in allowed:
             others = [

@@ -39,6 +39,25 @@ def table_clause(spec: TableSpec) -> sa.TableClause:
     return cached[1]
 
 
+def lookup_row(
+    connection: sa.Connection, spec: TableSpec, columns: Iterable[str], ident: str | int
+) -> dict[str, Any] | None:
+    """The row an operator names by id or name: ``columns`` tried in order (integer ones only for digits)."""
+    t = table_clause(spec)
+    text = str(ident).strip()
+    for col in columns:
+        if spec.column_map[col].type.startswith("int"):
+            if not text.lstrip("-").isdigit():
+                continue
+            value: Any = int(text)
+        else:
+            value = text
+        row = connection.execute(sa.select(t).where(t.c[col] == value)).mappings().first()
+        if row is not None:
+            return dict(row)
+    return None
+
+
 def chunks(values: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for value in values:

@@ -34,7 +34,7 @@ from bundler import tracking
 from bundler.bundle import BundleWriter
 from bundler.db import begin_write
 from bundler.errors import BundlerError, DatabaseError, RootError, UsageError
-from bundler.export.closure import Closure, natural_keys, table_clause
+from bundler.export.closure import Closure, lookup_row, natural_keys, table_clause
 from bundler.export.reader import read_arrow
 from bundler.export.window import UsageWindow, parse_xdrs, resolve_window
 from bundler.graph import Graph, TableSpec, graph_for_release, load_graph
@@ -143,26 +143,14 @@ def find_root(connection: sa.Connection, graph: Graph, kind: str, ident: str | i
     """The row an operator names by id or name, checked to be of the right kind."""
     root = graph.root(kind)
     spec = graph.table(root.table)
-    t = table_clause(spec)
     text = str(ident).strip()
-    row = None
-    for col in root.lookup:
-        ctype = spec.column_map[col].type
-        if ctype.startswith("int"):
-            if not re.fullmatch(r"-?\d+", text):
-                continue
-            value: Any = int(text)
-        else:
-            value = text
-        row = connection.execute(sa.select(t).where(t.c[col] == value)).mappings().first()
-        if row is not None:
-            break
+    row = lookup_row(connection, spec, root.lookup, ident)
     if row is None:
         raise RootError(
             f"no {kind} {text!r} in the source ({spec.name} has no row with {' or '.join(root.lookup)} = {text!r})",
             hint="check the id or name (bundler inspect and the source's own UI list them)",
         )
-    data = dict(row)
+    data = row
     for col, allowed in root.where.items():
         if data[col] not in allowed:
             other = next(

@@ -74,7 +74,7 @@ from bundler import tracking
 from bundler.bundle import Bundle, BundleWriter, open_bundle
 from bundler.db import begin_write
 from bundler.errors import BundleInvalid, BundlerError, RootError, SpecError, UsageError
-from bundler.export.closure import Closure, chunks, natural_keys, sorted_values, table_clause
+from bundler.export.closure import Closure, chunks, lookup_row, natural_keys, sorted_values, table_clause
 from bundler.export.export import (
     _close_record,
     _mark,
@@ -326,26 +326,15 @@ def _find_root(connection: sa.Connection, graph: Graph, ident: str | int) -> _Ro
     """The customer named by id or name in the target."""
     root = graph.root(ROOT_KIND)
     spec = graph.table(root.table)
-    t = table_clause(spec)
     text = str(ident).strip()
-    row = None
-    for col in root.lookup:
-        if spec.column_map[col].type.startswith("int"):
-            if not text.lstrip("-").isdigit():
-                continue
-            value: Any = int(text)
-        else:
-            value = text
-        row = connection.execute(sa.select(t).where(t.c[col] == value)).mappings().first()
-        if row is not None:
-            break
+    row = lookup_row(connection, spec, root.lookup, ident)
     if row is None:
         raise RootError(
             f"no {ROOT_KIND} {text!r} in the target ({spec.name} has no row with "
             f"{' or '.join(root.lookup)} = {text!r})",
             hint="name it by its id in the target or by its name",
         )
-    data = dict(row)
+    data = row
     for col, allowed in root.where.items():
         if data[col] not in allowed:
             raise RootError(f"{spec.name} {text!r} is not a {ROOT_KIND} ({col} = {data[col]!r})")
