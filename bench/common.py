@@ -1,0 +1,295 @@
+"""What the benchmarks share: settings, database servers, temporary databases, fixtures.
+
+Every benchmark makes its own databases (unique names, :func:`temp_database`) and drops
+them when it is done. The one thing benchmarks share is the *customer bundle*: the export
+benchmark leaves the bundle of a customer with ``xdrs`` xDRs (and the vendor bundles of
+the same source) in the run's work folder, and ``inspect`` and ``load`` use it; run
+without ``export`` they make it themselves (seeded and exported, untimed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DECISIONS = ROOT / "examples" / "decisions.json"
+
+#: Where each server dialect is found: (environment variable, local default).
+SERVERS = {
+    "postgresql": ("BUNDLER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    "mysql": ("BUNDLER_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
+}
+LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
+
+#: The shape of the one big customer: all usage on one customer, spread over its accounts.
+BIG_CUSTOMER: dict[str, Any] = {
+    "customers": 1,
+    "resellers": 0,
+    "distributors": 0,
+    "accounts_per_customer": 20,
+    "vendor_xdrs": 2_000,
+}
+
+
+@dataclass
+class Settings:
+    """What ``python -m bench`` was asked to do (see ``python -m bench --help``)."""
+
+    xdrs: int = 1_000_000
+    quick: bool = False
+    #: customers seeded for the lineup throughput runs
+    lineup_customers: int = 1_000
+    #: seconds each throughput run may take before it is stopped (0: no limit)
+    lineup_budget: float = 100.0
+    #: customers of the "typical" size migrated for the downtime measurement
+    typical_customers: int = 6
+    typical_accounts: int = 30
+    typical_xdrs_per_account: int = 100
+    inspect_runs: int = 3
+    export_runs: int = 2
+    duckdb: bool = True
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bundler-bench-")))
+
+    @property
+    def small_xdrs(self) -> int:
+        """The smaller customer of the memory comparison: a tenth of the big one."""
+        return max(self.xdrs // 10, 1_000)
+
+
+# -- servers and databases -------------------------------------------------------------------
+
+_reachable: dict[str, tuple[str | None, str]] = {}
+
+
+def server(dialect: str) -> tuple[str | None, str]:
+    """(where to create databases of ``dialect``, why not) — the first is None when unusable."""
+    if dialect == "sqlite":
+        return "sqlite", ""
+    if dialect in _reachable:
+        return _reachable[dialect]
+    from bundler.db import connect
+
+    env, default = SERVERS[dialect]
+    url = os.environ.get(env, "").strip() or default
+    if url.lower() == "none":
+        found: tuple[str | None, str] = (None, f"{env}=none")
+    else:
+        try:
+            connect(url, connect_timeout=3).dispose()
+            found = (url, "")
+        except Exception as exc:
+            found = (None, f"not reachable at {url} ({str(exc).splitlines()[0][:120]}; set {env})")
+    _reachable[dialect] = found
+    return found
+
+
+def available(dialects: tuple[str, ...]) -> list[str]:
+    """The dialects whose server answers; prints a line for each that does not."""
+    usable = []
+    for dialect in dialects:
+        url, why = server(dialect)
+        if url is None:
+            print(f"  {LABELS[dialect]}: skipped, {why}")
+        else:
+            usable.append(dialect)
+    return usable
+
+
+@contextlib.contextmanager
+def temp_database(dialect: str, purpose: str) -> Iterator[str]:
+    """A new, empty, uniquely named database of ``dialect``; dropped afterwards."""
+    from bundler.db import create_database, drop_database
+
+    where, why = server(dialect)
+    if where is None:
+        raise RuntimeError(f"{LABELS[dialect]} {why}")
+    folder = None
+    if dialect == "sqlite":
+        folder = tempfile.mkdtemp(prefix="bundler-bench-db-")
+        where = folder
+    url = create_database(where, f"bench_{purpose}_{uuid.uuid4().hex[:8]}")
+    try:
+        yield url
+    finally:
+        drop_database(url)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def register(engine: Any, release: str) -> None:
+    from bundler import tracking
+    from bundler.db import begin_write
+
+    with begin_write(engine) as conn:
+        tracking.register_system(conn, release)
+
+
+def seed_big_customer(engine: Any, xdrs: int) -> dict[str, int]:
+    """Seed a source (release r1) whose one retail customer holds ``xdrs`` xDRs; register it."""
+    from bundler.billing.seed import seed_source
+
+    counts = seed_source(engine, release="r1", xdrs=xdrs, **BIG_CUSTOMER)
+    register(engine, "r1")
+    analyze(engine)
+    return counts
+
+
+def analyze(engine: Any) -> None:
+    """PostgreSQL: gather planner statistics, as a live source has them.
+
+    Right after a bulk seed the planner knows nothing of the tables and may choose another
+    plan for the export's queries (a bitmap scan and a sort instead of the primary key's
+    order): a 1M-xDR export took 11 s that way and 4.5-5 s after ``ANALYZE``.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE")
+
+
+def prepare_target(engine: Any) -> dict[str, int]:
+    """An r2 target with its prerequisites and part of the configuration (no customers)."""
+    from bundler.billing.seed import init_db, seed_target
+
+    init_db(engine, "r2")
+    counts = seed_target(engine, release="r2")
+    register(engine, "r2")
+    return counts
+
+
+def open_customers(engine: Any) -> list[int]:
+    """Top-level retail customers that are open (the ones an export accepts)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT i_customer FROM customers WHERE i_customer_type IN (1, 3) "
+                    "AND i_parent IS NULL AND bill_status = 'O' ORDER BY i_customer"
+                )
+            ).scalars()
+        )
+
+
+def vendor_ids(engine: Any) -> list[int]:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT i_vendor FROM vendors ORDER BY i_vendor")).scalars())
+
+
+# -- the shared customer bundle -------------------------------------------------------------
+
+
+@dataclass
+class Fixture:
+    """The big customer's bundle and the vendor bundles of the same source."""
+
+    customer: Path
+    vendors: list[Path]
+    source_dialect: str
+    xdrs: int
+
+
+class Context:
+    """State of one ``python -m bench`` run shared between benchmarks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.fixture: Fixture | None = None
+
+    def export_vendors(self, engine: Any, dialect: str) -> list[Path]:
+        from bundler.export import ExportOptions, export_root
+
+        out = self.settings.workdir / "fixture"
+        return [
+            export_root(engine, "vendor", v, out, options=ExportOptions(mark=False)).path
+            for v in vendor_ids(engine)
+        ]
+
+    def customer_fixture(self) -> Fixture:
+        """The big customer's bundle: the export benchmark's, or made now (untimed)."""
+        if self.fixture is not None:
+            return self.fixture
+        from bundler.db import connect
+        from bundler.export import ExportOptions, export_root
+
+        xdrs = self.settings.xdrs
+        print(f"  (making the customer bundle: seeding {xdrs:,} xDRs into SQLite and exporting them)")
+        started = time.perf_counter()
+        with temp_database("sqlite", "fixture") as url:
+            engine = connect(url)
+            try:
+                seed_big_customer(engine, xdrs)
+                vendors = self.export_vendors(engine, "sqlite")
+                (customer,) = open_customers(engine)
+                bundle = export_root(
+                    engine,
+                    "customer",
+                    customer,
+                    self.settings.workdir / "fixture",
+                    options=ExportOptions(xdrs="all", mark=False),
+                )
+            finally:
+                engine.dispose()
+        print(f"  (bundle made in {time.perf_counter() - started:.0f} s)")
+        self.fixture = Fixture(bundle.path, vendors, "sqlite", xdrs)
+        return self.fixture
+
+
+# -- subprocesses -----------------------------------------------------------------------------
+
+
+def run_json(argv: list[str], *, timeout: float = 3600, cwd: Path = ROOT) -> dict[str, Any]:
+    """Run a helper that prints one JSON object as its last stdout line; return it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-12:]
+        raise RuntimeError(
+            f"{Path(argv[1]).name if len(argv) > 1 else argv[0]} failed:\n  " + "\n  ".join(tail)
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+
+def per_s(n: float, seconds: float) -> int:
+    return round(n / seconds) if seconds > 0 else 0
+
+
+def k(n: float) -> str:
+    """A rate as thousands: 123,456 → '123.5k'."""
+    return f"{n / 1000:,.1f}k"
+
+
+def mib(n_bytes: float) -> float:
+    return round(n_bytes / 2**20, 1)
+
+
+def ratio_line(ours: float, theirs: float, goal: float) -> tuple[float, str]:
+    """(ratio, verdict text) of our time against a baseline's time, for a goal of ``goal``x."""
+    ratio = ours / theirs if theirs > 0 else float("inf")
+    verdict = "meets" if ratio <= goal else "MISSES"
+    return round(ratio, 2), f"{ratio:.2f}x (goal ≤ {goal:g}x: {verdict})"
