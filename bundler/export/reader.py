@@ -113,9 +113,11 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
         stream = _CopyStream(copy)
         if not stream.peek():
             return  # no rows: Arrow's reader refuses an empty file
+        # 1 MiB blocks: Arrow's streaming reader reads ahead, and 8 MiB blocks made memory
+        # grow with the number of rows (measured: 202 MiB at 100k xDRs, 380 MiB at 1M)
         reader = pcsv.open_csv(
             pa.PythonFile(stream, mode="r"),
-            read_options=pcsv.ReadOptions(column_names=schema.names, block_size=1 << 23),
+            read_options=pcsv.ReadOptions(column_names=schema.names, block_size=1 << 20),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 column_types={f.name: f.type for f in schema},

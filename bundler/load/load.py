@@ -20,7 +20,7 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,9 +101,14 @@ def _pk_text(values: tuple[Any, ...]) -> str:
     return str(values[0]) if len(values) == 1 else json.dumps([key_value(v) for v in values])
 
 
-def _reflect(connection: sa.Connection, name: str) -> sa.Table:
+def _reflect(connection: sa.Connection, name: str, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The target's table as the database has it (its types decide how values are written).
+
+    Foreign keys are not followed: a load needs the columns only, and following them
+    reflected every referenced table again (hundreds of catalog queries per load).
+    """
     try:
-        return sa.Table(name, sa.MetaData(), autoload_with=connection)
+        return sa.Table(name, metadata or sa.MetaData(), autoload_with=connection, resolve_fks=False)
     except sa.exc.NoSuchTableError:
         raise DatabaseError(
             f"the target has no table {name!r}", hint="is it a database of the release the graph describes?"
@@ -130,7 +135,7 @@ class _IdAllocator:
         self._next: dict[str, int] = {}
         self._sequence: dict[str, str | None] = {}
 
-    def take(self, table: str, column: str, n: int) -> list[int]:
+    def take(self, table: str, column: str, n: int) -> Sequence[int]:
         if n == 0:
             return []
         if self.dialect == "postgresql":
@@ -140,10 +145,14 @@ class _IdAllocator:
                 ).scalar()
             seq = self._sequence[table]
             if seq:
-                rows = self.connection.exec_driver_sql(
-                    f"SELECT nextval('{seq}') FROM generate_series(1, {int(n)})"
-                ).all()
-                return [int(r[0]) for r in rows]
+                # one row back, not n: the range when the values came out contiguous (the usual
+                # case), the list only when another session took values in between
+                low, high, values = self.connection.exec_driver_sql(
+                    f"WITH v AS MATERIALIZED (SELECT nextval('{seq}') AS id FROM generate_series(1, {int(n)})) "
+                    "SELECT min(id), max(id), CASE WHEN max(id) - min(id) + 1 = count(*) THEN NULL "
+                    "ELSE array_agg(id ORDER BY id) END FROM v"
+                ).one()
+                return range(int(low), int(high) + 1) if values is None else [int(v) for v in values]
         if table not in self._next:
             t = sa.table(table, sa.column(column))
             stmt = sa.select(sa.func.coalesce(sa.func.max(t.c[column]), 0))
@@ -154,7 +163,7 @@ class _IdAllocator:
             self._next[table] = int(self.connection.execute(stmt).scalar() or 0) + 1
         first = self._next[table]
         self._next[table] = first + n
-        return list(range(first, first + n))
+        return range(first, first + n)
 
 
 # -- the loader ------------------------------------------------------------------------------
@@ -195,6 +204,7 @@ class _Load:
         self.deferred: list[tuple[TableSpec, str, list[tuple[Any, Any]]]] = []
         self.ledger_rows = 0
         self._sa_tables: dict[str, sa.Table] = {}
+        self._metadata = sa.MetaData()
         self._asked: list[Question] = []
         # matches still waiting for an answer: what they would map to if reused
         self.tentative: dict[str, dict[Any, Any]] = defaultdict(dict)
@@ -211,7 +221,7 @@ class _Load:
 
     def sa_table(self, name: str) -> sa.Table:
         if name not in self._sa_tables:
-            self._sa_tables[name] = _reflect(self.conn, name)
+            self._sa_tables[name] = _reflect(self.conn, name, self._metadata)
         return self._sa_tables[name]
 
     # -- reading the translated bundle ------------------------------------------------------
