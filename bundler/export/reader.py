@@ -63,14 +63,18 @@ class _CopyStream:
         self._lock = threading.Lock()
         self.closed = False
 
+    def _fill(self, size: int) -> None:
+        """Read chunks until the buffer holds ``size`` bytes (all of them, for -1) or data ends."""
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            chunk = self._copy.read()
+            if not chunk:
+                self._done = True
+                break
+            self._buffer += chunk
+
     def read(self, size: int = -1) -> bytes:
         with self._lock:
-            while not self._done and (size < 0 or len(self._buffer) < size):
-                chunk = self._copy.read()
-                if not chunk:
-                    self._done = True
-                    break
-                self._buffer += chunk
+            self._fill(size)
             if size < 0 or size >= len(self._buffer):
                 out = bytes(self._buffer)
                 self._buffer.clear()
@@ -82,12 +86,7 @@ class _CopyStream:
     def peek(self) -> bool:
         """Whether any data comes at all (reads the first chunk into the buffer)."""
         with self._lock:
-            while not self._done and not self._buffer:
-                chunk = self._copy.read()
-                if not chunk:
-                    self._done = True
-                    break
-                self._buffer += chunk
+            self._fill(1)
             return bool(self._buffer)
 
     def readable(self) -> bool:

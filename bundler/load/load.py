@@ -371,6 +371,7 @@ class _Load:
             parent_states = [self.actions[r.table].get(row[r.column]) for r in parents]
             wanted = target_keys[i]
             match = matches.get(wanted) if wanted is not None else None
+            differs: dict[str, dict[str, Any]] | None = None
             if src in known:
                 # an earlier load from the same source brought this very row (perhaps as a renamed copy)
                 match, action = known[src], "reuse"
@@ -415,7 +416,8 @@ class _Load:
                 if pk:
                     self.idmap(spec.name).set(src, match[pk])
                 plan.reused += 1
-                differs = _differences(spec, row, match, self)
+                if differs is None:  # not worked out yet when no decision was asked
+                    differs = _differences(spec, row, match, self)
                 if differs:
                     plan.differing.append(
                         {"key": self.bundle_keys[spec.name].get(src) if pk else src, "differs": differs}
