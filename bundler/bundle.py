@@ -71,19 +71,36 @@ def manifest_problems(doc: Any) -> list[str]:
 
 
 class TableFile:
-    """Streams Arrow record batches of one table into its Parquet file."""
+    """Streams Arrow record batches of one table into its Parquet file.
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    Columns whose first batch repeats its values (at most half distinct) are dictionary
+    encoded; the others are written plain, which is faster and, for ids, timestamps and
+    amounts, smaller too (a dictionary that overflows only costs time before the writer
+    falls back to plain).
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, sink: _BackgroundWriter | None = None) -> None:
         self.path = path
         self.schema = schema
         self.rows = 0
+        self._sink = sink
         self._writer: pq.ParquetWriter | None = None
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        import pyarrow.parquet as pq
-
+        """Write ``batch`` (in a background thread when the bundle has one; errors surface later)."""
         if batch.num_rows == 0:
             return
+        if batch.schema != self.schema:
+            batch = batch.cast(self.schema)
+        self.rows += batch.num_rows
+        if self._sink is not None:
+            self._sink.submit(self._write, batch)
+        else:
+            self._write(batch)
+
+    def _write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        import pyarrow.parquet as pq
+
         if self._writer is None:
             self._writer = pq.ParquetWriter(
                 self.path,
@@ -91,20 +108,96 @@ class TableFile:
                 compression="zstd",
                 write_statistics=True,
                 store_decimal_as_integer=True,
+                use_dictionary=_dictionary_columns(batch),
             )
-        if batch.schema != self.schema:
-            batch = batch.cast(self.schema) if hasattr(batch, "cast") else batch
         self._writer.write(batch, row_group_size=ROW_GROUP_ROWS)
-        self.rows += batch.num_rows
 
     def close(self) -> None:
+        if self._sink is not None:
+            self._sink.submit(self._close)
+            self._sink.drain()
+        else:
+            self._close()
+
+    def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
 
+def _dictionary_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
+    """The columns of ``batch`` worth dictionary encoding: at most half their values distinct."""
+    import pyarrow.compute as pc
+
+    return [
+        field.name
+        for field, column in zip(batch.schema, batch.columns, strict=True)
+        if pc.count_distinct(column, mode="all").as_py() * 2 <= max(batch.num_rows, 2)
+    ]
+
+
+class _BackgroundWriter:
+    """One thread that runs a bundle's file writes in order, so reading and encoding overlap.
+
+    At most ``depth`` writes wait in the queue, which bounds memory to a few batches. The
+    first failure is kept and raised to the caller at its next submit or drain.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                fn, args = item
+                if self._error is None:
+                    fn(*args)
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self._raise()
+        if self._stopped:  # after the bundle is finished or aborted: run in the caller
+            fn(*args)
+        else:
+            self._queue.put((fn, args))
+
+    def drain(self) -> None:
+        """Wait until every submitted write is done; raise the first failure."""
+        if not self._stopped:
+            self._queue.join()
+        self._raise()
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
+            self._thread.join()
+
+
 class BundleWriter:
-    """Builds a bundle in a temporary folder and moves it into place when finished."""
+    """Builds a bundle in a temporary folder and moves it into place when finished.
+
+    Parquet encoding runs in a background thread (one per bundle, writes in order), so
+    the caller reads the next batch while the last one is compressed.
+    """
 
     def __init__(self, out_dir: str | Path, bundle_id: str) -> None:
         self.out_dir = Path(out_dir)
@@ -116,19 +209,28 @@ class BundleWriter:
         self.tmp_path = self.out_dir / f".{bundle_id}.tmp-{uuid.uuid4().hex[:8]}"
         (self.tmp_path / TABLES_DIR).mkdir(parents=True)
         self._files: dict[str, tuple[TableFile, str]] = {}
+        self._sink: _BackgroundWriter | None = _BackgroundWriter()
 
     def table(self, name: str, schema: pa.Schema, scope: str) -> TableFile:
         if name not in self._files:
-            self._files[name] = (TableFile(self.tmp_path / TABLES_DIR / f"{name}.parquet", schema), scope)
+            path = self.tmp_path / TABLES_DIR / f"{name}.parquet"
+            self._files[name] = (TableFile(path, schema, self._sink), scope)
         return self._files[name][0]
+
+    def _stop_sink(self) -> None:
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.stop()
 
     def finish(self, manifest: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         """Write checksums and the manifest, then rename the folder into place."""
         tables: dict[str, Any] = {}
         total_rows = total_bytes = 0
+        for tf, _ in self._files.values():
+            tf.close()
+        self._stop_sink()
         for name in sorted(self._files):
             tf, scope = self._files[name]
-            tf.close()
             if tf.rows == 0:
                 continue
             size = tf.path.stat().st_size
@@ -168,6 +270,8 @@ class BundleWriter:
         for tf, _ in self._files.values():
             with contextlib.suppress(Exception):
                 tf.close()
+        with contextlib.suppress(Exception):
+            self._stop_sink()
         shutil.rmtree(self.tmp_path, ignore_errors=True)
 
 

@@ -35,7 +35,7 @@ from bundler.bundle import BundleWriter
 from bundler.db import begin_write
 from bundler.errors import BundlerError, DatabaseError, RootError, UsageError
 from bundler.export.closure import Closure, lookup_row, natural_keys, table_clause
-from bundler.export.reader import read_arrow
+from bundler.export.snapshot import Snapshot, open_snapshot
 from bundler.export.window import UsageWindow, parse_xdrs, resolve_window
 from bundler.graph import Graph, TableSpec, graph_for_release, load_graph
 from bundler.keys import Key, describe, key_value
@@ -298,28 +298,14 @@ def _restore(engine: sa.Engine, graph: Graph, bundle_id: str, marks: _Marks, mes
 # -- the snapshot read ----------------------------------------------------------------------
 
 
-def _snapshot(engine: sa.Engine) -> sa.Connection:
-    if engine.dialect.name in ("postgresql", "mysql"):
-        return engine.connect().execution_options(isolation_level="REPEATABLE READ")
-    return engine.connect()
-
-
 class _Writer:
     """Streams tables of the closure into the bundle, restoring marked statuses."""
 
-    def __init__(
-        self,
-        connection: sa.Connection,
-        writer: BundleWriter,
-        marks: _Marks,
-        progress: Progress,
-        batch_rows: int,
-    ) -> None:
-        self.connection = connection
+    def __init__(self, snapshot: Snapshot, writer: BundleWriter, marks: _Marks, progress: Progress) -> None:
+        self.snapshot = snapshot
         self.writer = writer
         self.marks = marks
         self.progress = progress
-        self.batch_rows = batch_rows
         self.restored: dict[str, dict[str, int]] = {}
 
     def write(
@@ -334,7 +320,8 @@ class _Writer:
         out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
         task = f"export {self.writer.bundle_id}"
         rows = 0
-        for batch in read_arrow(self.connection, spec, stmt, batch_rows=self.batch_rows):
+        # usage tables are the big ones: read in key ranges side by side
+        for batch in self.snapshot.read(spec, stmt, split=spec.scope == "usage"):
             batch = self._restore_status(spec, batch)
             if collect is not None:
                 for col, values in collect.items():
@@ -465,8 +452,8 @@ def export_root(
     writer = BundleWriter(out_dir, bundle_id)
     progress.start(f"export {bundle_id}")
     try:
-        with _snapshot(engine) as connection, connection.begin():
-            body = _read_root(connection, graph, root, window, options, writer, marks, progress)
+        with open_snapshot(engine, batch_rows=options.batch_rows) as snapshot:
+            body = _read_root(snapshot, graph, root, window, options, writer, marks, progress)
         manifest = {
             "kind": bundle_kind,
             "root": {"table": root.spec.name, "source_pk": key_value(root.pk), "natural_key": root.key},
@@ -527,7 +514,7 @@ def _close_record(engine: sa.Engine, bundle_id: str, status: str, **values: Any)
 
 
 def _read_root(
-    connection: sa.Connection,
+    snapshot: Snapshot,
     graph: Graph,
     root: _Root,
     window: UsageWindow,
@@ -536,6 +523,7 @@ def _read_root(
     marks: _Marks,
     progress: Progress,
 ) -> dict[str, Any]:
+    connection = snapshot.connection
     owned = Closure(connection, graph, follow_shared=not options.usage_only)
     fresh = (
         connection.execute(
@@ -546,7 +534,7 @@ def _read_root(
     )
     owned.add(root.spec.name, [dict(fresh)])
     owned.run()
-    out = _Writer(connection, writer, marks, progress, options.batch_rows)
+    out = _Writer(snapshot, writer, marks, progress)
     # usage first: it is streamed, and the shared rows it references join the closure after
     refs = Closure(connection, graph) if options.usage_only else owned
     if window.carries_usage:
@@ -554,9 +542,12 @@ def _read_root(
             where = owned.usage_selection(spec)
             if where is None:
                 continue
-            collect: dict[str, set[Any]] = {r.column: set() for r in spec.references}
+            # the rows that own the usage are in the closure already: no need to collect them
+            owners = owned.usage_owners[spec.name]
+            wanted = [r for r in spec.references if r not in owners or refs is not owned]
+            collect: dict[str, set[Any]] = {r.column: set() for r in wanted}
             out.write(spec, sa.and_(where, *_window_clause(spec, window)), collect)
-            for ref in spec.references:
+            for ref in wanted:
                 refs.reference(ref.table, ref.target_column, collect[ref.column])
         refs.run()
     if not options.usage_only:
@@ -594,12 +585,13 @@ def export_config(
     bundle_id = _new_bundle_id("config", re.sub(r"[^A-Za-z0-9._-]+", "_", slug), now)
     writer = BundleWriter(out_dir, bundle_id)
     try:
-        with _snapshot(engine) as connection, connection.begin():
+        with open_snapshot(engine, batch_rows=batch_rows) as snapshot:
+            connection = snapshot.connection
             closure = Closure(connection, graph)
             for sel in selections:
                 closure.add(sel.table, _select_config(connection, graph, sel))
             closure.run()
-            out = _Writer(connection, writer, _Marks(), progress, batch_rows)
+            out = _Writer(snapshot, writer, _Marks(), progress)
             for table_spec in closure.tables(("shared",)):
                 where = closure.selection(table_spec)
                 if where is not None:

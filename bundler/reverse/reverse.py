@@ -83,10 +83,9 @@ from bundler.export.export import (
     _Root,
     _sha_of,
     _slug,
-    _snapshot,
     source_graph,
 )
-from bundler.export.reader import read_arrow
+from bundler.export.snapshot import Snapshot, open_snapshot
 from bundler.export.window import current_period
 from bundler.graph import Graph, TableSpec
 from bundler.keys import Key, describe, key_text, key_value
@@ -373,7 +372,7 @@ class _Reader:
 
     def __init__(
         self,
-        connection: sa.Connection,
+        snapshot: Snapshot,
         graph: Graph,
         root: _Root,
         origin: _Origin,
@@ -383,10 +382,11 @@ class _Reader:
         batch_rows: int,
         period_start: datetime | None,
     ) -> None:
-        self.conn = connection
+        self.snapshot = snapshot
+        self.conn = snapshot.connection
         self.graph = graph
         self.root = root
-        self.ledger = _Ledger(connection, origin.source_system)
+        self.ledger = _Ledger(self.conn, origin.source_system)
         self.writer = writer
         self.marks = marks
         self.progress = progress
@@ -589,7 +589,7 @@ class _Reader:
             path = Path(scratch) / f"{spec.name}.parquet"
             writer: pq.ParquetWriter | None = None
             try:
-                for batch in read_arrow(self.conn, spec, stmt, batch_rows=self.batch_rows):
+                for batch in self.snapshot.read(spec, stmt, split=True):
                     if writer is None:
                         writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
                     writer.write_batch(batch)
@@ -696,10 +696,8 @@ def reverse_export(
             period_start = current_period(code, now)[0]
     writer = BundleWriter(out_dir, bundle_id)
     try:
-        with _snapshot(target_engine) as connection, connection.begin():
-            reader = _Reader(
-                connection, graph, root, origin, writer, marks, progress, batch_rows, period_start
-            )
+        with open_snapshot(target_engine, batch_rows=batch_rows) as snapshot:
+            reader = _Reader(snapshot, graph, root, origin, writer, marks, progress, batch_rows, period_start)
             body = reader.run()
         manifest = {
             "kind": REVERSE_KIND,

@@ -1,0 +1,327 @@
+"""One consistent snapshot of the source, read as exact Arrow batches, in parallel where it can be.
+
+An export reads the closure through a SQLAlchemy connection (small queries: ids, keys)
+and the tables' rows through :meth:`Snapshot.read`. On SQLite files and PostgreSQL the
+rows come through ADBC, whose C drivers hand over Arrow batches without building Python
+objects and release the GIL; a big table (a usage table) is cut into primary key ranges
+read by ``streams`` connections at once and handed back in key order. Every connection
+sees the same snapshot:
+
+- PostgreSQL: the main connection is REPEATABLE READ and exports its snapshot
+  (``pg_export_snapshot()``); each ADBC connection adopts it with ``SET TRANSACTION
+  SNAPSHOT``, as ``pg_dump --jobs`` does.
+- SQLite: while a gate connection holds the write lock (``BEGIN IMMEDIATE``, for a moment)
+  no one can commit, so the read transactions the main and ADBC connections open then all
+  see the same state; the gate lets go once they are open. ADBC opens the file read-only.
+
+Elsewhere (MariaDB, in-memory SQLite, no ADBC driver) :func:`read_arrow` reads through the
+main connection. ADBC's SQLite driver guesses column types from the values; a query whose
+values it cannot type (a column mixing storage classes) is finished by :func:`read_arrow`
+from the row it stopped at, so the result is the same either way.
+
+Memory stays bounded: at most ``streams`` ranges are in flight, each holding at most two
+batches that the caller has not taken yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+
+from bundler.export.reader import BATCH_ROWS, literal_sql, read_arrow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from bundler.graph import TableSpec
+
+STREAMS = 2
+_SQLITE_BUSY_MS = 30_000
+_QUEUE_DEPTH = 2
+_POLL_S = 0.1
+
+
+class _Done:
+    """The end of one range's stream; when an error ended it early, the key of the last row it gave."""
+
+    def __init__(self, error: BaseException | None = None, last: tuple[Any, ...] | None = None) -> None:
+        self.error = error
+        self.last = last
+
+
+class Snapshot:
+    """The reads of one export, all in the snapshot of ``connection``."""
+
+    def __init__(self, connection: sa.Connection, adbc: list[Any], *, batch_rows: int = BATCH_ROWS) -> None:
+        self.connection = connection
+        self.batch_rows = batch_rows
+        self.streams = len(adbc)
+        self._sqlite = connection.dialect.name == "sqlite"
+        self.fallbacks = 0  # queries ADBC could not type, finished by read_arrow
+        self._free: queue.Queue[Any] = queue.Queue()
+        for conn in adbc:
+            self._free.put(conn)
+
+    @property
+    def parallel(self) -> bool:
+        return self.streams > 0
+
+    def read(self, spec: TableSpec, stmt: sa.Select[Any], *, split: bool = False) -> Iterator[pa.RecordBatch]:
+        """Rows of ``stmt`` as batches of ``spec``'s schema.
+
+        ``stmt`` selects ``spec``'s columns in order, ordered by its primary key if it has one.
+        ``split``: cut the query into primary key ranges read side by side (for big tables).
+        """
+        if not self.parallel:
+            yield from read_arrow(self.connection, spec, stmt, batch_rows=self.batch_rows)
+            return
+        tasks = self._ranges(spec, stmt) if split else [stmt]
+        yield from self._ordered(spec, tasks)
+
+    # -- ranges ------------------------------------------------------------------------------
+
+    def _ranges(self, spec: TableSpec, stmt: sa.Select[Any]) -> list[sa.Select[Any]]:
+        """``stmt`` cut into ranges of its integer primary key of about ``batch_rows`` rows each."""
+        import pyarrow as pa
+
+        if len(spec.pk) != 1 or not pa.types.is_integer(spec.arrow_schema().field(spec.pk[0]).type):
+            return [stmt]
+        pk = stmt.selected_columns[spec.pk[0]]
+        bounds = sa.select(sa.func.count(), sa.func.min(pk), sa.func.max(pk))
+        if stmt.whereclause is not None:
+            bounds = bounds.where(stmt.whereclause)
+        count, low, high = self.connection.execute(bounds).one()
+        pieces = math.ceil(count / self.batch_rows) if count else 0
+        if pieces <= 1:
+            return [stmt]
+        # equal widths: uneven keys only make some ranges bigger (streamed all the same)
+        width = math.ceil((int(high) - int(low) + 1) / pieces)
+        edges = [int(low) + i * width for i in range(pieces)] + [int(high) + 1]
+        return [stmt.where(pk >= lo, pk < hi) for lo, hi in itertools.pairwise(edges) if lo < hi]
+
+    # -- the ordered, bounded fan-out ----------------------------------------------------------
+
+    def _ordered(self, spec: TableSpec, tasks: list[sa.Select[Any]]) -> Iterator[pa.RecordBatch]:
+        stop = threading.Event()
+        queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=_QUEUE_DEPTH) for _ in tasks]
+        schema = spec.arrow_schema()
+        sqls = [self._adbc_sql(spec, task) for task in tasks]
+
+        def put(q: queue.Queue[Any], item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work(i: int) -> None:
+            conn = self._free.get()
+            last = None
+            try:
+                for batch in _adbc_batches(conn, sqls[i], self.batch_rows if self._sqlite else None):
+                    exact = _exact(batch, schema)
+                    if not exact.num_rows:
+                        continue
+                    if not put(queues[i], exact):
+                        return
+                    last = tuple(exact.column(c)[-1].as_py() for c in spec.pk)
+                put(queues[i], _Done())
+            except Exception as exc:  # read_arrow finishes the query (see _finish)
+                put(queues[i], _Done(exc, last))
+            finally:
+                self._free.put(conn)
+
+        pool = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="snapshot-read")
+        try:
+            submitted = 0
+            for i, task in enumerate(tasks):
+                while submitted < len(tasks) and submitted < i + self.streams:
+                    pool.submit(work, submitted)
+                    submitted += 1
+                while True:
+                    item = queues[i].get()
+                    if isinstance(item, _Done):
+                        break
+                    yield item
+                if item.error is not None:
+                    yield from self._finish(spec, task, item.last, item.error)
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _finish(
+        self, spec: TableSpec, task: sa.Select[Any], last: tuple[Any, ...] | None, error: BaseException
+    ) -> Iterator[pa.RecordBatch]:
+        """Read the rest of ``task`` (after the row keyed ``last``) through the main connection."""
+        rest = task
+        if last is not None:
+            if not spec.pk:
+                raise error  # without an order (by the primary key), "the rest" is not defined
+            keys = [task.selected_columns[c] for c in spec.pk]
+            rest = task.where(keys[0] > last[0] if len(keys) == 1 else sa.tuple_(*keys) > sa.tuple_(*last))
+        self.fallbacks += 1
+        yield from read_arrow(self.connection, spec, rest, batch_rows=self.batch_rows)
+
+    def _adbc_sql(self, spec: TableSpec, stmt: sa.Select[Any]) -> str:
+        """``stmt`` with the columns ADBC cannot hand over exactly read as text (cast by Arrow)."""
+        import pyarrow as pa
+
+        columns = []
+        for field, column in zip(spec.arrow_schema(), stmt.selected_columns, strict=True):
+            # exact decimals as text: ADBC reads PostgreSQL's NUMERIC as opaque text and a
+            # REAL SQLite may hold as a double; other types come as they are, and a column
+            # ADBC's SQLite driver cannot type (mixed storage classes) falls back to read_arrow
+            as_text = pa.types.is_decimal(field.type)
+            columns.append(sa.cast(column, sa.Text).label(field.name) if as_text else column)
+        return literal_sql(self.connection, stmt.with_only_columns(*columns))
+
+
+def _adbc_batches(conn: Any, sql: str, sqlite_batch_rows: int | None) -> Iterator[pa.RecordBatch]:
+    with contextlib.closing(conn.cursor()) as cur:
+        if sqlite_batch_rows is not None:  # also how many rows its type guess looks at
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(sqlite_batch_rows)})
+        cur.execute(sql)
+        yield from cur.fetch_record_batch()
+
+
+def _exact(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with the graph's exact types (a failed cast raises: the caller falls back)."""
+    import pyarrow as pa
+
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for column, field in zip(batch.columns, schema, strict=True):
+        if isinstance(column.type, pa.ExtensionType):
+            column = column.storage
+        arrays.append(column if column.type == field.type else column.cast(field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+# -- opening the snapshot ------------------------------------------------------------------------
+
+
+def _adbc_uri(engine: sa.Engine) -> tuple[str, str] | None:
+    """(driver, URI) of an ADBC connection to ``engine``'s database, or None when there is none."""
+    from bundler.db import _sqlite_path
+
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        path = _sqlite_path(url)
+        if path is None or not path.exists():
+            return None
+        return "sqlite", f"file:{quote(str(path.resolve()))}?mode=ro"
+    if engine.dialect.name == "postgresql":
+        return "postgresql", url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return None
+
+
+def _adbc_connect(driver: str, uri: str) -> Any:
+    if driver == "sqlite":
+        import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+        conn = adbc_sqlite.connect(uri)
+        with contextlib.closing(conn.cursor()) as cur:
+            cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        return conn
+    import adbc_driver_postgresql.dbapi as adbc_pg
+
+    return adbc_pg.connect(uri)
+
+
+def _pin(conn: Any, statements: list[str]) -> None:
+    with contextlib.closing(conn.cursor()) as cur:
+        for sql in statements:
+            cur.execute(sql)
+            with contextlib.suppress(Exception):
+                cur.fetchall()
+
+
+@contextlib.contextmanager
+def open_snapshot(
+    engine: sa.Engine, *, streams: int = STREAMS, batch_rows: int = BATCH_ROWS
+) -> Iterator[Snapshot]:
+    """A :class:`Snapshot` of ``engine``'s database, its transaction open for the block."""
+    dialect = engine.dialect.name
+    target = _adbc_uri(engine) if streams > 0 else None
+    options: dict[str, Any] = {}
+    if dialect in ("postgresql", "mysql"):
+        options["isolation_level"] = "REPEATABLE READ"
+    adbc: list[Any] = []
+    try:
+        with engine.connect().execution_options(**options) as connection, connection.begin():
+            if target is not None:
+                adbc = _open_adbc(engine, connection, target, streams)
+            else:
+                _pin_main(connection)
+            yield Snapshot(connection, adbc, batch_rows=batch_rows)
+    finally:
+        for conn in adbc:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _open_adbc(
+    engine: sa.Engine, connection: sa.Connection, target: tuple[str, str], streams: int
+) -> list[Any]:
+    """``streams`` ADBC connections in the snapshot of ``connection``; none when ADBC is not to be had."""
+    driver, uri = target
+    opened: list[Any] = []
+    try:
+        if driver == "postgresql":
+            snapshot_id = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+            for _ in range(streams):
+                opened.append(_adbc_connect(driver, uri))
+                _pin(
+                    opened[-1],
+                    [
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                        f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
+                    ],
+                )
+            return opened
+        with _sqlite_gate(engine):
+            connection.execute(sa.text("SELECT 1 FROM sqlite_master LIMIT 1")).all()
+            for _ in range(streams):
+                opened.append(_adbc_connect(driver, uri))
+                _pin(opened[-1], ["SELECT 1 FROM sqlite_master LIMIT 1"])
+        return opened
+    except Exception:  # no driver, or it cannot connect: the main connection reads alone
+        pass
+    for conn in opened:
+        with contextlib.suppress(Exception):
+            conn.close()
+    _pin_main(connection)
+    return []
+
+
+def _pin_main(connection: sa.Connection) -> None:
+    """Take the snapshot now (InnoDB takes it at the first read of a table, not at BEGIN)."""
+    if connection.dialect.name == "mysql":
+        connection.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    else:
+        connection.execute(sa.text("SELECT 1")).all()
+
+
+@contextlib.contextmanager
+def _sqlite_gate(engine: sa.Engine) -> Iterator[None]:
+    """Hold SQLite's write lock while the block opens its read transactions."""
+    with engine.connect().execution_options(sqlite_begin="immediate") as gate:
+        gate.begin()
+        try:
+            yield
+        finally:
+            gate.rollback()

@@ -1,0 +1,130 @@
+"""The export's snapshot reads: parallel key ranges, one snapshot, exact values, fallbacks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from bundler.billing.schema import build_metadata
+from bundler.export.closure import table_clause
+from bundler.export.reader import read_arrow
+from bundler.export.snapshot import open_snapshot
+from bundler.graph import graph_for_release
+from tests.export import fixture
+
+SPEC = graph_for_release("r1").table("xdrs")
+EXTRA = 300  # xDRs added to the fixture's nine, spread over the key space with gaps
+
+
+def _extra_xdrs() -> list[dict[str, Any]]:
+    rows = []
+    start = datetime(2026, 11, 1)
+    for n in range(EXTRA):
+        i = 100 + n * 7 + (n % 5) * 3  # uneven gaps between keys
+        when = start + timedelta(minutes=17 * n, microseconds=n)
+        row = fixture._xdr(i, 1 + n % 2, when, None if n % 4 == 0 else 1 + n % 3)
+        row.update(
+            charged_amount=Decimal(n) / 1000 + Decimal("0.00001"),
+            account_balance=Decimal(f"-{n}.5"),
+            cli=None if n % 3 == 0 else f"4420{n:07d}",
+            description="€ sent ☎" if n % 10 == 0 else None,
+        )
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def source(new_db: Any, dialect: str) -> sa.Engine:
+    engine = fixture.build(new_db(dialect))
+    with engine.begin() as conn:
+        conn.execute(build_metadata("r1").tables["xdrs"].insert(), _extra_xdrs())
+    return engine
+
+
+def _stmt() -> sa.Select[Any]:
+    t = table_clause(SPEC)
+    return (
+        sa.select(*(t.c[c] for c in SPEC.column_names))
+        .where(t.c.i_account.in_([1, 2, 3]))
+        .order_by(t.c[SPEC.pk[0]])
+    )
+
+
+def _expected(engine: sa.Engine) -> pa.Table:
+    with engine.connect() as conn, conn.begin():
+        return pa.Table.from_batches(list(read_arrow(conn, SPEC, _stmt())), schema=SPEC.arrow_schema())
+
+
+def test_ranges_come_back_whole_in_key_order_with_exact_values(source: sa.Engine, dialect: str) -> None:
+    expected = _expected(source)
+    assert expected.num_rows == EXTRA + 7  # the fixture's seven xDRs of accounts 1 and 3, and the extra ones
+    with open_snapshot(source, batch_rows=16) as snapshot:
+        batches = list(snapshot.read(SPEC, _stmt(), split=True))
+        assert snapshot.parallel is (dialect != "mysql")  # MariaDB has no ADBC driver
+        assert snapshot.fallbacks == 0
+    got = pa.Table.from_batches(batches, schema=SPEC.arrow_schema())
+    assert len(batches) > 10  # cut into ranges (16 rows each, give or take the gaps)
+    assert got.equals(expected)
+    pks = got.column("i_xdr").to_pylist()
+    assert pks == sorted(pks)
+
+
+def test_reads_see_the_snapshot_not_later_commits(source: sa.Engine) -> None:
+    t = build_metadata("r1").tables["xdrs"]
+    expected = _expected(source)
+    late = fixture._xdr(99_999, 1, datetime(2026, 11, 20), 1)
+    with open_snapshot(source, batch_rows=16) as snapshot:
+        with source.begin() as other:  # another session commits after the snapshot was taken
+            other.execute(t.insert(), [late])
+            other.execute(sa.update(t).where(t.c.i_xdr == 100).values(cli="changed"))
+        got = pa.Table.from_batches(
+            list(snapshot.read(SPEC, _stmt(), split=True)), schema=SPEC.arrow_schema()
+        )
+        count = snapshot.connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+    assert got.equals(expected)
+    assert count == EXTRA + len(fixture.XDRS)
+    with source.connect() as conn:  # and the commit did happen
+        assert conn.execute(sa.select(t.c.cli).where(t.c.i_xdr == 100)).scalar_one() == "changed"
+
+
+def test_sqlite_values_adbc_cannot_type_are_read_exactly(new_db: Any) -> None:
+    """Columns mixing SQLite storage classes, or NULL for a whole first batch, fall back."""
+    engine = fixture.build(new_db("sqlite"))
+    with engine.begin() as conn:
+        conn.execute(build_metadata("r1").tables["xdrs"].insert(), _extra_xdrs())
+        # an integer in a text column, a double in an exact amount, text after a NULL batch
+        conn.exec_driver_sql("UPDATE xdrs SET cld = 4930123 WHERE i_xdr = 110")
+        conn.exec_driver_sql("UPDATE xdrs SET charged_amount = 1.25 WHERE i_xdr = 120")
+    expected = _expected(engine)
+    assert expected.column("cld").to_pylist()[expected.column("i_xdr").to_pylist().index(110)] == "4930123"
+    amount = expected.column("charged_amount").to_pylist()[expected.column("i_xdr").to_pylist().index(120)]
+    assert amount == Decimal("1.25000")
+    with open_snapshot(engine, batch_rows=4) as snapshot:
+        ranges = pa.Table.from_batches(
+            list(snapshot.read(SPEC, _stmt(), split=True)), schema=SPEC.arrow_schema()
+        )
+        assert snapshot.fallbacks == 0  # each range is one batch: ADBC sees all its values at once
+        # one query in batches of 4: description is NULL in whole batches, then text, which
+        # ADBC refuses after it guessed an integer column; read_arrow finishes the query
+        whole = pa.Table.from_batches(list(snapshot.read(SPEC, _stmt())), schema=SPEC.arrow_schema())
+        assert snapshot.fallbacks == 1
+    assert ranges.equals(expected)
+    assert whole.equals(expected)
+
+
+def test_a_reader_left_early_stops_its_threads(source: sa.Engine) -> None:
+    before = threading.active_count()
+    with open_snapshot(source, batch_rows=8) as snapshot:
+        reader = snapshot.read(SPEC, _stmt(), split=True)
+        first = next(reader)
+        reader.close()  # the caller gives up after one batch (an error elsewhere, say)
+        assert first.num_rows > 0
+        again = pa.Table.from_batches(list(snapshot.read(SPEC, _stmt())), schema=SPEC.arrow_schema())
+    assert again.equals(_expected(source))
+    assert threading.active_count() <= before
