@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import threading
 import time
 
 
@@ -31,6 +32,51 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def rss_kib() -> int:
+    """The process's resident set size now, in KiB (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples RSS every ``interval`` seconds in a thread; ``quarters()`` is the highest of each quarter.
+
+    Peak RSS alone cannot tell a pipeline that fills up once from memory that grows with
+    the rows: the highest RSS of each quarter of the run can (flat after the first quarter).
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(rss_kib())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def quarters(self) -> list[int]:
+        n = len(self.samples)
+        if n < 4:
+            return []
+        return [max(self.samples[i * n // 4 : (i + 1) * n // 4]) for i in range(4)]
+
+
 def main(url: str, out_dir: str, ident: str) -> None:
     import pyarrow  # imported before the baseline is taken, as the export needs it
     import pyarrow.parquet  # noqa: F401
@@ -41,9 +87,10 @@ def main(url: str, out_dir: str, ident: str) -> None:
     engine = connect(url)
     before = peak_rss_kib()
     started = time.perf_counter()
-    result = export_root(
-        engine, "customer", int(ident), out_dir, options=ExportOptions(xdrs="all", mark=False)
-    )
+    with RssSampler() as sampler:
+        result = export_root(
+            engine, "customer", int(ident), out_dir, options=ExportOptions(xdrs="all", mark=False)
+        )
     seconds = time.perf_counter() - started
     peak = peak_rss_kib()
     engine.dispose()
@@ -59,6 +106,7 @@ def main(url: str, out_dir: str, ident: str) -> None:
                 "xdr_bytes": manifest["tables"].get("xdrs", {}).get("bytes", 0),
                 "rss_before_kib": before,
                 "rss_peak_kib": peak,
+                "rss_quarters_kib": sampler.quarters(),
             }
         )
     )

@@ -139,11 +139,12 @@ def _dictionary_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
 class _BackgroundWriter:
     """One thread that runs a bundle's file writes in order, so reading and encoding overlap.
 
-    At most ``depth`` writes wait in the queue, which bounds memory to a few batches. The
+    At most ``depth`` writes wait in the queue (one was as fast as four, measured), which
+    bounds memory to a batch or two. The
     first failure is kept and raised to the caller at its next submit or drain.
     """
 
-    def __init__(self, depth: int = 4) -> None:
+    def __init__(self, depth: int = 1) -> None:
         import queue
         import threading
 

@@ -313,15 +313,11 @@ class _Writer:
     ) -> int:
         import pyarrow.compute as pc
 
-        t = table_clause(spec)
-        stmt = sa.select(*(t.c[c] for c in spec.column_names)).where(where)
-        if len(spec.pk) >= 1:
-            stmt = stmt.order_by(*(t.c[c] for c in spec.pk))
         out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
         task = f"export {self.writer.bundle_id}"
         rows = 0
         # usage tables are the big ones: read in key ranges side by side
-        for batch in self.snapshot.read(spec, stmt, split=spec.scope == "usage"):
+        for batch in self.snapshot.read(spec, where, split=spec.scope == "usage"):
             batch = self._restore_status(spec, batch)
             if collect is not None:
                 for col, values in collect.items():

@@ -514,15 +514,11 @@ class _Reader:
     def _usage(self, spec: TableSpec, where: sa.ColumnElement[bool]) -> None:
         import pyarrow as pa
 
-        t = table_clause(spec)
-        stmt = (
-            sa.select(*(t.c[c] for c in spec.column_names)).where(where).order_by(*(t.c[c] for c in spec.pk))
-        )
         out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
         task = f"reverse export {spec.name}"
         self.progress.start(task)
         pk_col = spec.pk[0]
-        for batch in self._scanned(spec, stmt):
+        for batch in self._scanned(spec, where):
             self.progress.advance(task, batch.num_rows)
             pks = batch.column(pk_col).to_pylist()
             came = self.ledger.map(spec.name, pks)
@@ -575,7 +571,7 @@ class _Reader:
             self.returnable[spec.name] = self.returnable.get(spec.name, 0) + kept.num_rows
         self.progress.finish(task)
 
-    def _scanned(self, spec: TableSpec, stmt: sa.Select[Any]) -> Iterator[pa.RecordBatch]:
+    def _scanned(self, spec: TableSpec, where: sa.ColumnElement[bool]) -> Iterator[pa.RecordBatch]:
         """The rows of ``stmt``, batch by batch, through a scratch Parquet file.
 
         Sorting a batch needs queries (the ledger, natural keys), and a streaming read
@@ -589,7 +585,7 @@ class _Reader:
             path = Path(scratch) / f"{spec.name}.parquet"
             writer: pq.ParquetWriter | None = None
             try:
-                for batch in self.snapshot.read(spec, stmt, split=True):
+                for batch in self.snapshot.read(spec, where, split=True):
                     if writer is None:
                         writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
                     writer.write_batch(batch)

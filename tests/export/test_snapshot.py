@@ -47,13 +47,13 @@ def source(new_db: Any, dialect: str) -> sa.Engine:
     return engine
 
 
+def _where() -> sa.ColumnElement[bool]:
+    return table_clause(SPEC).c.i_account.in_([1, 2, 3])
+
+
 def _stmt() -> sa.Select[Any]:
     t = table_clause(SPEC)
-    return (
-        sa.select(*(t.c[c] for c in SPEC.column_names))
-        .where(t.c.i_account.in_([1, 2, 3]))
-        .order_by(t.c[SPEC.pk[0]])
-    )
+    return sa.select(*(t.c[c] for c in SPEC.column_names)).where(_where()).order_by(t.c[SPEC.pk[0]])
 
 
 def _expected(engine: sa.Engine) -> pa.Table:
@@ -65,7 +65,7 @@ def test_ranges_come_back_whole_in_key_order_with_exact_values(source: sa.Engine
     expected = _expected(source)
     assert expected.num_rows == EXTRA + 7  # the fixture's seven xDRs of accounts 1 and 3, and the extra ones
     with open_snapshot(source, batch_rows=16) as snapshot:
-        batches = list(snapshot.read(SPEC, _stmt(), split=True))
+        batches = list(snapshot.read(SPEC, _where(), split=True))
         assert snapshot.parallel is (dialect != "mysql")  # MariaDB has no ADBC driver
         assert snapshot.fallbacks == 0
     got = pa.Table.from_batches(batches, schema=SPEC.arrow_schema())
@@ -84,7 +84,7 @@ def test_reads_see_the_snapshot_not_later_commits(source: sa.Engine) -> None:
             other.execute(t.insert(), [late])
             other.execute(sa.update(t).where(t.c.i_xdr == 100).values(cli="changed"))
         got = pa.Table.from_batches(
-            list(snapshot.read(SPEC, _stmt(), split=True)), schema=SPEC.arrow_schema()
+            list(snapshot.read(SPEC, _where(), split=True)), schema=SPEC.arrow_schema()
         )
         count = snapshot.connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
     assert got.equals(expected)
@@ -107,12 +107,12 @@ def test_sqlite_values_adbc_cannot_type_are_read_exactly(new_db: Any) -> None:
     assert amount == Decimal("1.25000")
     with open_snapshot(engine, batch_rows=4) as snapshot:
         ranges = pa.Table.from_batches(
-            list(snapshot.read(SPEC, _stmt(), split=True)), schema=SPEC.arrow_schema()
+            list(snapshot.read(SPEC, _where(), split=True)), schema=SPEC.arrow_schema()
         )
         assert snapshot.fallbacks == 0  # each range is one batch: ADBC sees all its values at once
         # one query in batches of 4: description is NULL in whole batches, then text, which
         # ADBC refuses after it guessed an integer column; read_arrow finishes the query
-        whole = pa.Table.from_batches(list(snapshot.read(SPEC, _stmt())), schema=SPEC.arrow_schema())
+        whole = pa.Table.from_batches(list(snapshot.read(SPEC, _where())), schema=SPEC.arrow_schema())
         assert snapshot.fallbacks == 1
     assert ranges.equals(expected)
     assert whole.equals(expected)
@@ -121,10 +121,32 @@ def test_sqlite_values_adbc_cannot_type_are_read_exactly(new_db: Any) -> None:
 def test_a_reader_left_early_stops_its_threads(source: sa.Engine) -> None:
     before = threading.active_count()
     with open_snapshot(source, batch_rows=8) as snapshot:
-        reader = snapshot.read(SPEC, _stmt(), split=True)
+        reader = snapshot.read(SPEC, _where(), split=True)
         first = next(reader)
         reader.close()  # the caller gives up after one batch (an error elsewhere, say)
         assert first.num_rows > 0
-        again = pa.Table.from_batches(list(snapshot.read(SPEC, _stmt())), schema=SPEC.arrow_schema())
+        again = pa.Table.from_batches(list(snapshot.read(SPEC, _where())), schema=SPEC.arrow_schema())
     assert again.equals(_expected(source))
     assert threading.active_count() <= before
+
+
+def test_a_dense_root_walks_its_key_range_and_reads_the_same(new_db: Any, dialect: str) -> None:
+    """When most keys of the span match, SQLite is told the condition is likely (a key walk)."""
+    engine = fixture.build(new_db(dialect))
+    rows = _extra_xdrs()
+    for n, row in enumerate(rows):  # consecutive keys, all of account 2
+        row.update(i_xdr=50_000 + n, i_account=2)
+    with engine.begin() as conn:
+        conn.execute(build_metadata("r1").tables["xdrs"].insert(), rows)
+    where = table_clause(SPEC).c.i_account == 2
+    t = table_clause(SPEC)
+    stmt = sa.select(*(t.c[c] for c in SPEC.column_names)).where(where).order_by(t.c.i_xdr)
+    with engine.connect() as conn, conn.begin():
+        expected = pa.Table.from_batches(list(read_arrow(conn, SPEC, stmt)), schema=SPEC.arrow_schema())
+    with open_snapshot(engine, batch_rows=32) as snapshot:
+        sql = [str(s.compile(engine)) for s in snapshot._ranges(SPEC, where)]
+        got = pa.Table.from_batches(list(snapshot.read(SPEC, where, split=True)), schema=SPEC.arrow_schema())
+    assert len(sql) == 10  # 300 rows in ranges of about 32
+    assert all(("likely(" in q) is (dialect == "sqlite") for q in sql)
+    assert got.num_rows == EXTRA
+    assert got.equals(expected)
