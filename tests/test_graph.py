@@ -41,6 +41,17 @@ def test_committed_graph_is_the_generated_one(release: str) -> None:
     assert (GRAPHS_DIR / f"{release}.json").read_text() == graphgen.render(release)
 
 
+@pytest.mark.parametrize("release", RELEASES)
+def test_shipped_graph_validates_against_the_graph_schema(release: str) -> None:
+    """graph_for_release trusts the shipped files; this is where they are checked."""
+    doc = json.loads((GRAPHS_DIR / f"{release}.json").read_text())
+    parse_graph(doc, path=f"{release}.json")  # raises SpecError on any schema violation
+    broken = copy.deepcopy(doc)
+    del broken["tables"]["xdrs"]["pk"]
+    with pytest.raises(SpecError, match="does not validate"):
+        parse_graph(broken, path=f"{release}.json")
+
+
 def test_graph_facts_the_engine_relies_on() -> None:
     graph = graph_for_release("r1")
     assert graph.deferred == {("customers", "i_default_site")}
