@@ -169,6 +169,44 @@ class _IdAllocator:
 # -- the loader ------------------------------------------------------------------------------
 
 
+def ledger_map(
+    connection: sa.Connection,
+    table: str,
+    pks: Iterable[str],
+    *,
+    by: str = "source",
+    bundles: Sequence[str] | None = None,
+    source_system: str | None = None,
+    skip_kind: str | None = None,
+) -> dict[str, str]:
+    """What the ledger pairs with each of ``pks`` (text) for ``table``, as text.
+
+    ``by="source"``: source pk -> target pk; ``by="target"``: target pk -> source pk (the
+    first found). Only the ledger rows of ``bundles``, or of the loads from
+    ``source_system`` (not of kind ``skip_kind``), count.
+    """
+    ledger, loads = tracking.ledger_table, tracking.loads_table
+    key, other = (
+        (ledger.c.source_pk, ledger.c.target_pk)
+        if by == "source"
+        else (ledger.c.target_pk, ledger.c.source_pk)
+    )
+    found: dict[str, str] = {}
+    for part in chunks(sorted(set(pks))):
+        q = sa.select(key, other).where(ledger.c.table_name == table, key.in_(part))
+        if bundles is not None:
+            q = q.where(ledger.c.bundle_id.in_(bundles))
+        if source_system is not None:
+            q = q.join(loads, loads.c.bundle_id == ledger.c.bundle_id).where(
+                loads.c.source_system == source_system
+            )
+            if skip_kind is not None:
+                q = q.where(loads.c.kind != skip_kind)
+        for mine, theirs in connection.execute(q):
+            found.setdefault(mine, theirs)
+    return found
+
+
 class _Load:
     def __init__(
         self,
@@ -274,7 +312,6 @@ class _Load:
             )
 
     def _through_ledger(self, depends: list[str], table: str, values: list[Any]) -> dict[Any, Any]:
-        ledger = tracking.ledger_table
         loads = tracking.loads_table
         loaded = set(
             self.conn.execute(sa.select(loads.c.bundle_id).where(loads.c.bundle_id.in_(depends))).scalars()
@@ -286,14 +323,8 @@ class _Load:
                 hint="load that bundle first",
             )
         wanted = {str(v): v for v in values}
-        found: dict[Any, Any] = {}
-        for part in chunks(list(wanted)):
-            q = sa.select(ledger.c.source_pk, ledger.c.target_pk).where(
-                ledger.c.bundle_id.in_(depends), ledger.c.table_name == table, ledger.c.source_pk.in_(part)
-            )
-            for source_pk, target_pk in self.conn.execute(q):
-                found[wanted[source_pk]] = _typed(target_pk)
-        return found
+        found = ledger_map(self.conn, table, wanted, bundles=depends)
+        return {wanted[source_pk]: _typed(target_pk) for source_pk, target_pk in found.items()}
 
     # -- 4. decide ----------------------------------------------------------------------------
 
@@ -430,18 +461,12 @@ class _Load:
 
     def _known_from_source(self, spec: TableSpec, source_pks: list[Any]) -> dict[Any, dict[str, Any]]:
         """Target rows that earlier loads from the same source system wrote or reused for these rows."""
-        ledger, loads = tracking.ledger_table, tracking.loads_table
         wanted = {str(v): v for v in source_pks}
-        found: dict[Any, str] = {}
-        for part in chunks(sorted(wanted)):
-            q = (
-                sa.select(ledger.c.source_pk, ledger.c.target_pk)
-                .join(loads, loads.c.bundle_id == ledger.c.bundle_id)
-                .where(loads.c.source_system == self.manifest["source"]["system_id"])
-                .where(ledger.c.table_name == spec.name, ledger.c.source_pk.in_(part))
-            )
-            for source_pk, target_pk in self.conn.execute(q):
-                found[wanted[source_pk]] = target_pk
+        system = self.manifest["source"]["system_id"]
+        found = {
+            wanted[source_pk]: target_pk
+            for source_pk, target_pk in ledger_map(self.conn, spec.name, wanted, source_system=system).items()
+        }
         if not found:
             return {}
         t = table_clause(spec)

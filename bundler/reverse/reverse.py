@@ -89,7 +89,7 @@ from bundler.export.snapshot import Snapshot, open_snapshot
 from bundler.export.window import current_period
 from bundler.graph import Graph, TableSpec
 from bundler.keys import Key, describe, key_text, key_value
-from bundler.load.load import _IdAllocator, match_keys, target_graph
+from bundler.load.load import _IdAllocator, ledger_map, match_keys, target_graph
 from bundler.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -273,18 +273,14 @@ class _Ledger:
 
     def map(self, table: str, target_pks: list[Any]) -> dict[str, str]:
         """Target pk (as text) → source pk (as text), for the rows of ``table`` a load wrote or reused."""
-        ledger, loads = tracking.ledger_table, tracking.loads_table
-        found: dict[str, str] = {}
-        for part in chunks(sorted({str(v) for v in target_pks})):
-            q = (
-                sa.select(ledger.c.target_pk, ledger.c.source_pk)
-                .join(loads, loads.c.bundle_id == ledger.c.bundle_id)
-                .where(loads.c.source_system == self.source_system, loads.c.kind != REVERSE_KIND)
-                .where(ledger.c.table_name == table, ledger.c.target_pk.in_(part))
-            )
-            for target_pk, source_pk in self.conn.execute(q):
-                found.setdefault(target_pk, source_pk)
-        return found
+        return ledger_map(
+            self.conn,
+            table,
+            (str(v) for v in target_pks),
+            by="target",
+            source_system=self.source_system,
+            skip_kind=REVERSE_KIND,
+        )
 
 
 def _typed(spec: TableSpec, column: str, text: str) -> Any:
