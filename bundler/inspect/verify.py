@@ -410,12 +410,16 @@ class _Verifier:
                 if t.spec is None:
                     continue
                 self.progress.start(f"verify {t.name}", t.rows)
-                self._guarded(t, "the NOT NULL and window checks", self._table_scan, con, t, window)
-                self._guarded(t, "the primary key check", self._primary_key, con, t)
+                suspect = self._screen(con, t, window, prereq)
+                if suspect is None or "rows" in suspect:
+                    self._guarded(t, "the NOT NULL and window checks", self._table_scan, con, t, window)
+                if suspect is None or "pk" in suspect:
+                    self._guarded(t, "the primary key check", self._primary_key, con, t)
                 for ref in t.spec.references:
-                    self._guarded(
-                        t, f"the check of {t.name}.{ref.column}", self._reference, con, t, ref, prereq
-                    )
+                    if suspect is None or ref.column in suspect:
+                        self._guarded(
+                            t, f"the check of {t.name}.{ref.column}", self._reference, con, t, ref, prereq
+                        )
                 self.progress.finish(f"verify {t.name}")
         finally:
             con.close()
@@ -629,30 +633,102 @@ class _Verifier:
             row=first,
         )
 
+    def _screen(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        t: _Table,
+        window: tuple[datetime | None, datetime | None, str] | None,
+        prereq: dict[str, tuple[str, str]],
+    ) -> set[str] | None:
+        """One query counting every kind of problem of ``t``; the checks worth running in detail.
+
+        ``"rows"`` (NULLs in NOT NULL columns, rows outside the window), ``"pk"``, and the
+        reference columns whose values do not all resolve. None: the screen itself failed,
+        so every check runs (and reports what it can). A sound table costs this one query
+        instead of one per check (a small bundle verifies in a third of the time).
+        """
+        import duckdb
+
+        assert t.spec is not None
+        spec = t.spec
+        checks: list[tuple[str, str]] = []
+        params: list[Any] = []
+        nulls = [
+            f"{qident(c.name)} IS NULL" for c in spec.columns if not c.nullable and c.name in t.good_columns
+        ]
+        if nulls:
+            checks.append(("rows", f"count(*) FILTER (WHERE {' OR '.join(nulls)})"))
+        time_col = spec.time_column if spec.scope == "usage" and spec.time_column in t.good_columns else None
+        if time_col is not None and window is not None:
+            start, end, mode = window
+            conds = ["true"] if mode == "none" else []
+            if start is not None:
+                conds.append(f"{qident(time_col)} < ?")
+                params.append(start)
+            if end is not None:
+                conds.append(f"{qident(time_col)} >= ?")
+                params.append(end)
+            if conds:
+                checks.append(("rows", f"count(*) FILTER (WHERE {' OR '.join(conds)})"))
+        pk = list(spec.pk)
+        if pk and all(c in t.good_columns for c in pk):
+            key = qident(pk[0]) if len(pk) == 1 else f"({', '.join(qident(c) for c in pk)})"
+            checks.append(("pk", f"count(*) - count(DISTINCT {key})"))
+        for ref in spec.references:
+            found = self._resolvable(t, ref, prereq)
+            if found is None:
+                continue
+            col = qident(ref.column)
+            checks.append(
+                (
+                    ref.column,
+                    f"count(*) FILTER (WHERE {col} IS NOT NULL AND {col} NOT IN "
+                    f"(SELECT v FROM ({found[0]}) WHERE v IS NOT NULL))",
+                )
+            )
+        if not checks:
+            return set()
+        sql = f"SELECT {', '.join(expr for _, expr in checks)} FROM {qident(t.name)}"
+        try:
+            counts = con.execute(sql, params).fetchone()
+        except duckdb.Error:
+            return None
+        assert counts is not None
+        return {label for (label, _), n in zip(checks, counts, strict=True) if n}
+
+    def _resolvable(
+        self, t: _Table, ref: Any, prereq: dict[str, tuple[str, str]]
+    ) -> tuple[str, list[str]] | None:
+        """SQL of the values ``ref`` may take (column ``v``) and where they are; None: nothing to check."""
+        if ref.column not in t.good_columns:
+            return None
+        targets: list[str] = []
+        where: list[str] = []
+        target = self.readable.get(ref.table)
+        if ref.table in self.listed:
+            if target is None or ref.target_column not in target.good_columns:
+                return None  # the referenced table is broken: already reported, nothing to resolve against
+            targets.append(f"SELECT {qident(ref.target_column)} AS v FROM {qident(ref.table)}")
+            where.append("in the bundle")
+        declared = prereq.get(ref.table)
+        if declared is not None and declared[1] == ref.target_column:
+            targets.append(f"SELECT v FROM {declared[0]} WHERE v IS NOT NULL")
+            where.append("among its prerequisites")
+        if not targets:
+            return f"SELECT {qident(ref.column)} AS v FROM {qident(t.name)} WHERE false", where
+        return " UNION ALL ".join(targets), where
+
     def _reference(
         self, con: duckdb.DuckDBPyConnection, t: _Table, ref: Any, prereq: dict[str, tuple[str, str]]
     ) -> None:
         """Every non-NULL value of ``t.column`` is a row of the referenced table in the bundle or declared outside."""
         assert t.spec is not None and self.graph is not None
-        if ref.column not in t.good_columns:
+        found = self._resolvable(t, ref, prereq)
+        if found is None:
             return
+        resolvable, where = found
         target_name = ref.table
-        targets: list[str] = []
-        where: list[str] = []
-        target = self.readable.get(target_name)
-        if target_name in self.listed:
-            if target is None or ref.target_column not in target.good_columns:
-                return  # the referenced table is broken: already reported, nothing to resolve against
-            targets.append(f"SELECT {qident(ref.target_column)} AS v FROM {qident(target_name)}")
-            where.append("in the bundle")
         declared = prereq.get(target_name)
-        if declared is not None and declared[1] == ref.target_column:
-            targets.append(f"SELECT v FROM {declared[0]} WHERE v IS NOT NULL")
-            where.append("among its prerequisites")
-        if targets:
-            resolvable = " UNION ALL ".join(targets)
-        else:
-            resolvable = f"SELECT {qident(ref.column)} AS v FROM {qident(t.name)} WHERE false"
         col = qident(ref.column)
         pk = [c for c in t.spec.pk if c in t.good_columns]
         row_text = (
