@@ -40,6 +40,7 @@ from bundler.export.closure import table_clause
 from bundler.export.export import find_root, source_graph
 from bundler.keys import describe, key_text
 from bundler.load import load_bundle
+from bundler.load.load import TargetCache
 from bundler.progress import NullProgress, Progress
 
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -412,6 +413,7 @@ def migrate_root(
     row: Any,
     options: LineupOptions,
     progress: Progress,
+    cache: TargetCache | None = None,
 ) -> RootOutcome:
     kind, root_pk, phase = row.kind, row.root_pk, row.phase
     base = {"kind": kind, "root_pk": root_pk, "root_key": row.root_key}
@@ -436,7 +438,14 @@ def migrate_root(
         bundle_id, path = exported.bundle_id, exported.path
         rows, bytes_ = exported.manifest["totals"]["rows"], exported.manifest["totals"]["bytes"]
     try:
-        load_bundle(target, path, decisions=options.decisions, spec=options.target_spec, progress=progress)
+        load_bundle(
+            target,
+            path,
+            decisions=options.decisions,
+            spec=options.target_spec,
+            progress=progress,
+            cache=cache,
+        )
     except BundlerError as exc:
         reason = f"load: {exc.line()}"
         if phase != "usage":
@@ -497,6 +506,7 @@ def run_lineup(
         ).scalar_one()
     options.bundles.mkdir(parents=True, exist_ok=True)
     result = LineupResult()
+    cache = TargetCache()  # shared by every load of the run
     lock = threading.Lock()
     task = "lineup"
     progress.start(task, total=len(roots))
@@ -511,7 +521,7 @@ def run_lineup(
             with lock:
                 in_flight[0] += 1
             try:
-                outcome = migrate_root(source, target, system.system_id, row, options, progress)
+                outcome = migrate_root(source, target, system.system_id, row, options, progress, cache)
             except Exception as exc:
                 outcome = RootOutcome(
                     row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"

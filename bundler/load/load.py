@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -113,6 +114,44 @@ def _reflect(connection: sa.Connection, name: str, metadata: sa.MetaData | None 
         raise DatabaseError(
             f"the target has no table {name!r}", hint="is it a database of the release the graph describes?"
         ) from None
+
+
+class TargetCache:
+    """What the loads of one run into the same target share (a lineup keeps one for its run).
+
+    - the target's tables as reflected once (reflecting a customer bundle's ~30 tables
+      took ~70 ms of every load; the target's schema does not change under a run);
+    - the shared rows earlier loads of the run committed: source system, table and
+      source pk -> target pk, what the ledger says of them. The ledger keeps one row per
+      load that reused a shared row, so asking it grew with every customer loaded (a
+      rate every customer's bundle carries had a ledger row per customer); what the
+      cache knows is not asked again. A load still reads every such target row, so a
+      row removed since is not reused.
+
+    Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._metadata = sa.MetaData()
+        self._tables: dict[str, sa.Table] = {}
+        self._known: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+        self._lock = threading.Lock()
+
+    def table(self, connection: sa.Connection, name: str) -> sa.Table:
+        with self._lock:
+            if name not in self._tables:
+                self._tables[name] = _reflect(connection, name, self._metadata)
+            return self._tables[name]
+
+    def known(self, source_system: str, table: str, pks: Iterable[str]) -> dict[str, str]:
+        with self._lock:
+            mine = self._known.get((source_system, table), {})
+            return {pk: mine[pk] for pk in pks if pk in mine}
+
+    def remember(self, source_system: str, table: str, pairs: dict[str, str]) -> None:
+        """Record what a committed load mapped."""
+        with self._lock:
+            self._known[(source_system, table)].update(pairs)
 
 
 def target_graph(connection: sa.Connection, spec: str | Path | None) -> tuple[Graph, tracking.SystemInfo]:
@@ -219,6 +258,7 @@ class _Load:
         progress: Progress,
         asker: Asker | None,
         batch_rows: int,
+        cache: TargetCache | None = None,
     ) -> None:
         self.conn = connection
         self.bundle = bundle
@@ -241,8 +281,7 @@ class _Load:
         self.alloc = _IdAllocator(connection)
         self.deferred: list[tuple[TableSpec, str, list[tuple[Any, Any]]]] = []
         self.ledger_rows = 0
-        self._sa_tables: dict[str, sa.Table] = {}
-        self._metadata = sa.MetaData()
+        self.cache = cache or TargetCache()
         self._asked: list[Question] = []
         # matches still waiting for an answer: what they would map to if reused
         self.tentative: dict[str, dict[Any, Any]] = defaultdict(dict)
@@ -258,9 +297,7 @@ class _Load:
         return self.plans[spec.name]
 
     def sa_table(self, name: str) -> sa.Table:
-        if name not in self._sa_tables:
-            self._sa_tables[name] = _reflect(self.conn, name, self._metadata)
-        return self._sa_tables[name]
+        return self.cache.table(self.conn, name)
 
     # -- reading the translated bundle ------------------------------------------------------
 
@@ -460,24 +497,47 @@ class _Load:
             self.actions[spec.name][src] = action
 
     def _known_from_source(self, spec: TableSpec, source_pks: list[Any]) -> dict[Any, dict[str, Any]]:
-        """Target rows that earlier loads from the same source system wrote or reused for these rows."""
+        """Target rows that earlier loads from the same source system wrote or reused for these rows.
+
+        The run's cache answers first, the ledger for the rest, and for what the cache
+        named but the target no longer holds (the ledger may know better).
+        """
         wanted = {str(v): v for v in source_pks}
         system = self.manifest["source"]["system_id"]
-        found = {
-            wanted[source_pk]: target_pk
-            for source_pk, target_pk in ledger_map(self.conn, spec.name, wanted, source_system=system).items()
-        }
-        if not found:
-            return {}
+        cached = self.cache.known(system, spec.name, wanted)
+        pairs = dict(cached)
+        pairs.update(
+            ledger_map(self.conn, spec.name, (p for p in wanted if p not in cached), source_system=system)
+        )
+        rows = self._target_rows(spec, set(pairs.values()))
+        stale = [src for src, target in cached.items() if target not in rows]
+        if stale:
+            again = ledger_map(self.conn, spec.name, stale, source_system=system)
+            pairs.update(again)
+            rows.update(self._target_rows(spec, set(again.values()) - set(rows)))
+        # a row cleaned from the target since is no longer known
+        return {wanted[src]: rows[target] for src, target in pairs.items() if target in rows}
+
+    def _target_rows(self, spec: TableSpec, pks: set[str]) -> dict[str, dict[str, Any]]:
+        """The target's rows of ``spec`` with these primary keys (as text), by key."""
         t = table_clause(spec)
         pk = spec.pk[0]
-        by_target: dict[str, dict[str, Any]] = {}
-        for part in chunks(sorted(set(found.values()))):
+        out: dict[str, dict[str, Any]] = {}
+        for part in chunks(sorted(pks)):
             values = _db_values(spec, pk, [_typed(v) for v in part])
             for row in self.conn.execute(sa.select(t).where(t.c[pk].in_(values))).mappings():
-                by_target[str(row[pk])] = dict(row)
-        # a row cleaned from the target since is no longer known
-        return {src: by_target[target] for src, target in found.items() if target in by_target}
+                out[str(row[pk])] = dict(row)
+        return out
+
+    def remember_shared(self, cache: TargetCache) -> None:
+        """Tell ``cache`` the target row of every shared row this (committed) load created or reused."""
+        system = self.manifest["source"]["system_id"]
+        for table, actions in self.actions.items():
+            if len(self.graph.table(table).pk) != 1:
+                continue
+            idmap = self.idmap(table)
+            pairs = {str(src): str(idmap.get(src)) for src in actions if idmap.get(src) is not None}
+            cache.remember(system, table, pairs)
 
     def _rename(self, spec: TableSpec, row: dict[str, Any]) -> dict[str, Any]:
         """A created copy of a matched row needs a natural key of its own: text columns get a suffix."""
@@ -787,6 +847,8 @@ def _differences(
             mapped = load.idmap(ref.table).get(mine)
             mine = mapped if mapped is not None else load.tentative[ref.table].get(mine)
         theirs = target[col]
+        if mine == theirs:  # the common case, without rendering both (equal values render equal)
+            continue
         if key_value(mine) != key_value(theirs):
             out[col] = {"bundle": key_value(row.get(col)), "target": key_value(theirs)}
     return out
@@ -881,8 +943,12 @@ def load_bundle(
     asker: Asker | None = None,
     batch_rows: int = 65_536,
     verify: bool = True,
+    cache: TargetCache | None = None,
 ) -> LoadResult:
     """Load one bundle into the target (see the module docstring for the steps).
+
+    ``cache``: what to share with the other loads of a run into the same target (see
+    :class:`TargetCache`; a lineup passes one for its whole run).
 
     Loads running at the same time may race for the same new shared row (two customers
     bringing the same destination): the loser's transaction is rolled back and run again,
@@ -896,7 +962,16 @@ def load_bundle(
         for attempt in range(1, RETRIES + 1):
             try:
                 result = _load_once(
-                    engine, bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows
+                    engine,
+                    bundle,
+                    bundle_path,
+                    decisions,
+                    dry_run,
+                    spec,
+                    progress,
+                    asker,
+                    batch_rows,
+                    cache,
                 )
             except sa.exc.DBAPIError as exc:
                 if not exc.connection_invalidated:
@@ -930,6 +1005,7 @@ def _load_once(
     progress: Progress,
     asker: Asker | None,
     batch_rows: int,
+    cache: TargetCache | None,
 ) -> LoadResult:
     from bundler.load.translate import translator_for
 
@@ -953,7 +1029,18 @@ def _load_once(
                 return LoadResult(bundle.bundle_id, str(bundle_path), "already-loaded", {}, [], 0.0, root_pk)
             translator = translator_for(_bundle_graph(manifest, spec), graph)
             sidecar = load_decisions(decisions)
-            load = _Load(connection, bundle, graph, system, translator, sidecar, progress, asker, batch_rows)
+            load = _Load(
+                connection,
+                bundle,
+                graph,
+                system,
+                translator,
+                sidecar,
+                progress,
+                asker,
+                batch_rows,
+                cache,
+            )
             try:
                 load.preflight()
                 load.check_owned_conflicts()
@@ -977,6 +1064,8 @@ def _load_once(
             if dry_run:
                 txn.rollback()
                 outcome = "dry-run"
+        if cache is not None and outcome == "loaded":  # committed: the next loads may know it
+            load.remember_shared(cache)
     return LoadResult(bundle.bundle_id, str(bundle_path), outcome, load.plans, load.decided, 0.0, root_pk)
 
 

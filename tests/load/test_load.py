@@ -251,3 +251,40 @@ def test_cli_exit_codes(new_db: Any, tmp_path: Path) -> None:
     assert [s["outcome"] for s in summary] == ["loaded", "loaded"]
     again = runner.invoke(main, ["load", "--target", target_url, acme])
     assert again.exit_code == 0 and "already loaded; nothing changed" in again.stdout
+
+
+def test_a_run_cache_knows_what_earlier_loads_brought_and_never_trusts_it_blindly(
+    world: dict[str, Any],
+) -> None:
+    from bundler.load.load import TargetCache
+
+    target = fixture.build_target(world["new_db"](world["dialect"]), "r2")
+    cache = TargetCache()
+    load_bundle(target, world["vendor"], cache=cache)
+    with target.connect() as conn:
+        system = conn.execute(sa.select(tracking.loads_table.c.source_system)).scalars().first()
+        ledger = tracking.ledger_table
+        brought = {
+            source_pk: target_pk
+            for source_pk, target_pk in conn.execute(
+                sa.select(ledger.c.source_pk, ledger.c.target_pk).where(ledger.c.table_name == "destinations")
+            )
+        }
+    assert brought and cache.known(system, "destinations", brought) == brought  # what the ledger says
+    # wrong entries (target rows gone, say): the load reads the ledger again, as without a cache
+    cache.remember(system, "destinations", {src: str(987_654 + i) for i, src in enumerate(brought)})
+    result = load_bundle(target, world["acme"], cache=cache)
+    plan = result.tables["destinations"]
+    assert (plan.reused, plan.created) == (2, 2)  # as without a cache: two the vendor brought, two new
+    with target.connect() as conn:
+        reused = dict(
+            conn.execute(
+                sa.select(ledger.c.source_pk, ledger.c.target_pk).where(
+                    ledger.c.bundle_id == result.bundle_id,
+                    ledger.c.table_name == "destinations",
+                    ledger.c.action == "reused",
+                )
+            ).all()
+        )
+    assert len(reused) == 2 and all(brought[src] == target_pk for src, target_pk in reused.items())
+    assert cache.known(system, "destinations", reused) == reused  # mended after the commit
