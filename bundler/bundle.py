@@ -83,6 +83,8 @@ class TableFile:
         self.path = path
         self.schema = schema
         self.rows = 0
+        self.sha256: str | None = None  # of the finished file
+        self._done = False
         self._sink = sink
         self._writer: pq.ParquetWriter | None = None
 
@@ -90,6 +92,8 @@ class TableFile:
         """Write ``batch`` (in a background thread when the bundle has one; errors surface later)."""
         if batch.num_rows == 0:
             return
+        if self._done:
+            raise BundlerError(f"{self.path.name} was already finished")  # a bug of ours
         if batch.schema != self.schema:
             batch = batch.cast(self.schema)
         self.rows += batch.num_rows
@@ -112,17 +116,28 @@ class TableFile:
             )
         self._writer.write(batch, row_group_size=ROW_GROUP_ROWS)
 
-    def close(self) -> None:
+    def done(self) -> None:
+        """No more batches: close the file (in the background when there is a writer thread)."""
+        if self._done:
+            return
+        self._done = True
         if self._sink is not None:
             self._sink.submit(self._close)
-            self._sink.drain()
         else:
             self._close()
+
+    def close(self) -> None:
+        """Close the file and wait until it is written."""
+        self.done()
+        if self._sink is not None:
+            self._sink.drain()
 
     def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            # in the writer thread too: the big file's checksum overlaps the next tables' reads
+            self.sha256 = sha256_file(self.path)
 
 
 def _dictionary_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
@@ -240,7 +255,7 @@ class BundleWriter:
                 "scope": scope,
                 "rows": tf.rows,
                 "bytes": size,
-                "sha256": sha256_file(tf.path),
+                "sha256": tf.sha256 or sha256_file(tf.path),
                 "columns": {f.name: str(f.type) for f in tf.schema},
             }
             tables[name].update(manifest.get("_table_extra", {}).get(name, {}))

@@ -325,6 +325,7 @@ class _Writer:
             out.write(batch)
             rows += batch.num_rows
             self.progress.advance(task, batch.num_rows)
+        out.done()  # each table is written once: its file closes (and is hashed) while the next is read
         return rows
 
     def _restore_status(self, spec: TableSpec, batch: Any) -> Any:
