@@ -1,6 +1,9 @@
 """Read query results as Arrow record batches with the exact types of the entity graph.
 
-One path per dialect, each streaming so memory stays bounded by the batch size:
+These are the reads through the snapshot's own SQLAlchemy connection, where ADBC cannot
+serve (MariaDB, an in-memory SQLite, values ADBC cannot type; see
+:mod:`bundler.export.snapshot`). One path per dialect, each streaming so memory stays
+bounded by the batch size:
 
 - PostgreSQL: ``COPY (SELECT …) TO STDOUT (FORMAT csv)`` parsed by Arrow's CSV reader
   with explicit column types (the server formats, Arrow parses in parallel);
