@@ -161,7 +161,17 @@ def _read_cursor(
     else:
         cursor = raw.cursor()
     try:
-        cursor.execute(sql)
+        if dialect == "mysql":
+            # PyMySQL converts every value in Python (datetimes by regex, Decimals): take
+            # the text as the server sends it and let Arrow parse whole columns (2x faster).
+            # Converters are chosen when the result's columns are described, in execute().
+            decoders, raw.decoders = raw.decoders, {}
+            try:
+                cursor.execute(sql)
+            finally:
+                raw.decoders = decoders
+        else:
+            cursor.execute(sql)
         while rows := cursor.fetchmany(batch_rows):
             yield _rows_to_batch(rows, schema)
     finally:
@@ -180,10 +190,10 @@ def _to_array(values: list[Any], type_: pa.DataType) -> pa.Array:
     import pyarrow as pa
 
     try:
-        if pa.types.is_integer(type_) or pa.types.is_string(type_):
+        if pa.types.is_string(type_):
             return pa.array(values, type=type_)
         sample = next((v for v in values if v is not None), None)
-        if isinstance(sample, str):  # SQLite keeps timestamps, dates and exact decimals as text
+        if isinstance(sample, str):  # SQLite's timestamps, dates and decimals; MariaDB's text
             return pa.array(values, type=pa.string()).cast(type_)
         return pa.array(values, type=type_)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
