@@ -1,7 +1,7 @@
 """DuckDB's own ``COPY (SELECT …) TO … (FORMAT parquet, COMPRESSION zstd)``: the export baseline.
 
 Runs in the separate environment ``.venv-duckdb`` (DuckDB 1.5.5 and the
-``duckdb-extension-{sqlite,postgres}-scanner`` wheels, whose ``.duckdb_extension`` files are
+``duckdb-extension-{sqlite,postgres,mysql}-scanner`` wheels, whose ``.duckdb_extension`` files are
 ``LOAD``-ed by path: ``INSTALL`` needs the internet and no wheel of the scanners exists for
 the DuckDB 2.x of the main environment). Only the standard library and ``duckdb`` are
 imported, so it runs there as a plain script::
@@ -9,7 +9,8 @@ imported, so it runs there as a plain script::
     .venv-duckdb/bin/python bench/duckdb_baseline.py --type sqlite --db PATH \\
         --sql "SELECT … FROM src.xdrs WHERE …" --out OUT.parquet [--runs N]
 
-``--type postgres`` takes a libpq connection string as ``--db``. The database is attached
+``--type postgres`` takes a libpq connection string as ``--db``, ``--type mysql`` one of
+the MySQL scanner (``host=… port=… user=… database=…``). The database is attached
 read-only as ``src``. Prints one JSON line: ``{"seconds": [...], "rows": N, "bytes": N,
 "duckdb": VERSION}`` (seconds of each run: ATTACH, then COPY; the ATTACH is outside the
 timing).
@@ -24,7 +25,11 @@ import os
 import time
 from pathlib import Path
 
-PACKAGES = {"sqlite": "duckdb_extension_sqlite_scanner", "postgres": "duckdb_extension_postgres_scanner"}
+PACKAGES = {
+    "sqlite": "duckdb_extension_sqlite_scanner",
+    "postgres": "duckdb_extension_postgres_scanner",
+    "mysql": "duckdb_extension_mysql_scanner",
+}
 
 
 def extension_file(kind: str) -> Path:
@@ -41,7 +46,7 @@ def extension_file(kind: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--type", choices=sorted(PACKAGES), required=True)
-    parser.add_argument("--db", required=True, help="SQLite file, or libpq connection string")
+    parser.add_argument("--db", required=True, help="SQLite file, or a PostgreSQL or MySQL connection string")
     parser.add_argument("--sql", required=True, help="the SELECT, reading from src.<table>")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--runs", type=int, default=1)

@@ -19,6 +19,7 @@ REQUIREMENTS = (
     "duckdb==1.5.5",
     "duckdb-extension-sqlite-scanner==1.5.5",
     "duckdb-extension-postgres-scanner==1.5.5",
+    "duckdb-extension-mysql-scanner==1.5.5",
 )
 STAMP = VENV / ".bench-installed"
 TIMEOUT_S = 600
@@ -32,7 +33,8 @@ def _python() -> Path:
 
 def _works(python: Path) -> bool:
     check = (
-        "import duckdb, duckdb_extension_sqlite_scanner, duckdb_extension_postgres_scanner;"
+        "import duckdb, duckdb_extension_sqlite_scanner, duckdb_extension_postgres_scanner,"
+        " duckdb_extension_mysql_scanner;"
         "assert duckdb.__version__ == '1.5.5'"
     )
     return subprocess.run([str(python), "-c", check], capture_output=True, timeout=60).returncode == 0
