@@ -89,9 +89,6 @@ ledger_table = sa.Table(
     sa.Column("target_pk", sa.String(255), nullable=False),
     sa.Column("action", sa.String(8), nullable=False),  # created | reused
     sa.Index("ix_bundler_ledger_target", "table_name", "target_pk"),
-    # a load asks which target row earlier loads gave a source row (its primary key leads
-    # with bundle_id, which that question does not know)
-    sa.Index("ix_bundler_ledger_source", "table_name", "source_pk"),
 )
 
 
@@ -108,13 +105,9 @@ def now() -> datetime:
 
 
 def create_tables(connection: sa.Connection, md: sa.MetaData) -> None:
-    """Create the tables of ``md`` that are missing, even when another process races us to it.
-
-    Indexes a newer bundler added to existing tables are created too.
-    """
+    """Create the tables of ``md`` that are missing, even when another process races us to it."""
     names = list(md.tables)
     if all(sa.inspect(connection).has_table(n) for n in names):
-        _create_indexes(connection, md)
         return
     try:
         with connection.begin_nested():
@@ -125,25 +118,6 @@ def create_tables(connection: sa.Connection, md: sa.MetaData) -> None:
         inspector.clear_cache()
         if not all(inspector.has_table(n) for n in names):
             raise
-
-
-_INDEXED: set[tuple[str, str]] = set()  # (database URL, table) whose indexes are known present
-
-
-def _create_indexes(connection: sa.Connection, md: sa.MetaData) -> None:
-    url = connection.engine.url.render_as_string(hide_password=True)
-    for table in md.tables.values():
-        if (url, table.name) in _INDEXED:
-            continue
-        present = {ix["name"] for ix in sa.inspect(connection).get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in present:
-                try:
-                    with connection.begin_nested():
-                        index.create(connection)
-                except sa.exc.DBAPIError:  # another process made it first
-                    pass
-        _INDEXED.add((url, table.name))
 
 
 def ensure_tables(connection: sa.Connection) -> None:

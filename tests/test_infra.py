@@ -699,26 +699,3 @@ def test_rich_progress_draws_bars_on_a_terminal() -> None:
     assert "4/4" in text
     assert "7/7" in text
     assert "halfway note" in text
-
-
-def test_bookkeeping_tables_of_an_older_bundler_get_the_new_indexes(dialect: str, engine: sa.Engine) -> None:
-    """A ledger made before ix_bundler_ledger_source existed gets it at the next use."""
-    from bundler import tracking
-
-    with engine.begin() as conn:
-        tracking.ensure_tables(conn)
-        conn.execute(
-            sa.text(
-                "DROP INDEX ix_bundler_ledger_source" + (" ON bundler_ledger" if dialect == "mysql" else "")
-            )
-        )
-    tracking._INDEXED.clear()  # a new process
-    with engine.begin() as conn:
-        tracking.ensure_tables(conn)
-        conn.execute(
-            tracking.system_table.insert().values(system_id="s", release="r1", created_at=tracking.now())
-        )
-    with engine.connect() as conn:
-        names = {ix["name"] for ix in sa.inspect(conn).get_indexes("bundler_ledger")}
-        assert "ix_bundler_ledger_source" in names
-        assert conn.execute(sa.select(tracking.system_table.c.system_id)).scalar_one() == "s"  # committed
