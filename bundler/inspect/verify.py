@@ -532,31 +532,16 @@ class _Verifier:
         window: tuple[datetime | None, datetime | None, str] | None,
     ) -> None:
         """One pass over a table: NULLs in NOT NULL columns, and rows outside the usage window."""
-        assert t.spec is not None
-        spec = t.spec
-        parts: list[str] = []
-        not_null = [c.name for c in spec.columns if not c.nullable and c.name in t.good_columns]
-        parts.extend(f"count(*) FILTER (WHERE {qident(c)} IS NULL)" for c in not_null)
-        time_col = spec.time_column if spec.scope == "usage" and spec.time_column in t.good_columns else None
-        params: list[Any] = []
-        window_sql = None
-        if time_col is not None and window is not None:
-            start, end, mode = window
-            conds = []
-            if mode == "none":
-                conds.append("true")
-            if start is not None:
-                conds.append(f"{qident(time_col)} < ?")
-                params.append(start)
-            if end is not None:
-                conds.append(f"{qident(time_col)} >= ?")
-                params.append(end)
-            if conds:
-                window_sql = " OR ".join(conds)
-                parts.append(f"count(*) FILTER (WHERE {window_sql})")
+        not_null = _not_null_columns(t)
+        parts = [f"count(*) FILTER (WHERE {qident(c)} IS NULL)" for c in not_null]
+        outside = _outside_window(t, window)
+        if outside is not None:
+            parts.append(f"count(*) FILTER (WHERE {outside[0]})")
         if not parts:
             return
-        counts = con.execute(f"SELECT {', '.join(parts)} FROM {qident(t.name)}", params).fetchone()
+        counts = con.execute(
+            f"SELECT {', '.join(parts)} FROM {qident(t.name)}", outside[1] if outside else []
+        ).fetchone()
         assert counts is not None
         for col, n in zip(not_null, counts, strict=False):
             if n:
@@ -567,8 +552,9 @@ class _Verifier:
                     table=t.name,
                     row=first.removeprefix(", first ") or None,
                 )
-        if window_sql is not None and counts[-1]:
-            assert window is not None and time_col is not None
+        if outside is not None and counts[-1]:
+            assert window is not None
+            window_sql, params, time_col = outside
             start, end, mode = window
             declared = "none: no usage at all" if mode == "none" else f"[{start or '…'}, {end or '…'})"
             first = self._first_rows(con, t, window_sql, params, show=time_col)
@@ -653,23 +639,13 @@ class _Verifier:
         spec = t.spec
         checks: list[tuple[str, str]] = []
         params: list[Any] = []
-        nulls = [
-            f"{qident(c.name)} IS NULL" for c in spec.columns if not c.nullable and c.name in t.good_columns
-        ]
+        nulls = [f"{qident(c)} IS NULL" for c in _not_null_columns(t)]
         if nulls:
             checks.append(("rows", f"count(*) FILTER (WHERE {' OR '.join(nulls)})"))
-        time_col = spec.time_column if spec.scope == "usage" and spec.time_column in t.good_columns else None
-        if time_col is not None and window is not None:
-            start, end, mode = window
-            conds = ["true"] if mode == "none" else []
-            if start is not None:
-                conds.append(f"{qident(time_col)} < ?")
-                params.append(start)
-            if end is not None:
-                conds.append(f"{qident(time_col)} >= ?")
-                params.append(end)
-            if conds:
-                checks.append(("rows", f"count(*) FILTER (WHERE {' OR '.join(conds)})"))
+        outside = _outside_window(t, window)
+        if outside is not None:
+            checks.append(("rows", f"count(*) FILTER (WHERE {outside[0]})"))
+            params = outside[1]
         pk = list(spec.pk)
         if pk and all(c in t.good_columns for c in pk):
             key = qident(pk[0]) if len(pk) == 1 else f"({', '.join(qident(c) for c in pk)})"
@@ -767,6 +743,36 @@ class _Verifier:
             table=t.name,
             row=rows[0][2],
         )
+
+
+def _not_null_columns(t: _Table) -> list[str]:
+    """The readable columns of ``t`` that its graph declares NOT NULL."""
+    assert t.spec is not None
+    return [c.name for c in t.spec.columns if not c.nullable and c.name in t.good_columns]
+
+
+def _outside_window(
+    t: _Table, window: tuple[datetime | None, datetime | None, str] | None
+) -> tuple[str, list[Any], str] | None:
+    """(SQL condition, its parameters, the time column) of ``t``'s rows outside the usage window.
+
+    None when ``t`` is no usage table with a readable time column, or the window bounds nothing.
+    """
+    assert t.spec is not None
+    spec = t.spec
+    if window is None or spec.scope != "usage" or spec.time_column not in t.good_columns:
+        return None
+    time_col = spec.time_column
+    start, end, mode = window
+    conds = ["true"] if mode == "none" else []
+    params: list[Any] = []
+    if start is not None:
+        conds.append(f"{qident(time_col)} < ?")
+        params.append(start)
+    if end is not None:
+        conds.append(f"{qident(time_col)} >= ?")
+        params.append(end)
+    return (" OR ".join(conds), params, time_col) if conds else None
 
 
 def _as_shown(text: str) -> Any:
