@@ -20,28 +20,27 @@ import threading
 import time
 
 
-def peak_rss_kib() -> int:
-    """The process's peak resident set size so far, in KiB."""
+def _status_kib(field: str) -> int | None:
+    """A ``field:`` (in KiB) of ``/proc/self/status``; None where there is no /proc."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return None
+
+
+def peak_rss_kib() -> int:
+    """The process's peak resident set size so far, in KiB."""
+    peak = _status_kib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def rss_kib() -> int:
     """The process's resident set size now, in KiB (0 where /proc is not there)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _status_kib("VmRSS") or 0
 
 
 class RssSampler:
