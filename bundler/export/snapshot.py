@@ -272,15 +272,15 @@ def _pin(conn: Any, statements: list[str]) -> None:
 class _Stream:
     """One ADBC connection of the snapshot; opened in the background, set to the snapshot at first use."""
 
-    def __init__(self, opening: Future[Any], pin: list[str]) -> None:
+    def __init__(self, opening: Future[Any], pin: list[str] | None = None) -> None:
         self._opening = opening
-        self._pin = pin
+        self.pin = pin or []  # what sets the connection to the snapshot, run at first use
         self._conn: Any = None
 
     def connection(self) -> Any:
         if self._conn is None:
             conn = self._opening.result()
-            _pin(conn, self._pin)
+            _pin(conn, self.pin)
             self._conn = conn
         return self._conn
 
@@ -311,32 +311,35 @@ def open_snapshot(
     options: dict[str, Any] = {}
     if dialect in ("postgresql", "mysql"):
         options["isolation_level"] = "REPEATABLE READ"
-    opener = ThreadPoolExecutor(max_workers=max(streams, 1), thread_name_prefix="snapshot-connect")
+    postgresql = target is not None and target[0] == "postgresql"
+    opener = (
+        ThreadPoolExecutor(max_workers=streams, thread_name_prefix="snapshot-connect") if postgresql else None
+    )
     adbc: list[_Stream] = []
     try:
-        if target is not None and target[0] == "postgresql":
+        if opener is not None and target is not None:
             # an ADBC connection takes ~35 ms to open (it reads the type catalog): open them
             # while the closure is worked out; each adopts the snapshot when first used
-            openings = [opener.submit(_adbc_connect, *target) for _ in range(streams)]
+            adbc = [_Stream(opener.submit(_adbc_connect, *target)) for _ in range(streams)]
         with engine.connect().execution_options(**options) as connection, connection.begin():
             if target is None:
                 _pin_main(connection)
-            elif target[0] == "postgresql":
+            elif postgresql:
                 snapshot_id = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
-                pin = [
-                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-                    f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
-                ]
-                adbc = [_Stream(opening, pin) for opening in openings]
+                for stream in adbc:
+                    stream.pin = [
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                        f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
+                    ]
             else:
                 adbc = [
-                    _Stream(_opened(conn), [])
-                    for conn in _open_sqlite(engine, connection, target[1], streams)
+                    _Stream(_opened(conn)) for conn in _open_sqlite(engine, connection, target[1], streams)
                 ]
             yield Snapshot(connection, adbc, batch_rows=batch_rows)
     finally:
-        opener.shutdown(wait=True)
-        for stream in adbc:
+        if opener is not None:
+            opener.shutdown(wait=True)
+        for stream in adbc:  # also the ones opened for a snapshot that failed to start
             stream.close()
 
 
