@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +25,39 @@ if TYPE_CHECKING:
 SPEC_DIR = Path(__file__).resolve().parent.parent / "bundle_spec"
 GRAPHS_DIR = SPEC_DIR / "graphs"
 
-SCOPES = ("owned", "shared", "prerequisite", "usage", "mirror")
+
+class Scope(StrEnum):
+    """What a table's rows are to a transfer; the capabilities below say what follows from it.
+
+    A member equals its text (``Scope.USAGE == "usage"``), as the graph file and the
+    manifest write it.
+    """
+
+    OWNED = "owned"  # belongs to one root; copied; new ids in the target
+    SHARED = "shared"  # configuration owned rows reference; copied; matched by natural key
+    PREREQUISITE = "prerequisite"  # must exist in the target; travels by natural key only
+    USAGE = "usage"  # xDRs: owned, time-windowed, streamed
+    MIRROR = "mirror"  # kept mirrored by ``recordings sync``; never in a bundle
+
+    @property
+    def copied(self) -> bool:
+        """A bundle carries the rows (prerequisites travel by natural key only)."""
+        return self in (Scope.OWNED, Scope.SHARED, Scope.USAGE)
+
+    @property
+    def of_root(self) -> bool:
+        """The rows belong to one root (its own rows and its usage)."""
+        return self in (Scope.OWNED, Scope.USAGE)
+
+    @property
+    def matched(self) -> bool:
+        """The target's rows are found by natural key (reused, or required to exist)."""
+        return self in (Scope.SHARED, Scope.PREREQUISITE)
+
+
+SCOPES = tuple(Scope)
 # Scopes whose rows a bundle copies (prerequisites travel by natural key only).
-COPIED_SCOPES = ("owned", "shared", "usage")
+COPIED_SCOPES = tuple(s for s in Scope if s.copied)
 _DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
 
 
@@ -97,7 +128,7 @@ class TableSpec:
     name: str
     pk: tuple[str, ...]
     pk_kind: str
-    scope: str
+    scope: Scope
     natural_key: tuple[str, ...]
     columns: tuple[ColumnSpec, ...]
     references: tuple[Reference, ...]
@@ -126,7 +157,20 @@ class TableSpec:
 
     @property
     def is_copied(self) -> bool:
-        return self.scope in COPIED_SCOPES
+        return self.scope.copied
+
+    @property
+    def is_usage(self) -> bool:
+        return self.scope is Scope.USAGE
+
+    @property
+    def is_shared(self) -> bool:
+        return self.scope is Scope.SHARED
+
+    def from_text(self, column: str, text: str) -> Any:
+        """A key kept as text (ledger, export records) as the column's value."""
+        ctype = self.column_map[column].type if column in self.column_map else "string"
+        return int(text) if ctype.startswith("int") else text
 
     @property
     def surrogate(self) -> str | None:
@@ -239,38 +283,45 @@ class Graph:
 
 
 def _dependency_order(graph: Graph) -> tuple[tuple[str, ...], frozenset[tuple[str, str]]]:
-    # incoming[t] = references of t to other tables that must be written first
-    incoming: dict[str, set[tuple[str, str]]] = {
+    """Tables in the order a load writes them, and the (table, column) references it defers.
+
+    Where references form a cycle, the nullable references of one table are inserted as
+    NULL and updated once their rows exist; a cycle of NOT NULL references is refused.
+    """
+    # remaining[t] = references of t to other tables that must be written first
+    remaining: dict[str, set[tuple[str, str]]] = {
         name: {(r.table, r.column) for r in spec.references if r.table != name}
         for name, spec in graph.tables.items()
     }
     order: list[str] = []
     deferred: set[tuple[str, str]] = set()
-    remaining = dict(incoming)
     while remaining:
         ready = sorted(name for name, deps in remaining.items() if not {d for d, _ in deps} - set(order))
-        if ready:
-            for name in ready:
-                order.append(name)
-                del remaining[name]
-            continue
-        # A cycle: defer the nullable references of one table whose unmet needs are all nullable.
-        for name in sorted(remaining):
-            spec = graph.tables[name]
-            unmet = [(t, c) for t, c in remaining[name] if t not in order]
-            if all(spec.ref_by_column[c].nullable for _, c in unmet):
-                deferred.update((name, c) for _, c in unmet)
-                remaining[name] = {(t, c) for t, c in remaining[name] if t in order}
-                break
-        else:
-            cycle = ", ".join(
-                _cycle_members({n: {t for t, _ in deps if t in remaining} for n, deps in remaining.items()})
-            )
-            raise SpecError(
-                f"the entity graph {graph.path} has a cycle of NOT NULL references among: {cycle}",
-                hint="make one reference of the cycle nullable so the loader can insert it as NULL and update it after",
-            )
+        for name in ready:
+            order.append(name)
+            del remaining[name]
+        if not ready:
+            deferred.update(_break_cycle(graph, remaining, order))
     return tuple(order), frozenset(deferred)
+
+
+def _break_cycle(
+    graph: Graph, remaining: dict[str, set[tuple[str, str]]], order: list[str]
+) -> list[tuple[str, str]]:
+    """Defer the nullable references of one table whose unmet needs are all nullable."""
+    for name in sorted(remaining):
+        spec = graph.tables[name]
+        unmet = [(t, c) for t, c in remaining[name] if t not in order]
+        if all(spec.ref_by_column[c].nullable for _, c in unmet):
+            remaining[name] = {(t, c) for t, c in remaining[name] if t in order}
+            return [(name, c) for _, c in unmet]
+    cycle = ", ".join(
+        _cycle_members({n: {t for t, _ in deps if t in remaining} for n, deps in remaining.items()})
+    )
+    raise SpecError(
+        f"the entity graph {graph.path} has a cycle of NOT NULL references among: {cycle}",
+        hint="make one reference of the cycle nullable so the loader can insert it as NULL and update it after",
+    )
 
 
 def _cycle_members(edges: dict[str, set[str]]) -> list[str]:
@@ -322,50 +373,66 @@ def _validate_document(doc: dict[str, Any], where: str) -> None:
 
 
 def _check_consistency(graph: Graph) -> None:
+    """Refuse a graph that names a column, table or owner its tables do not have."""
     problems: list[str] = []
     for spec in graph.tables.values():
-        names = set(spec.column_names)
-        for col in (*spec.pk, *spec.natural_key, *spec.sensitive):
-            if col not in names:
-                problems.append(f"{spec.name}: column {col!r} is not among its columns")
-        if spec.time_column and spec.time_column not in names:
-            problems.append(f"{spec.name}: time column {spec.time_column!r} is not among its columns")
-        for ref in spec.references:
-            if ref.column not in names:
-                problems.append(f"{spec.name}.{ref.column}: reference column is not among its columns")
-            target = graph.tables.get(ref.table)
-            if target is None:
-                problems.append(f"{spec.name}.{ref.column}: references unknown table {ref.table!r}")
-                continue
-            if ref.target_column not in target.column_names:
-                problems.append(f"{spec.name}.{ref.column}: {ref.table} has no column {ref.target_column!r}")
-            if ref.owner and spec.scope in ("owned", "usage") and target.scope != "owned":
-                problems.append(
-                    f"{spec.name}.{ref.column}: an {spec.scope} row can only belong to an owned row"
-                )
-            if ref.owner and spec.scope == "shared" and target.scope != "shared":
-                problems.append(f"{spec.name}.{ref.column}: a shared row can only belong to a shared row")
-        if spec.scope == "usage" and not spec.owner_refs:
-            problems.append(f"{spec.name}: a usage table needs an owner reference")
-    for root in graph.roots.values():
-        if root.table not in graph.tables:
-            problems.append(f"root {root.kind}: unknown table {root.table!r}")
+        problems.extend(_table_problems(graph, spec))
+    for label, table, columns in [
+        *((f"root {r.kind}", r.table, (*r.lookup, *r.where)) for r in graph.roots.values()),
+        *((f"entity {e.kind}", e.table, (*e.lookup, *e.where)) for e in graph.entities.values()),
+    ]:
+        if table not in graph.tables:
+            problems.append(f"{label}: unknown table {table!r}")
             continue
-        spec = graph.tables[root.table]
-        for col in (*root.lookup, *root.where):
-            if col not in spec.column_names:
-                problems.append(f"root {root.kind}: {root.table} has no column {col!r}")
-    for entity in graph.entities.values():
-        if entity.table not in graph.tables:
-            problems.append(f"entity {entity.kind}: unknown table {entity.table!r}")
-            continue
-        for col in (*entity.lookup, *entity.where):
-            if col not in graph.tables[entity.table].column_names:
-                problems.append(f"entity {entity.kind}: {entity.table} has no column {col!r}")
+        problems.extend(
+            f"{label}: {table} has no column {col!r}"
+            for col in columns
+            if col not in graph.tables[table].column_map
+        )
     if problems:
         raise SpecError(
             f"entity graph {graph.path} is inconsistent: {problems[0]} ({len(problems)} problem(s))"
         )
+
+
+def _table_problems(graph: Graph, spec: TableSpec) -> list[str]:
+    """What a table's spec names that its columns or the graph lack."""
+    named = {col: "column" for col in (*spec.pk, *spec.natural_key, *spec.sensitive)}
+    for role, col in (
+        ("time column", spec.time_column),
+        ("status column", spec.status.column if spec.status else None),
+        ("billing period column", spec.billing_period.column if spec.billing_period else None),
+        ("balance column", spec.balance.column if spec.balance else None),
+    ):
+        if col is not None:
+            named.setdefault(col, role)
+    problems = [
+        f"{spec.name}: {role} {col!r} is not among its columns"
+        for col, role in named.items()
+        if col not in spec.column_map
+    ]
+    for ref in spec.references:
+        problems.extend(_reference_problems(graph, spec, ref))
+    if spec.is_usage and not spec.owner_refs:
+        problems.append(f"{spec.name}: a usage table needs an owner reference")
+    return problems
+
+
+def _reference_problems(graph: Graph, spec: TableSpec, ref: Reference) -> list[str]:
+    where = f"{spec.name}.{ref.column}"
+    problems = (
+        [] if ref.column in spec.column_map else [f"{where}: reference column is not among its columns"]
+    )
+    target = graph.tables.get(ref.table)
+    if target is None:
+        return [*problems, f"{where}: references unknown table {ref.table!r}"]
+    if ref.target_column not in target.column_map:
+        problems.append(f"{where}: {ref.table} has no column {ref.target_column!r}")
+    if ref.owner and spec.scope.of_root and target.scope is not Scope.OWNED:
+        problems.append(f"{where}: an {spec.scope} row can only belong to an owned row")
+    if ref.owner and spec.is_shared and not target.is_shared:
+        problems.append(f"{where}: a shared row can only belong to a shared row")
+    return problems
 
 
 def parse_graph(
@@ -382,7 +449,7 @@ def parse_graph(
             name=name,
             pk=tuple(t["pk"]),
             pk_kind=t["pk_kind"],
-            scope=t["scope"],
+            scope=Scope(t["scope"]),
             natural_key=tuple(t["natural_key"]),
             columns=tuple(
                 ColumnSpec(c["name"], c["type"], c["nullable"], c.get("default")) for c in t["columns"]
@@ -430,17 +497,27 @@ def parse_graph(
 
 
 def load_graph(path: str | Path, *, validate: bool = True) -> Graph:
-    """Load and validate an entity graph file."""
+    """Load and validate an entity graph file (parsed once per content: a command that
+    needs the graph in several steps reads the file again, but checks it only once)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read entity graph {path}: {exc.strerror}") from None
+    sha256 = hashlib.sha256(raw).hexdigest()
+    cached = _PARSED.get((str(path), sha256))
+    if cached is not None and (cached[1] or not validate):
+        return cached[0]
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SpecError(f"entity graph {path} is not valid JSON: {exc}") from None
-    return parse_graph(doc, path=str(path), sha256=hashlib.sha256(raw).hexdigest(), validate=validate)
+    graph = parse_graph(doc, path=str(path), sha256=sha256, validate=validate)
+    _PARSED[(str(path), sha256)] = (graph, validate)
+    return graph
+
+
+_PARSED: dict[tuple[str, str], tuple[Graph, bool]] = {}
 
 
 def graph_for_release(release: str) -> Graph:

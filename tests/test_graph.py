@@ -100,6 +100,18 @@ def test_a_not_null_cycle_is_refused() -> None:
             "does not validate at tables/accounts/scope",
         ),
         (lambda d: d["roots"]["customer"].update(table="ghosts"), "root customer: unknown table 'ghosts'"),
+        (
+            lambda d: d["tables"]["customers"]["status"].update(column="bill_state"),
+            "customers: status column 'bill_state' is not among its columns",
+        ),
+        (
+            lambda d: d["tables"]["customers"]["billing_period"].update(column="period"),
+            "customers: billing period column 'period' is not among its columns",
+        ),
+        (
+            lambda d: d["roots"]["customer"].update(lookup=["name", "nickname"]),
+            "root customer: customers has no column 'nickname'",
+        ),
     ],
 )
 def test_a_broken_graph_is_refused_by_name(change: Any, message: str) -> None:

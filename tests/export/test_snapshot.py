@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from bundler.billing.schema import build_metadata
-from bundler.export.closure import table_clause
 from bundler.export.reader import read_arrow
 from bundler.export.snapshot import open_snapshot
 from bundler.graph import graph_for_release
+from bundler.sql import table_clause
 from tests.export import fixture
 
 SPEC = graph_for_release("r1").table("xdrs")

@@ -1,4 +1,5 @@
-"""The closure of a root: every row a bundle must carry, found by walking the entity graph.
+"""SQL over the entity graph, shared by every verb: table clauses, natural keys, lookups,
+and the closure of a root (every row a bundle must carry, found by walking the graph).
 
 Two rules, applied until nothing new turns up:
 
@@ -16,13 +17,13 @@ hang from, the exporter streams them, and feeds the values they reference back i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
-from bundler.graph import Graph, Reference, TableSpec
-from bundler.keys import Key, key_value
+from bundler.graph import Graph, Reference, Scope, TableSpec
+from bundler.keys import Key, key_text, key_value
 
 IN_CHUNK = 2_000
 
@@ -76,10 +77,20 @@ def sorted_values(values: Iterable[Any]) -> list[Any]:
 class Closure:
     """Rows reached from the roots, per table, and what they reference outside."""
 
-    def __init__(self, connection: sa.Connection, graph: Graph, *, follow_shared: bool = True) -> None:
+    def __init__(
+        self,
+        connection: sa.Connection,
+        graph: Graph,
+        *,
+        follow_shared: bool = True,
+        carried: Callable[[str], Mapping[Any, Any]] | None = None,
+    ) -> None:
         self.connection = connection
         self.graph = graph
         self.follow_shared = follow_shared
+        # shared rows an earlier bundle carried (table -> pk values): referenced, not followed
+        self._carried = carried
+        self.layered: dict[str, set[Any]] = defaultdict(set)
         # table -> pk tuple -> row (pk, reference and referenced columns)
         self.rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = defaultdict(dict)
         # table -> column -> values present among included rows (to answer "is it in?")
@@ -142,7 +153,12 @@ class Closure:
         missing = {v for v in values if v is not None and not self.contains(table, column, v)}
         if not missing:
             return
-        if target.scope == "shared" and self.follow_shared:
+        if target.is_shared and self.follow_shared and self._carried is not None and column == target.pk[0]:
+            known = self._carried(table)
+            layered = {v for v in missing if v in known}
+            self.layered[table] |= layered
+            missing -= layered
+        if missing and target.is_shared and self.follow_shared:
             found = self.fetch(target, column, missing)
             self.add(table, found)
             missing -= {row[column] for row in found}
@@ -157,15 +173,23 @@ class Closure:
                 values = {row[ref.target_column] for row in new if row.get(ref.target_column) is not None}
                 if not values:
                     continue
-                if child.scope == "usage":
+                if child.is_usage:
                     self.usage_owners[child.name][ref] |= values
-                elif child.scope in ("owned", "shared"):
+                elif child.scope in (Scope.OWNED, Scope.SHARED):
                     self.add(child.name, self.fetch(child, ref.column, values))
             for ref in spec.references:
                 if ref.table == table and ref.owner:
                     continue  # a parent of the same table (a sub-customer's reseller): outside unless included
                 self.reference(ref.table, ref.target_column, (row.get(ref.column) for row in new))
         self._settle_outside()
+
+    def carry(self, table: str, values: Iterable[Any]) -> None:
+        """Carry layered rows after all (they changed since their layer): include and follow them."""
+        spec = self.graph.table(table)
+        values = set(values)
+        self.layered[table] -= values
+        self.add(table, self.fetch(spec, spec.pk[0], values))
+        self.run()
 
     def _settle_outside(self) -> None:
         """Drop from ``outside`` what was included after being recorded (self-references too)."""
@@ -176,6 +200,10 @@ class Closure:
                     del by_col[col]
             if not by_col:
                 del self.outside[table]
+        for table, values in list(self.layered.items()):
+            values -= self._present[table][self.graph.table(table).pk[0]]
+            if not values:
+                del self.layered[table]
         for spec in self.graph.tables.values():
             for ref in spec.references:
                 if ref.table == spec.name and ref.owner:
@@ -251,3 +279,64 @@ def natural_keys(
             key[col] = nested[col].get(value) if col in nested and value is not None else key_value(value)
         keys[r[column]] = key
     return keys
+
+
+def match_target(
+    connection: sa.Connection, spec: TableSpec, keys: Iterable[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Target rows whose natural key (in target values) is one of ``keys``: key → full row."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    t = table_clause(spec)
+    first = spec.natural_key[0]
+    firsts = {k[0] for k in wanted}
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for part in chunks(sorted_values(db_values(spec, first, firsts))):
+        for row in connection.execute(sa.select(t).where(t.c[first].in_(part))).mappings():
+            key = tuple(key_value(row[c]) for c in spec.natural_key)
+            if key in wanted:
+                found[key] = dict(row)
+    return found
+
+
+def db_values(spec: TableSpec, column: str, values: Iterable[Any]) -> list[Any]:
+    """Key values (JSON scalars) back into values a query can compare with the column."""
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    ctype = spec.column_map[column].type
+    out: list[Any] = []
+    for v in values:
+        if v is None:
+            continue
+        if ctype.startswith("timestamp"):
+            out.append(datetime.fromisoformat(v))
+        elif ctype == "date32":
+            out.append(date.fromisoformat(v))
+        elif ctype.startswith("decimal"):
+            out.append(Decimal(v))
+        else:
+            out.append(v)
+    return out
+
+
+def match_keys(
+    connection: sa.Connection, graph: Graph, spec: TableSpec, column: str, keys: list[Key]
+) -> dict[str, Any]:
+    """Natural keys (possibly nested) → the target's value of ``column`` for the rows that have them."""
+    if not keys:
+        return {}
+    t = table_clause(spec)
+    scalar = next((c for c in spec.natural_key if c not in spec.ref_by_column), None)
+    if scalar is not None:
+        firsts = db_values(spec, scalar, {k.get(scalar) for k in keys})
+        candidates: list[Any] = []
+        for part in chunks(sorted_values(firsts)):
+            candidates.extend(
+                connection.execute(sa.select(t.c[column]).where(t.c[scalar].in_(part))).scalars()
+            )
+    else:
+        candidates = list(connection.execute(sa.select(t.c[column])).scalars())
+    target_keys = natural_keys(connection, graph, spec.name, column, candidates)
+    return {key_text(k): value for value, k in target_keys.items()}

@@ -1,0 +1,60 @@
+"""What a command resolves once and every step then shares: the entity graph of a
+database (with the database's identity) and the graph a bundle was written with.
+
+One rule for each, so that no verb works it out again in its own way:
+
+- a database's graph is ``--spec`` when given, else the shipped graph of the release the
+  database recorded (``bundler db init``); a database with no record yet is registered
+  under the ``--spec`` graph's release;
+- a bundle's graph is the graph of the release the bundle names: ``--spec`` when it
+  describes that release (a foreign schema has no shipped graph), else the shipped one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bundler.errors import SpecError
+from bundler.graph import Graph, graph_for_release, load_graph
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where a database is used: `inspect` needs none
+    import sqlalchemy as sa
+
+    from bundler.tracking import SystemInfo
+
+
+def system_graph(connection: sa.Connection, spec: str | Path | None) -> tuple[Graph, SystemInfo]:
+    """The graph to work on a source or target database with, and the database's identity."""
+    import sqlalchemy as sa
+
+    from bundler import tracking
+
+    tracking.ensure_tables(connection)
+    if spec is not None:
+        graph = load_graph(spec)
+        if connection.execute(sa.select(tracking.system_table)).first() is None:
+            return graph, tracking.register_system(connection, graph.release)
+        return graph, tracking.read_system(connection)
+    system = tracking.read_system(connection)
+    return graph_for_release(system.release), system
+
+
+def database_graph(connection: sa.Connection, spec: str | Path | None) -> Graph:
+    """The graph of a database that must already know its release (nothing is created)."""
+    from bundler import tracking
+
+    if spec is not None:
+        return load_graph(spec)
+    return graph_for_release(tracking.read_system(connection).release)
+
+
+def bundle_graph(release: object, spec: str | Path | None = None) -> Graph:
+    """The graph of the release a bundle was written with (``--spec`` when it is that release)."""
+    if not isinstance(release, str) or not release:
+        raise SpecError("the manifest names no graph release", hint="give the entity graph with --spec PATH")
+    if spec is not None:
+        graph = load_graph(spec)
+        if graph.release == release:
+            return graph
+    return graph_for_release(release)
