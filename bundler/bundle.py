@@ -13,28 +13,35 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from bundler import __version__
 from bundler.errors import BundleInvalid, BundlerError
-from bundler.graph import SPEC_DIR
+from bundler.manifest import (
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    TABLES_DIR,
+    Manifest,
+    ManifestDraft,
+    TableEntry,
+    manifest_problems,
+    parse_manifest_bytes,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-FORMAT = "bundler-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-TABLES_DIR = "tables"
 BUNDLE_SUFFIX = ".bundle"
 PACKED_SUFFIX = ".bundle.tar.zst"
 ROW_GROUP_ROWS = 131_072
@@ -49,25 +56,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def manifest_problems(doc: Any) -> list[str]:
-    """Everything wrong with a manifest document against its JSON Schema and format version."""
-    import jsonschema
+BUNDLE_ID_MAX = 64  # the bookkeeping tables' bundle_id columns
 
-    if not isinstance(doc, dict):
-        return ["manifest.json is not a JSON object"]
-    version = doc.get("format_version")
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        return [
-            f"manifest.json has format version {version}, newer than this bundler reads ({FORMAT_VERSION}); "
-            "upgrade bundler to read it"
-        ]
-    schema = json.loads((SPEC_DIR / "manifest.schema.json").read_text())
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    problems = []
-    for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
-        at = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        problems.append(f"manifest.json does not match its schema at {at}: {error.message}")
-    return problems
+
+def bundle_slug(name: Mapping[str, Any] | str) -> str:
+    """A natural key (or a text) as the readable middle of a bundle id."""
+    if isinstance(name, Mapping):
+        name = "-".join(str(v if not isinstance(v, Mapping) else bundle_slug(v)) for v in name.values())
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.-")[:40]
+    return slug or "root"
+
+
+def new_bundle_id(kind: str, name: Mapping[str, Any] | str, now: datetime) -> str:
+    """``kind-slug-YYYYmmddTHHMMSS-xxxxxx``, at most 64 characters (the slug is shortened)."""
+    room = BUNDLE_ID_MAX - len(kind) - len("-") - len("-YYYYmmddTHHMMSS-xxxxxx")
+    slug = bundle_slug(name)[:room].rstrip("_.-") or "root"
+    return f"{kind}-{slug}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def manifest_sha256(bundle_path: Path) -> str:
+    """The sha256 of a bundle folder's manifest (what the export and load records keep)."""
+    return sha256_file(bundle_path / MANIFEST)
 
 
 class TableFile:
@@ -238,10 +247,9 @@ class BundleWriter:
             sink, self._sink = self._sink, None
             sink.stop()
 
-    def finish(self, manifest: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    def finish(self, draft: ManifestDraft) -> tuple[Path, Manifest]:
         """Write checksums and the manifest, then rename the folder into place."""
-        tables: dict[str, Any] = {}
-        total_rows = total_bytes = 0
+        tables: dict[str, TableEntry] = {}
         for tf, _ in self._files.values():
             tf.close()
         self._stop_sink()
@@ -249,38 +257,26 @@ class BundleWriter:
             tf, scope = self._files[name]
             if tf.rows == 0:
                 continue
-            size = tf.path.stat().st_size
-            tables[name] = {
-                "file": f"{TABLES_DIR}/{name}.parquet",
-                "scope": scope,
-                "rows": tf.rows,
-                "bytes": size,
-                "sha256": tf.sha256 or sha256_file(tf.path),
-                "columns": {f.name: str(f.type) for f in tf.schema},
-            }
-            tables[name].update(manifest.get("_table_extra", {}).get(name, {}))
-            total_rows += tf.rows
-            total_bytes += size
-        doc = {k: v for k, v in manifest.items() if not k.startswith("_")}
-        doc.update(
-            format=FORMAT,
-            format_version=FORMAT_VERSION,
-            bundle_id=self.bundle_id,
-            tool={"name": "bundler", "version": __version__},
-            tables=tables,
-            totals={"rows": total_rows, "bytes": total_bytes},
-        )
-        problems = manifest_problems(doc)
+            tables[name] = TableEntry(
+                file=f"{TABLES_DIR}/{name}.parquet",
+                scope=scope,
+                rows=tf.rows,
+                bytes=tf.path.stat().st_size,
+                sha256=tf.sha256 or sha256_file(tf.path),
+                columns={f.name: str(f.type) for f in tf.schema},
+            )
+        manifest = draft.complete(self.bundle_id, tables)
+        text = manifest.to_json()
+        problems = manifest_problems(json.loads(text))
         if problems:  # a bug of ours, never the user's: refuse to write a bundle we could not read
             raise BundleInvalid(self.bundle_id, problems)
         manifest_path = self.tmp_path / MANIFEST
         with open(manifest_path, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, ensure_ascii=False, sort_keys=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.rename(self.tmp_path, self.final_path)
-        return self.final_path, doc
+        return self.final_path, manifest
 
     def abort(self) -> None:
         for tf, _ in self._files.values():
@@ -312,16 +308,21 @@ class Bundle:
                 self.name,
                 ["manifest.json is missing: the bundle is incomplete (an export that did not finish?)"],
             ) from None
+        except OSError as exc:
+            raise BundleInvalid(self.name, [f"manifest.json cannot be read ({exc.strerror})"]) from None
 
     @cached_property
-    def manifest(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.manifest_bytes)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleInvalid(self.name, [f"manifest.json is not valid JSON: {exc}"]) from None
+    def doc(self) -> dict[str, Any]:
+        """The manifest as JSON, not yet validated (``inspect verify`` reports what is wrong with it)."""
+        doc = parse_manifest_bytes(self.manifest_bytes, self.name)
         if not isinstance(doc, dict):
             raise BundleInvalid(self.name, ["manifest.json is not a JSON object"])
         return doc
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        """The manifest, validated against its schema, upgraded to this format version and typed."""
+        return read_manifest(self.manifest_bytes, self.name)
 
     @property
     def manifest_sha256(self) -> str:
@@ -329,19 +330,76 @@ class Bundle:
 
     @property
     def bundle_id(self) -> str:
-        return str(self.manifest.get("bundle_id", self.path.name))
-
-    def table_path(self, table: str) -> Path:
-        return self.path / TABLES_DIR / f"{table}.parquet"
+        return str(self.doc.get("bundle_id", self.path.name))
 
     def tables(self) -> dict[str, dict[str, Any]]:
-        return dict(self.manifest.get("tables", {}))
+        """The manifest's table entries as JSON (use ``manifest.tables`` once the bundle verified)."""
+        tables = self.doc.get("tables", {})
+        return dict(tables) if isinstance(tables, dict) else {}
 
-    def iter_batches(self, table: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    # -- reading the files: every read of a bundle's data goes through the methods below, so
+    # -- that how a table is stored (today a Parquet file in the folder) is known here only
+
+    @staticmethod
+    def table_file(table: str) -> str:
+        """A table's file as the manifest names it, ``tables/<table>.parquet`` (in checks and messages)."""
+        return f"{TABLES_DIR}/{table}.parquet"
+
+    def table_path(self, table: str) -> Path:
+        """The local file of a table (for tests and tools; readers use the methods below)."""
+        return self.path / self.table_file(table)
+
+    def has_table_file(self, table: str) -> bool:
+        """Whether the bundle holds a file for ``table`` (listed in the manifest or not)."""
+        return self.table_path(table).is_file()
+
+    def parquet_file(self, table: str) -> pq.ParquetFile:
+        """The table's Parquet file, its footer read; close it (it is a context manager)."""
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.table_path(table)) as pf:
+        return pq.ParquetFile(self.table_path(table))
+
+    def iter_batches(self, table: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        with self.parquet_file(table) as pf:
             yield from pf.iter_batches(batch_size=batch_rows)
+
+    def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        """The whole table (or some of its columns) in memory: for small tables only."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.table_path(table), columns=columns)
+
+    def duckdb_source(self, table: str) -> str:
+        """What DuckDB reads the table from, as SQL to put after FROM: ``read_parquet('…')``."""
+        return "read_parquet('" + str(self.table_path(table)).replace("'", "''") + "')"
+
+    def file_names(self, folder: str = TABLES_DIR) -> list[str]:
+        """The names of the entries of one of the bundle's folders (``""``: the bundle folder itself),
+        sorted (none: no such folder)."""
+        path = self.path / folder if folder else self.path
+        return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+    def is_folder(self, relpath: str) -> bool:
+        """Whether ``relpath`` is a folder of the bundle (a symbolic link is not)."""
+        path = self.path / relpath
+        return path.is_dir() and not path.is_symlink()
+
+    def file_size(self, relpath: str) -> int | None:
+        """The size of one of the bundle's files (``tables/x.parquet``); None when it is not there."""
+        file = self.path / relpath
+        return file.stat().st_size if file.is_file() else None
+
+    def open_file(self, relpath: str) -> IO[bytes]:
+        """One of the bundle's files (``tables/x.parquet``), opened for reading bytes."""
+        return open(self.path / relpath, "rb")
+
+    def file_sha256(self, relpath: str) -> str:
+        """The sha256 of one of the bundle's files, read in chunks."""
+        digest = hashlib.sha256()
+        with self.open_file(relpath) as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -374,36 +432,44 @@ def open_bundle(path: str | Path) -> Bundle:
 
 
 def checksum_problems(bundle: Bundle) -> list[str]:
-    """Every file whose size or sha256 differs from the manifest, and every file it does not list."""
+    """Every file whose size or sha256 differs from the manifest, and every file or folder it does
+    not list: a bundle holds ``manifest.json`` and the listed ``tables/<table>.parquet``, nothing else."""
     problems = []
     listed = bundle.tables()
     for table, entry in sorted(listed.items()):
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("file") != f"{TABLES_DIR}/{table}.parquet":
+        if isinstance(entry, dict):
+            problem = _file_problem(bundle, table, entry)
+            if problem is not None:
+                problems.append(problem)
+    for name in bundle.file_names(""):
+        folder = bundle.is_folder(name)
+        if (name, folder) not in ((MANIFEST, False), (TABLES_DIR, True)):
+            shown = f"{name}/" if folder else name
             problems.append(
-                f"manifest.json: table {table} names file {entry.get('file')!r}, not {TABLES_DIR}/{table}.parquet"
+                f"{shown}: present in the bundle but not part of it "
+                f"(a bundle holds only {MANIFEST} and {TABLES_DIR}/<table>.parquet)"
             )
-            continue
-        file = bundle.path / str(entry.get("file", ""))
-        if not file.is_file():
-            problems.append(f"{entry.get('file')}: listed in the manifest but missing")
-            continue
-        size = file.stat().st_size
-        if size != entry.get("bytes"):
-            problems.append(
-                f"{entry.get('file')}: {size} bytes, the manifest says {entry.get('bytes')} (truncated or replaced)"
-            )
-        elif sha256_file(file) != entry.get("sha256"):
-            problems.append(f"{entry.get('file')}: sha256 differs from the manifest (the file was altered)")
-    tables_dir = bundle.path / TABLES_DIR
-    if tables_dir.is_dir():
-        expected = {f"{TABLES_DIR}/{t}.parquet" for t in listed}
-        for extra in sorted(tables_dir.iterdir()):
-            rel = f"{TABLES_DIR}/{extra.name}"
-            if rel not in expected:
-                problems.append(f"{rel}: present in the bundle but not listed in the manifest")
+    expected = {Bundle.table_file(t) for t in listed}
+    for name in bundle.file_names(TABLES_DIR):
+        rel = f"{TABLES_DIR}/{name}"
+        if rel not in expected:
+            problems.append(f"{rel}: present in the bundle but not listed in the manifest")
     return problems
+
+
+def _file_problem(bundle: Bundle, table: str, entry: dict[str, Any]) -> str | None:
+    """What is wrong with the file of one table entry of the manifest, if anything."""
+    file = entry.get("file")
+    if file != Bundle.table_file(table):
+        return f"manifest.json: table {table} names file {file!r}, not {Bundle.table_file(table)}"
+    size = bundle.file_size(file)
+    if size is None:
+        return f"{file}: listed in the manifest but missing"
+    if size != entry.get("bytes"):
+        return f"{file}: {size} bytes, the manifest says {entry.get('bytes')} (truncated or replaced)"
+    if bundle.file_sha256(file) != entry.get("sha256"):
+        return f"{file}: sha256 differs from the manifest (the file was altered)"
+    return None
 
 
 # -- pack / unpack -------------------------------------------------------------------------
@@ -417,7 +483,7 @@ def pack(bundle_path: str | Path, out_file: str | Path, level: int = 3) -> Path:
     bundle = open_bundle(src)
     if not src.is_dir():
         raise BundlerError(f"{src} is already a packed bundle")
-    problems = manifest_problems(bundle.manifest) + checksum_problems(bundle)
+    problems = manifest_problems(bundle.doc) + checksum_problems(bundle)
     if problems:
         raise BundleInvalid(str(src), problems, hint="re-export it; a bundle is packed only when it verifies")
     out = Path(out_file)
@@ -442,21 +508,43 @@ def pack(bundle_path: str | Path, out_file: str | Path, level: int = 3) -> Path:
     return out
 
 
+_MEMBER = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(/(manifest\.json|tables(/[A-Za-z_][A-Za-z0-9_]*\.parquet)?))?$"
+)
+MAX_PACKED_MEMBERS = 10_000  # a bundle holds one file per table and its manifest
+
+
+def _member_problem(member: tarfile.TarInfo) -> str | None:
+    """Why a packed member cannot be part of a bundle (None when it can)."""
+    name = member.name.rstrip("/")
+    if not _MEMBER.match(name) or ".." in name.split("/"):
+        return f"{member.name}: not a file a bundle holds (only manifest.json and tables/<table>.parquet)"
+    is_file = name.endswith((".parquet", "/manifest.json"))
+    if (member.isfile() if is_file else member.isdir()) is False:
+        return f"{member.name}: not a regular {'file' if is_file else 'folder'}"
+    if is_file and name.endswith(MANIFEST) and member.size > MAX_MANIFEST_BYTES:
+        return f"{member.name}: {member.size} bytes, more than a manifest may have"
+    return None
+
+
 def _extract(packed: Path, dest: Path) -> Path:
+    """Unpack a packed bundle into ``dest``, refusing anything a bundle does not hold."""
     import zstandard
 
+    roots: set[str] = set()
     try:
         with open(packed, "rb") as raw:
             reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(raw)
             with tarfile.open(fileobj=reader, mode="r|") as tar:
-                roots: set[str] = set()
-                for member in tar:
-                    parts = Path(member.name).parts
-                    if not member.isfile() and not member.isdir():
-                        raise BundleInvalid(str(packed), [f"{member.name}: not a regular file"])
-                    if member.name.startswith("/") or ".." in parts or len(parts) > 3:
-                        raise BundleInvalid(str(packed), [f"{member.name}: unsafe path in the packed bundle"])
-                    roots.add(parts[0])
+                for count, member in enumerate(tar, start=1):
+                    problem = _member_problem(member)
+                    if problem is None and count > MAX_PACKED_MEMBERS:
+                        problem = f"more than {MAX_PACKED_MEMBERS} files: not a bundle"
+                    if problem is not None:
+                        raise BundleInvalid(str(packed), [problem])
+                    roots.add(member.name.split("/")[0])
+                    if len(roots) > 1:
+                        break
                     tar.extract(member, dest, filter="data")
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise BundleInvalid(str(packed), [f"not a readable packed bundle ({exc})"]) from None
@@ -476,7 +564,7 @@ def unpack(packed: str | Path, out_dir: str | Path) -> Path:
     try:
         inner = _extract(src, staging)
         bundle = Bundle(inner, src)
-        problems = manifest_problems(bundle.manifest) + checksum_problems(bundle)
+        problems = manifest_problems(bundle.doc) + checksum_problems(bundle)
         if problems:
             raise BundleInvalid(str(src), problems, hint="copy the file again from its origin")
         final = out / inner.name
