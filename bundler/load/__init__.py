@@ -12,12 +12,14 @@ if TYPE_CHECKING:
     from bundler.load.load import (
         LoadResult,
         TablePlan,
+        TargetCache,
         load_bundle,
     )
 
 __all__ = [
     "LoadResult",
     "TablePlan",
+    "TargetCache",
     "load_bundle",
 ]
 

@@ -42,13 +42,11 @@ def canonical_rows(
     """Every row of the bundle in ``graph``'s release, ids replaced by shared identities."""
     bundle = open_bundle(path)
     manifest = bundle.manifest
-    translator = translator_for(graph_for_release(manifest["graph"]["release"]), graph)
+    translator = translator_for(graph_for_release(manifest.graph.release), graph)
     prereq: dict[str, dict[str, str]] = {}
-    for table, entry in manifest["prerequisites"].items():
+    for table, entry in manifest.prerequisites.items():
         t, _ = translator.translate_key(table, {})
-        prereq[t] = {
-            str(r["value"]): key_text(translator.translate_key(table, r["key"])[1]) for r in entry["rows"]
-        }
+        prereq[t] = {str(r.value): key_text(translator.translate_key(table, r.key)[1]) for r in entry.rows}
     carried = set(translator.tables(bundle.tables()))
 
     def ident(table: str, value: Any) -> Any:

@@ -92,7 +92,7 @@ class Setup:
         options = ExportOptions(now=NOW, xdrs="all")
         vendor = export_root(self.source, "vendor", "Carrier Ä", tmp_path / "a", options=options)
         self.bundle = export_root(self.source, "customer", "acme", tmp_path / "a", options=options)
-        assert self.bundle.manifest["tables"]["xdrs"]["rows"] == 5 + extra_xdrs
+        assert self.bundle.manifest.tables["xdrs"].rows == 5 + extra_xdrs
         load_bundle(self.target, vendor.path)
         self.target.dispose()  # no idle pooled session on the target: the loader's is the only one
         self.before = snapshot(self.target_url)
@@ -124,7 +124,7 @@ class Setup:
             self.tmp_path / "b",
             options=ExportOptions(now=NOW, xdrs="all", mark=False),
         )
-        assert again.manifest["tables"]["xdrs"]["rows"] == 5 + self.extra_xdrs
+        assert again.manifest.tables["xdrs"].rows == 5 + self.extra_xdrs
         assert differences(self.bundle.path, self.target, again.path, graph_for_release("r2")) == []
         # and the load is recorded once
         assert load_bundle(self.target, self.bundle.path).outcome == "already-loaded"

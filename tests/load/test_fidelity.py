@@ -36,11 +36,11 @@ def test_round_trip_is_exact(new_db: Any, tmp_path: Path, source_dialect: str, t
     again = export_root(
         target, "customer", "acme", tmp_path / "b", options=ExportOptions(now=NOW, xdrs="all", mark=False)
     )
-    assert again.manifest["graph"]["release"] == "r2"
+    assert again.manifest.graph.release == "r2"
     assert differences(first.path, target, again.path, graph_for_release("r2")) == []
     # the split table and the new column came out of the translation, not from nowhere
-    assert again.manifest["tables"]["customer_contacts"]["rows"] == 1
-    assert again.manifest["tables"]["xdrs"]["rows"] == 5
+    assert again.manifest.tables["customer_contacts"].rows == 1
+    assert again.manifest.tables["xdrs"].rows == 5
 
 
 def test_same_release_round_trip(new_db: Any, tmp_path: Path) -> None:

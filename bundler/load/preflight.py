@@ -1,0 +1,126 @@
+"""Before anything is decided or written: every prerequisite the bundle names exists in the
+target (all missing ones listed at once), and none of the bundle's own rows is already there.
+
+A row that an earlier bundle brought (the manifest names it under ``from``: a usage bundle's
+accounts, brought by its customer bundle; in a layered bundle, the shared rows an earlier
+bundle carried) is found through the ledger of that load, and only there: a row its ledger
+does not hold is missing, never matched by natural key instead. The others are found by
+natural key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from bundler import tracking
+from bundler.errors import BundlerError, PrerequisitesMissing
+from bundler.keys import describe, key_text, key_value
+from bundler.ledger import ledger_map
+from bundler.load.state import LoadState, source_value, typed
+from bundler.manifest import Outside, OutsideRow
+from bundler.sql import match_keys, match_target
+
+SHOWN = 20  # missing prerequisites named in the error; the rest are counted
+
+
+def preflight(state: LoadState) -> None:
+    """Map every prerequisite to its target row, or raise listing all that are missing."""
+    missing: list[str] = []
+    for source_table, entry in sorted(state.manifest.prerequisites.items()):
+        _map_prerequisites(state, source_table, entry, missing)
+    if missing:
+        shown = "; ".join(missing[:SHOWN]) + (
+            f"; … and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
+        )
+        raise PrerequisitesMissing(
+            f"bundle {state.bundle_id}: the target lacks {len(missing)} prerequisite(s): {shown}",
+            hint="create them in the target (or load the bundles that bring them), then load again",
+        )
+
+
+def _map_prerequisites(state: LoadState, source_table: str, entry: Outside, missing: list[str]) -> None:
+    """Put the target rows of one table's prerequisites in its id map; add the missing to ``missing``."""
+    mapped: dict[Any, Any] = {}
+    table = source_table
+    if entry.source_bundles:
+        mapped = _through_ledger(state, entry.source_bundles, source_table, [r.value for r in entry.rows])
+        bundles = ", ".join(entry.source_bundles)
+        missing.extend(
+            f"{source_table} {describe(r.key)} (not in the ledger of {bundles})"
+            for r in entry.rows
+            if r.value not in mapped
+        )
+    elif entry.rows:
+        table = _match_by_key(state, source_table, entry.column, list(entry.rows), mapped, missing)
+    target_map = state.idmap(table)
+    for row in entry.rows:
+        if row.value in mapped:
+            target_map.set(source_value(state.graph.table(table), entry.column, row.value), mapped[row.value])
+
+
+def _match_by_key(
+    state: LoadState,
+    source_table: str,
+    column: str,
+    pending: list[OutsideRow],
+    mapped: dict[Any, Any],
+    missing: list[str],
+) -> str:
+    """Find ``pending`` rows in the target by natural key (into ``mapped``); the target table's name."""
+    translated = [state.tr.translate_key(source_table, r.key) for r in pending]
+    table = translated[0][0]
+    spec = state.graph.table(table)
+    found = match_keys(state.conn, state.graph, spec, column, [k for _, k in translated])
+    for row, (_, key) in zip(pending, translated, strict=True):
+        target = found.get(key_text(key))
+        if target is None:
+            missing.append(f"{table} {describe(key)}")
+        else:
+            mapped[row.value] = target
+    return table
+
+
+def _through_ledger(
+    state: LoadState, depends: tuple[str, ...], table: str, values: list[Any]
+) -> dict[Any, Any]:
+    """The target rows the loads of ``depends`` gave these source values (all must be loaded)."""
+    loads = tracking.loads_table
+    loaded = set(
+        state.conn.execute(sa.select(loads.c.bundle_id).where(loads.c.bundle_id.in_(depends))).scalars()
+    )
+    absent = [d for d in depends if d not in loaded]
+    if absent:
+        raise PrerequisitesMissing(
+            f"bundle {state.bundle_id} depends on bundle {', '.join(absent)}, which this target has not loaded "
+            f"(it brought {table})",
+            hint=f"load bundle {absent[0]} first, then this one",
+        )
+    wanted = {str(v): v for v in values}
+    found = ledger_map(state.conn, table, wanted, bundles=depends)
+    return {wanted[source_pk]: typed(target_pk) for source_pk, target_pk in found.items()}
+
+
+def check_owned_conflicts(state: LoadState) -> None:
+    """Owned rows whose natural key the target already has: the load would collide."""
+    clashes: list[str] = []
+    for spec in state.graph.tables_in_order(("owned",)):
+        if spec.name not in state.tables or any(c in spec.ref_by_column for c in spec.natural_key):
+            continue
+        keep = state.worth_keeping(spec.name)  # for the write, which reads them next
+        values = [
+            tuple(key_value(row[c]) for c in spec.natural_key)
+            for batch in state.reader.scan(spec.name, keep=keep)
+            for row in batch.select(list(spec.natural_key)).to_pylist()
+        ]
+        for key, row in match_target(state.conn, spec, values).items():
+            clashes.append(
+                f"{spec.name} {describe(dict(zip(spec.natural_key, key, strict=True)))} (target {spec.pk[0]} {row[spec.pk[0]]})"
+            )
+    if clashes:
+        raise BundlerError(
+            f"bundle {state.bundle_id}: the target already has {len(clashes)} of its own row(s): "
+            + "; ".join(clashes[:10]),
+            hint="was it loaded before under another bundle id? clean it from the target first (bundler clean)",
+        )
