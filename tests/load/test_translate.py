@@ -616,9 +616,10 @@ def test_an_r1_bundle_becomes_r2(r1_bundle: Bundle) -> None:
         "hunt_groups",
         {"i_customer": {"name": "acme"}, "name": "Sales"},
     )
-    for table, entry in r1_bundle.manifest["prerequisites"].items():
-        for row in entry["rows"]:
-            assert translator.translate_key(table, row["key"]) == (table, row["key"])
+    assert r1_bundle.manifest.prerequisites
+    for table, entry in r1_bundle.manifest.prerequisites.items():
+        for row in entry.rows:
+            assert translator.translate_key(table, row.key) == (table, row.key)
     origin = translator.split_origin("customer_contacts")
     assert origin is not None and origin.parent == "customers" and origin.source == "customers"
     assert origin.key["i_customer_contact"] == "i_customer"
