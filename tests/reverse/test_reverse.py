@@ -21,9 +21,10 @@ from bundler.export import ExportOptions, export_root
 from bundler.graph import GRAPHS_DIR, graph_for_release, parse_graph
 from bundler.inspect.verify import verify_bundle
 from bundler.load import load_bundle
+from bundler.manifest import RootRef
 from bundler.reverse import reverse_export, reverse_load
 from bundler.reverse.commands import reverse
-from bundler.reverse.reverse import _compatible
+from bundler.reverse.compat import check_compatible
 from tests.export import fixture
 from tests.export.fixture import NOW, XDRS
 
@@ -248,14 +249,14 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
     report = verify_bundle(exported.path)
     assert report.problems == [] and report.kind == "reverse"
     manifest = exported.manifest
-    assert manifest["kind"] == "reverse" and manifest["depends_on"] == [world.export_bundle]
-    assert manifest["root"] == {"table": "customers", "source_pk": 4, "natural_key": {"name": "acme"}}
-    assert manifest["reverse"]["by_key"] == ["services"]
-    assert {r["value"]: r["key"] for r in manifest["prerequisites"]["accounts"]["rows"]} == {
+    assert manifest.kind == "reverse" and manifest.depends_on == (world.export_bundle,)
+    assert manifest.root == RootRef("customers", 4, {"name": "acme"})
+    assert manifest.reverse is not None and manifest.reverse["by_key"] == ["services"]
+    assert {r.value: r.key for r in manifest.prerequisites["accounts"].rows} == {
         1: {"id": "acme-1"},
         2: {"id": "acme-2"},
     }
-    assert {r["value"] for r in manifest["prerequisites"]["destinations"]["rows"]} == {1, 3}  # 44 and 81
+    assert {r.value for r in manifest.prerequisites["destinations"].rows} == {1, 3}  # 44 and 81
 
     loaded = reverse_load(world.source, exported.path)
 
@@ -337,6 +338,42 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
     again = reverse_load(world.source, exported.path)
     assert again.outcome == "already-returned" and again.imported == {}
     assert snapshot(world.source) == settled
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_long_customer_name_gets_a_bundle_id_the_bookkeeping_tables_hold(
+    new_db: Any, dialect: str, tmp_path: Path
+) -> None:
+    """The bundle id fits the String(64) bundle_id columns however long the customer's name."""
+    world = migrate(new_db, dialect, tmp_path / "out")
+    use_on_target(world)
+    long_name = "acme, a customer whose name fills the whole column of its table."  # 64, the column's size
+    assert len(long_name) == 64
+    customers = R2.tables["customers"]
+    with world.target.begin() as conn:
+        conn.execute(sa.update(customers).where(customers.c.name == "acme").values(name=long_name))
+
+    exported = reverse_export(world.target, long_name, tmp_path / "back", now=NOW)
+
+    assert len(exported.bundle_id) <= 64 and exported.bundle_id.startswith("reverse-acme_a_customer")
+    assert exported.manifest.root == RootRef("customers", 4, {"name": long_name})
+    assert exported.returnable == {"xdrs": 4} and verify_bundle(exported.path).problems == []
+    sql = "SELECT status FROM bundler_exports WHERE bundle_id = :b"
+    assert scalar(world.target, sql, b=exported.bundle_id) == "done"
+
+    loaded = reverse_load(world.source, exported.path)
+
+    assert loaded.outcome == "returned" and loaded.imported == {"xdrs": 3}
+    assert loaded.root["natural_key"] == {"name": long_name}
+    sql = "SELECT outcome FROM bundler_loads WHERE bundle_id = :b"
+    assert scalar(world.source, sql, b=exported.bundle_id) == "loaded"
+    sql = "SELECT count(*) FROM bundler_ledger WHERE bundle_id = :b"
+    assert scalar(world.source, sql, b=exported.bundle_id) == 3
+    assert scalar(
+        world.source, "SELECT status FROM bundler_exports WHERE bundle_id = :b", b=world.export_bundle
+    ) == ("reversed")
+    assert scalar(world.source, "SELECT bill_status FROM customers WHERE name = 'acme'") == "O"
+    assert reverse_load(world.source, exported.path).outcome == "already-returned"
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -435,10 +472,12 @@ def test_usage_tables_that_differ_between_releases_are_refused() -> None:
         if column["name"] == "description":
             column["name"] = "descr"
     other = parse_graph(doc)
-    manifest = {"prerequisites": {}, "reverse": {"by_key": [], "rows": []}}
+    reverse_section = {"by_key": [], "rows": []}
     with pytest.raises(SpecError, match="the columns of xdrs differ: descr, description"):
-        _compatible(graph_for_release("r2"), other, manifest, ["xdrs"])
-    _compatible(graph_for_release("r2"), graph_for_release("r1"), manifest, ["xdrs", "vendor_xdrs"])
+        check_compatible(graph_for_release("r2"), other, ["xdrs"], {}, reverse_section)
+    check_compatible(
+        graph_for_release("r2"), graph_for_release("r1"), ["xdrs", "vendor_xdrs"], {}, reverse_section
+    )
 
 
 def test_usage_of_a_two_phase_transfer_is_known_and_a_packed_bundle_applies(
