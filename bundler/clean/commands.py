@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
@@ -10,7 +11,7 @@ from bundler.errors import UsageError
 from bundler.options import json_option, print_json, progress_for_cli, spec_option
 
 if TYPE_CHECKING:
-    from bundler.clean.clean import CleanPlan, CleanResult
+    from bundler.clean.model import CleanPlan, CleanResult
 
 KEPT_SHOWN = 20
 
@@ -152,38 +153,46 @@ def clean_command(
 
 
 def _print_plan(plan: CleanPlan, *, err: bool) -> None:
-    def out(text: str = "") -> None:
-        click.echo(text, err=err)
+    for line in _plan_lines(plan):
+        click.echo(line, err=err)
 
-    out(f"side: {plan.side} ({plan.side_reason})")
-    out(f"database: {plan.database} (release {plan.release})")
+
+def _plan_lines(plan: CleanPlan) -> Iterator[str]:
+    yield f"side: {plan.side} ({plan.side_reason})"
+    yield f"database: {plan.database} (release {plan.release})"
+    word = "loads" if plan.side == "target" else "exports"
     for s in plan.selected:
-        word = "loads" if plan.side == "target" else "exports"
-        out(f"selected: {s.what}; {word}: {', '.join(s.bundles) or 'none'}")
-    tables = len(plan.tables)
-    out(f"plan: remove {plan.rows} row(s) from {tables} table(s), children first")
+        yield f"selected: {s.what}; {word}: {', '.join(s.bundles) or 'none'}"
+    yield f"plan: remove {plan.rows} row(s) from {len(plan.tables)} table(s), children first"
     width = max((len(t) for t in plan.tables), default=10)
     for table, n in plan.tables.items():
-        out(f"  {table:<{width}}  {n:>9}")
+        yield f"  {table:<{width}}  {n:>9}"
     for column, n in plan.unlink.items():
-        out(f"  first set {column} to NULL in {n} row(s) (breaks a reference cycle)")
-    if plan.kept:
-        causes = sum(1 for k in plan.kept if k.held_from_outside)
-        out(
-            f"kept {len(plan.kept)} row(s) still in use ({causes} held by data outside the set, the rest with them):"
-        )
-        for row in plan.kept[:KEPT_SHOWN]:
-            out(f"  {row.line()}")
-        if len(plan.kept) > KEPT_SHOWN:
-            out(f"  … and {len(plan.kept) - KEPT_SHOWN} more kept row(s) (see --json)")
-    if plan.side == "target":
+        yield f"  first set {column} to NULL in {n} row(s) (breaks a reference cycle)"
+    yield from _kept_lines(plan)
+    yield from _bookkeeping_lines(plan)
+
+
+def _kept_lines(plan: CleanPlan) -> Iterator[str]:
+    if not plan.kept:
+        return
+    causes = sum(1 for k in plan.kept if k.held_from_outside)
+    yield f"kept {len(plan.kept)} row(s) still in use ({causes} held by data outside the set, the rest with them):"
+    for row in plan.kept[:KEPT_SHOWN]:
+        yield f"  {row.line()}"
+    if len(plan.kept) > KEPT_SHOWN:
+        yield f"  … and {len(plan.kept) - KEPT_SHOWN} more kept row(s) (see --json)"
+
+
+def _bookkeeping_lines(plan: CleanPlan) -> Iterator[str]:
+    if plan.side != "target":
         for bundle_id in plan.closes:
-            out(f"bookkeeping: forget load {bundle_id} (every row it created goes; it can be loaded again)")
-        for bundle_id, n in plan.partly.items():
-            out(f"bookkeeping: load {bundle_id} keeps {n} created row(s) in the target; its record stays")
-    else:
-        for bundle_id in plan.closes:
-            out(f"bookkeeping: record export {bundle_id} as cleaned")
+            yield f"bookkeeping: record export {bundle_id} as cleaned"
+        return
+    for bundle_id in plan.closes:
+        yield f"bookkeeping: forget load {bundle_id} (every row it created goes; it can be loaded again)"
+    for bundle_id, n in plan.partly.items():
+        yield f"bookkeeping: load {bundle_id} keeps {n} created row(s) in the target; its record stays"
 
 
 def _print_result(result: CleanResult) -> None:

@@ -30,10 +30,10 @@ from bundler.export import (
     export_root,
     restore_export,
 )
-from bundler.export.closure import table_clause
 from bundler.graph import Graph, graph_for_release
 from bundler.keys import key_value
 from bundler.load import load_bundle
+from bundler.sql import table_clause
 from tests.export import fixture
 from tests.export.fixture import NOW, ROWS
 
@@ -127,9 +127,9 @@ def export_status(engine: sa.Engine, bundle_id: str) -> str:
 
 def bundle_rows(result: ExportResult) -> set[tuple[str, str]]:
     """(table, source pk text) of every row a bundle carries."""
-    graph = graph_for_release(result.manifest["graph"]["release"])
+    graph = graph_for_release(result.manifest.graph.release)
     out = set()
-    for table in result.manifest["tables"]:
+    for table in result.manifest.tables:
         spec = graph.table(table)
         data = pq.read_table(Path(result.path) / "tables" / f"{table}.parquet", columns=list(spec.pk))
         for row in data.to_pylist():
