@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -100,11 +101,9 @@ def sync_command(
     import threading
     from datetime import timedelta
 
-    from sqlalchemy.exc import OperationalError
-
     from bundler.db import connect
     from bundler.graph import load_graph
-    from bundler.recordings.store import StoreError, open_store
+    from bundler.recordings.store import open_store
     from bundler.recordings.sync import run_every, stop_on_signals, sync_recordings
 
     graph = load_graph(spec) if spec else None
@@ -114,12 +113,8 @@ def sync_command(
     stop = threading.Event()
     passes = [0]
 
-    def on_first(name: str) -> None:
-        what = "Ctrl-C again to abort at once" if name == "SIGINT" else "SIGINT to abort at once"
-        click.echo(f"{name}: stopping after the current file ({what})", err=True)
-
     try:
-        with stop_on_signals(stop, on_first), progress_for_cli() as progress:
+        with stop_on_signals(stop, _say_stopping), progress_for_cli() as progress:
 
             def one_pass() -> PassReport:
                 report = sync_recordings(
@@ -143,24 +138,39 @@ def sync_command(
                     print_report(report)
                 return
 
-            def on_pass(report: PassReport) -> None:
-                if as_json:
-                    click.echo(json.dumps(report.to_dict(), ensure_ascii=False, default=str))
-                else:
-                    print_report(report)
-
-            def on_error(exc: Exception) -> bool:
-                # a misconfiguration fails the first pass at once; later passes ride out outages
-                if passes[0] > 0 and isinstance(exc, OperationalError | StoreError | OSError):
-                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    click.echo(f"pass failed: {message}; next pass in {every:g} s", err=True)
-                    return True
-                return False
-
-            run_every(every, one_pass, stop=stop, on_pass=on_pass, on_error=on_error)
+            on_pass = _print_json_line if as_json else print_report
+            run_every(every, one_pass, stop=stop, on_pass=on_pass, on_error=_outage_handler(passes, every))
     finally:
         source_engine.dispose()
         target_engine.dispose()
+
+
+def _print_json_line(report: PassReport) -> None:
+    """A pass of --every --json: its report as one line of JSON."""
+    click.echo(json.dumps(report.to_dict(), ensure_ascii=False, default=str))
+
+
+def _say_stopping(name: str) -> None:
+    """The first SIGINT or SIGTERM: say how the pass stops, and how to abort it at once."""
+    what = "Ctrl-C again to abort at once" if name == "SIGINT" else "SIGINT to abort at once"
+    click.echo(f"{name}: stopping after the current file ({what})", err=True)
+
+
+def _outage_handler(passes: list[int], every: float) -> Callable[[Exception], bool]:
+    """``on_error`` of :func:`run_every`: True (carry on) for an outage after the first pass."""
+    from sqlalchemy.exc import OperationalError
+
+    from bundler.recordings.store import StoreError
+
+    def on_error(exc: Exception) -> bool:
+        # a misconfiguration fails the first pass at once; later passes ride out outages
+        if passes[0] > 0 and isinstance(exc, OperationalError | StoreError | OSError):
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"pass failed: {message}; next pass in {every:g} s", err=True)
+            return True
+        return False
+
+    return on_error
 
 
 def _size(n: int) -> str:
@@ -174,6 +184,16 @@ def _size(n: int) -> str:
 
 def print_report(report: PassReport) -> None:
     """One summary line per pass, then the failures, one per line."""
+    click.echo(_summary(report))
+    for failure in report.failures:
+        key = ", ".join(f"{k}={v}" for k, v in failure.key.items())
+        click.echo(f"  FAILED {failure.table} {key} ({failure.file_name}): {failure.reason}")
+    if report.failed > len(report.failures):
+        click.echo(f"  … and {report.failed - len(report.failures)} more failure(s)")
+
+
+def _summary(report: PassReport) -> str:
+    """The summary line of a pass."""
     extra = []
     if report.in_place:
         extra.append(f"{report.in_place} already in place")
@@ -185,15 +205,10 @@ def print_report(report: PassReport) -> None:
         for t in report.tables
         if t.watermark_time is not None
     ]
-    click.echo(
+    return (
         f"pass {report.started_at:%Y-%m-%d %H:%M:%S}: copied {report.copied} file(s), "
         f"{_size(report.copied_bytes)}{more}; skipped {report.skipped} ({_size(report.skipped_bytes)}); "
         f"failed {report.failed} ({_size(report.failed_bytes)}); {report.seconds:.1f} s"
         + (f"; watermark {', '.join(marks)}" if marks else "")
         + ("; stopped early" if report.stopped else "")
     )
-    for failure in report.failures:
-        key = ", ".join(f"{k}={v}" for k, v in failure.key.items())
-        click.echo(f"  FAILED {failure.table} {key} ({failure.file_name}): {failure.reason}")
-    if report.failed > len(report.failures):
-        click.echo(f"  … and {report.failed - len(report.failures)} more failure(s)")

@@ -260,46 +260,55 @@ class Store:
         """
         final = self.path(name)
         tmp = self.temporary(final)
-        try:
-            src = source.open_input(name)
-        except FileNotFoundError:
-            raise SourceFileMissing(name, f"missing in the source store {source.location}") from None
-        except OSError as exc:
-            raise SourceFileUnreadable(name, f"cannot read it in the source store: {exc}") from None
-        sha = hashlib.sha256()
-        copied = 0
+        src = _open_source(source, name)
         with src:
-            try:
-                self._make_parent(final)
-                out = self.open_output(tmp)
-            except OSError as exc:
-                raise StoreError(f"cannot write {name} in store {self.location}: {exc}") from exc
+            out = self._open_temporary(name, final, tmp)
             try:
                 with out:
-                    while True:
-                        try:
-                            chunk = src.read(CHUNK_BYTES)
-                        except OSError as exc:
-                            raise SourceFileUnreadable(name, f"reading it failed half way: {exc}") from None
-                        if not chunk:
-                            break
-                        sha.update(chunk)
-                        copied += len(chunk)
-                        try:
-                            out.write(chunk)
-                        except OSError as exc:
-                            raise StoreError(f"cannot write {name} in store {self.location}: {exc}") from exc
+                    copied, digest = self._stream(name, src, out)
             except Exception:
                 self._discard(tmp)
                 raise
-        if not _digest_matches(copied, sha.hexdigest(), size, sha256):
+        if not _digest_matches(copied, digest, size, sha256):
             self._discard(tmp)
             raise SourceFileDiffers(
                 name,
-                f"the source file ({copied:,} bytes, sha256 {sha.hexdigest()[:12]}…) does not match "
+                f"the source file ({copied:,} bytes, sha256 {digest[:12]}…) does not match "
                 f"its metadata ({size if size is not None else '?'} bytes, sha256 {(sha256 or '?')[:12]}…)",
             )
         self._place(tmp, final)
+        self._check_copy(name, size, sha256)
+        return copied
+
+    def _open_temporary(self, name: str, final: str, tmp: str) -> pa.NativeFile:
+        """The temporary file a copy of ``name`` is written to, its folder made first."""
+        try:
+            self._make_parent(final)
+            return self.open_output(tmp)
+        except OSError as exc:
+            raise StoreError(f"cannot write {name} in store {self.location}: {exc}") from exc
+
+    def _stream(self, name: str, src: pa.NativeFile, out: pa.NativeFile) -> tuple[int, str]:
+        """Copy ``src`` to ``out`` in chunks; the bytes copied and their sha256 (hex)."""
+        sha = hashlib.sha256()
+        copied = 0
+        while True:
+            try:
+                chunk = src.read(CHUNK_BYTES)
+            except OSError as exc:
+                raise SourceFileUnreadable(name, f"reading it failed half way: {exc}") from None
+            if not chunk:
+                break
+            sha.update(chunk)
+            copied += len(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise StoreError(f"cannot write {name} in store {self.location}: {exc}") from exc
+        return copied, sha.hexdigest()
+
+    def _check_copy(self, name: str, size: int | None, sha256: str | None) -> None:
+        """Read the copy back at its final name: :class:`CopyCorrupt` unless it matches."""
         try:
             got_size, got = self.digest(name)
         except OSError as exc:
@@ -308,7 +317,16 @@ class Store:
             raise CopyCorrupt(
                 name, f"the copy read back ({got_size:,} bytes, sha256 {got[:12]}…) differs from the source"
             )
-        return copied
+
+
+def _open_source(source: Store, name: str) -> pa.NativeFile:
+    """``name`` opened in the source store, or the file problem that prevents it."""
+    try:
+        return source.open_input(name)
+    except FileNotFoundError:
+        raise SourceFileMissing(name, f"missing in the source store {source.location}") from None
+    except OSError as exc:
+        raise SourceFileUnreadable(name, f"cannot read it in the source store: {exc}") from None
 
 
 def open_store(location: str | Store) -> Store:

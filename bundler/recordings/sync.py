@@ -50,34 +50,39 @@ row disappears from the source. A store that cannot be written, or a database er
 stops the pass (what was done stays done).
 
 Run one sync per target at a time.
+
+The steps live in their own modules: :mod:`~bundler.recordings.plan` (what is mirrored),
+:mod:`~bundler.recordings.state` (watermark and retry list), :mod:`~bundler.recordings.table_sync`
+(one table of a pass) and :mod:`~bundler.recordings.report` (what a pass reports).
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from types import FrameType
-from typing import Any
 
 import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.db import begin_write
-from bundler.errors import DatabaseError, SpecError
+from bundler.errors import DatabaseError
 from bundler.graph import Graph, graph_for_release
-from bundler.keys import describe, key_text, key_value
 from bundler.progress import NullProgress, Progress
-from bundler.recordings.store import CopyCorrupt, FileProblem, Store, open_store
+from bundler.recordings.plan import FileColumns, MirrorPlan, mirror_plans
+from bundler.recordings.report import MAX_LISTED_FAILURES, Failure, PassReport, TableReport
+from bundler.recordings.state import ensure_state_tables, retry_table, state_metadata, watermark_table
+from bundler.recordings.store import Store, open_store
+from bundler.recordings.table_sync import COPY_ATTEMPTS, PassContext, TableSync
 
 __all__ = [
     "COPY_ATTEMPTS",
     "DEFAULT_LOOKBACK",
+    "MAX_LISTED_FAILURES",
     "PAGE_SIZE",
     "Failure",
     "FileColumns",
@@ -86,632 +91,18 @@ __all__ = [
     "TableReport",
     "ensure_state_tables",
     "mirror_plans",
+    "retry_table",
     "run_every",
+    "state_metadata",
     "stop_on_signals",
     "sync_recordings",
+    "watermark_table",
 ]
 
 #: Source rows read (and target rows inserted, in one transaction) at a time.
 PAGE_SIZE = 100
 #: How far before the watermark each pass looks again for rows that arrived late.
 DEFAULT_LOOKBACK = timedelta(hours=1)
-#: Copies of one file tried in a pass when the copy reads back wrong.
-COPY_ATTEMPTS = 3
-#: Failures listed one by one in a report (all are counted).
-MAX_LISTED_FAILURES = 100
-#: Identities per ``IN (...)`` list.
-_IN_CHUNK = 500
-
-# -- bundler's own tables in the target -----------------------------------------------------------
-
-state_metadata = sa.MetaData()
-
-watermark_table = sa.Table(
-    "bundler_recordings_sync",
-    state_metadata,
-    sa.Column("source_system", sa.String(36), primary_key=True),
-    sa.Column("table_name", sa.String(64), primary_key=True),
-    sa.Column("last_time", tracking.TIMESTAMP, nullable=False),
-    sa.Column("last_key", sa.String(400), nullable=False),  # keys.key_text of the identity
-    sa.Column("updated_at", tracking.TIMESTAMP, nullable=False),
-)
-
-retry_table = sa.Table(
-    "bundler_recordings_retry",
-    state_metadata,
-    sa.Column("source_system", sa.String(36), primary_key=True),
-    sa.Column("table_name", sa.String(64), primary_key=True),
-    sa.Column("key", sa.String(400), primary_key=True),
-    sa.Column("file_name", sa.String(1024)),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("first_failed_at", tracking.TIMESTAMP, nullable=False),
-    sa.Column("last_failed_at", tracking.TIMESTAMP, nullable=False),
-)
-
-
-def ensure_state_tables(connection: sa.Connection) -> None:
-    """Create ``bundler_recordings_sync`` and ``bundler_recordings_retry`` when missing."""
-    state_metadata.create_all(connection, checkfirst=True)
-
-
-# -- what is mirrored --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileColumns:
-    """The columns of a mirror table that describe its file (a documented convention)."""
-
-    name: str = "file_name"
-    size: str = "file_size"
-    sha256: str = "sha256"
-
-
-@dataclass(frozen=True)
-class MirrorPlan:
-    """One mirrored table: its identity, its time column, what is copied, where its file is."""
-
-    table: str
-    identity: tuple[str, ...]
-    time_column: str
-    columns: tuple[str, ...]
-    files: FileColumns
-
-
-def mirror_plans(
-    source_graph: Graph, target_graph: Graph, files: FileColumns | None = None
-) -> list[MirrorPlan]:
-    """The mirror tables of the target's graph, checked against the source's graph."""
-    files = files or FileColumns()
-    plans: list[MirrorPlan] = []
-    for spec in sorted(target_graph.in_scope("mirror"), key=lambda t: t.name):
-        where = f"mirror table {spec.name} of the entity graph {target_graph.path}"
-        if not spec.natural_key:
-            raise SpecError(f"{where} has no natural key (the recording's identity)")
-        if not spec.time_column:
-            raise SpecError(f"{where} has no time column (the order recordings arrive in)")
-        file_columns = (files.name, files.size, files.sha256)
-        missing = [c for c in file_columns if c not in spec.column_names]
-        if missing:
-            raise SpecError(
-                f"{where} lacks the file column(s) {', '.join(missing)}",
-                hint="a mirror table describes its file in columns file_name, file_size and sha256 "
-                "(or pass other names as FileColumns)",
-            )
-        source = source_graph.tables.get(spec.name)
-        if source is None or source.scope != "mirror":
-            raise SpecError(f"{where} is not a mirror table in the source's graph {source_graph.path}")
-        columns = tuple(c for c in spec.column_names if c != spec.surrogate)
-        lacking = [c for c in columns if c not in source.column_names]
-        if lacking:
-            raise SpecError(
-                f"{where}: the source's {spec.name} lacks column(s) {', '.join(lacking)}",
-                hint="recordings sync copies rows as they are; both releases need the same columns",
-            )
-        plans.append(MirrorPlan(spec.name, spec.natural_key, spec.time_column, columns, files))
-    if not plans:
-        raise SpecError(
-            f"the entity graph {target_graph.path} has no table of scope 'mirror': nothing to sync"
-        )
-    return plans
-
-
-# -- reports -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A recording that could not be brought over in this pass (it is retried next pass)."""
-
-    table: str
-    key: dict[str, Any]
-    file_name: str | None
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "key": self.key, "file_name": self.file_name, "reason": self.reason}
-
-
-@dataclass
-class TableReport:
-    """What one pass did for one mirror table.
-
-    ``copied`` recordings are now in the target (file checked, row written);
-    ``copied_bytes`` were transferred for them; ``in_place`` of them had their file
-    already in the target store from an interrupted pass (checked and reused, nothing
-    transferred); ``redone`` files were copied again after a check found them wrong.
-    ``skipped`` recordings were already in the target. ``failed`` ones are retried next
-    pass; ``retried`` counts earlier failures tried again, ``dropped`` those whose row has
-    left the source.
-    """
-
-    table: str
-    copied: int = 0
-    copied_bytes: int = 0
-    in_place: int = 0
-    redone: int = 0
-    skipped: int = 0
-    skipped_bytes: int = 0
-    failed: int = 0
-    failed_bytes: int = 0
-    retried: int = 0
-    dropped: int = 0
-    watermark_time: datetime | None = None
-    watermark_key: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "copied": {
-                "files": self.copied,
-                "bytes": self.copied_bytes,
-                "in_place": self.in_place,
-                "redone": self.redone,
-            },
-            "skipped": {"files": self.skipped, "bytes": self.skipped_bytes},
-            "failed": {"files": self.failed, "bytes": self.failed_bytes},
-            "retried": self.retried,
-            "dropped": self.dropped,
-            "watermark": {
-                "time": self.watermark_time.isoformat(sep=" ") if self.watermark_time else None,
-                "key": self.watermark_key,
-            },
-        }
-
-
-@dataclass
-class PassReport:
-    """What one pass did: totals, per table, and the failures (the first 100 listed)."""
-
-    started_at: datetime
-    seconds: float = 0.0
-    stopped: bool = False
-    tables: list[TableReport] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    def _sum(self, attribute: str) -> int:
-        return sum(int(getattr(t, attribute)) for t in self.tables)
-
-    @property
-    def copied(self) -> int:
-        return self._sum("copied")
-
-    @property
-    def copied_bytes(self) -> int:
-        return self._sum("copied_bytes")
-
-    @property
-    def in_place(self) -> int:
-        return self._sum("in_place")
-
-    @property
-    def redone(self) -> int:
-        return self._sum("redone")
-
-    @property
-    def skipped(self) -> int:
-        return self._sum("skipped")
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self._sum("skipped_bytes")
-
-    @property
-    def failed(self) -> int:
-        return self._sum("failed")
-
-    @property
-    def failed_bytes(self) -> int:
-        return self._sum("failed_bytes")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at.isoformat(sep=" ", timespec="seconds"),
-            "seconds": round(self.seconds, 3),
-            "stopped": self.stopped,
-            "copied": {
-                "files": self.copied,
-                "bytes": self.copied_bytes,
-                "in_place": self.in_place,
-                "redone": self.redone,
-            },
-            "skipped": {"files": self.skipped, "bytes": self.skipped_bytes},
-            "failed": {"files": self.failed, "bytes": self.failed_bytes},
-            "tables": [t.to_dict() for t in self.tables],
-            "failures": [f.to_dict() for f in self.failures],
-        }
-
-
-# -- SQL helpers -------------------------------------------------------------------------------------
-
-
-def _after(columns: Sequence[sa.ColumnElement[Any]], values: Sequence[Any]) -> sa.ColumnElement[bool]:
-    """``(c1, c2, …) > (v1, v2, …)`` in lexicographic order, spelled out for every dialect."""
-    terms = []
-    for i, column in enumerate(columns):
-        equal = [columns[j] == values[j] for j in range(i)]
-        terms.append(sa.and_(*equal, column > values[i]))
-    return sa.or_(*terms)
-
-
-def _key_in(
-    columns: Sequence[sa.ColumnElement[Any]], keys: Sequence[tuple[Any, ...]]
-) -> sa.ColumnElement[bool]:
-    if len(columns) == 1:
-        return columns[0].in_([k[0] for k in keys])
-    return sa.or_(*(sa.and_(*(c == v for c, v in zip(columns, k, strict=True))) for k in keys))
-
-
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _decode(value: Any, type_: sa.types.TypeEngine[Any]) -> Any:
-    """A key value read back from JSON, in the Python type of its column."""
-    if isinstance(value, str):
-        if isinstance(type_, sa.DateTime):
-            return datetime.fromisoformat(value)
-        if isinstance(type_, sa.Date):
-            return date.fromisoformat(value)
-    return value
-
-
-# -- one pass ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Context:
-    source: sa.Engine
-    target: sa.Engine
-    from_store: Store
-    to_store: Store
-    source_system: str
-    progress: Progress
-    stop: threading.Event
-    lookback: timedelta
-    full: bool
-    page_size: int
-    report: PassReport
-
-
-@dataclass
-class _Outcome:
-    bytes: int = 0
-    in_place: bool = False
-    redone: int = 0
-
-
-class _TableSync:
-    """Bring one mirror table over: earlier failures first, then the re-check window, then new rows."""
-
-    def __init__(self, ctx: _Context, plan: MirrorPlan) -> None:
-        self.ctx = ctx
-        self.plan = plan
-        self.report = TableReport(plan.table)
-        self.task = f"recordings {plan.table}"
-        self.src = self._reflect(ctx.source, "source")
-        self.tgt = self._reflect(ctx.target, "target")
-        self.order = [self.src.c[plan.time_column], *(self.src.c[c] for c in plan.identity)]
-        self.handled: set[str] = set()  # keys tried in the retry phase of this pass
-        # Every listed failure is tried before the scan, so only the retry phase settles
-        # entries of the retry list; the scan only adds new ones.
-        self._retrying = False
-        self._inserts: list[dict[str, Any]] = []
-        self._resolved: list[str] = []
-        self._failures: list[tuple[str, str | None, str]] = []
-
-    def _reflect(self, engine: sa.Engine, side: str) -> sa.Table:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(self.plan.table):
-                raise DatabaseError(f"the {side} database has no table {self.plan.table}")
-            table = sa.Table(self.plan.table, sa.MetaData(), autoload_with=conn)
-        lacking = [c for c in self.plan.columns if c not in table.c]
-        if lacking:
-            raise DatabaseError(f"the {side}'s {self.plan.table} lacks column(s) {', '.join(lacking)}")
-        return table
-
-    # -- keys ---------------------------------------------------------------------------------------
-
-    def key_of(self, row: Any) -> tuple[Any, ...]:
-        return tuple(row[c] for c in self.plan.identity)
-
-    def text_of(self, key: Sequence[Any]) -> str:
-        return key_text(self.key_dict(key))
-
-    def key_dict(self, key: Sequence[Any]) -> dict[str, Any]:
-        return {c: key_value(v) for c, v in zip(self.plan.identity, key, strict=True)}
-
-    def key_from_text(self, text: str) -> tuple[Any, ...]:
-        data = json.loads(text)
-        return tuple(_decode(data[c], self.src.c[c].type) for c in self.plan.identity)
-
-    def _present(self, conn: sa.Connection, keys: Sequence[tuple[Any, ...]]) -> set[str]:
-        """Texts of the keys the target already holds."""
-        columns = [self.tgt.c[c] for c in self.plan.identity]
-        found: set[str] = set()
-        for chunk in _chunks(list(keys)):
-            for row in conn.execute(sa.select(*columns).where(_key_in(columns, chunk))):
-                found.add(self.text_of(tuple(row)))
-        return found
-
-    # -- the pass -----------------------------------------------------------------------------------
-
-    def run(self) -> TableReport:
-        ctx = self.ctx
-        watermark = self._read_watermark()
-        lower: datetime | None = None
-        if watermark is not None and not ctx.full:
-            lower = watermark[0] - ctx.lookback
-        ctx.progress.start(self.task, total=self._count(lower))
-        try:
-            self._retrying = True
-            self._retry_failures()
-            self._retrying = False
-            if watermark is not None:
-                # the re-check window (or, for a full pass, everything) up to the watermark
-                self._scan(lower=lower, after=None, upto=watermark, advance=False)
-            self._scan(lower=None, after=watermark, upto=None, advance=True)
-        finally:
-            ctx.progress.finish(self.task)
-        return self.report
-
-    def _count(self, lower: datetime | None) -> int:
-        with self.ctx.source.connect() as conn:
-            query = sa.select(sa.func.count()).select_from(self.src)
-            if lower is not None:
-                query = query.where(self.src.c[self.plan.time_column] >= lower)
-            total = int(conn.execute(query).scalar_one())
-        with self.ctx.target.connect() as conn:
-            query = sa.select(sa.func.count()).select_from(retry_table).where(*self._retry_where())
-            total += int(conn.execute(query).scalar_one())
-        return total
-
-    def _retry_where(self) -> list[sa.ColumnElement[bool]]:
-        return [
-            retry_table.c.source_system == self.ctx.source_system,
-            retry_table.c.table_name == self.plan.table,
-        ]
-
-    def _read_watermark(self) -> tuple[Any, ...] | None:
-        t = watermark_table
-        with self.ctx.target.connect() as conn:
-            row = conn.execute(
-                sa.select(t.c.last_time, t.c.last_key).where(
-                    t.c.source_system == self.ctx.source_system, t.c.table_name == self.plan.table
-                )
-            ).first()
-        if row is None:
-            return None
-        self.report.watermark_time = row.last_time
-        self.report.watermark_key = json.loads(row.last_key)
-        return (row.last_time, *self.key_from_text(row.last_key))
-
-    def _select(self) -> sa.Select[Any]:
-        return sa.select(*(self.src.c[c] for c in self.plan.columns))
-
-    def _retry_failures(self) -> None:
-        ctx = self.ctx
-        last: str | None = None
-        while not ctx.stop.is_set():
-            with ctx.target.connect() as conn:
-                query = sa.select(retry_table.c.key).where(*self._retry_where())
-                if last is not None:
-                    query = query.where(retry_table.c.key > last)
-                texts = list(conn.execute(query.order_by(retry_table.c.key).limit(ctx.page_size)).scalars())
-            if not texts:
-                return
-            last = texts[-1]
-            keys = {text: self.key_from_text(text) for text in texts}
-            columns = [self.src.c[c] for c in self.plan.identity]
-            with ctx.source.connect() as conn:
-                rows = {
-                    self.text_of(self.key_of(r)): r
-                    for r in conn.execute(
-                        self._select().where(_key_in(columns, list(keys.values())))
-                    ).mappings()
-                }
-            with ctx.target.connect() as conn:
-                present = self._present(conn, list(keys.values()))
-            for text in texts:
-                if ctx.stop.is_set():
-                    break
-                self.handled.add(text)
-                self.report.retried += 1
-                row = rows.get(text)
-                if row is None:
-                    self.report.dropped += 1
-                    self._resolved.append(text)
-                    ctx.progress.note(
-                        f"{self.plan.table} {describe(json.loads(text))}: no longer in the source, "
-                        "dropped from the retry list"
-                    )
-                    ctx.progress.advance(self.task)
-                    continue
-                self._handle(row, text, present)
-            self._flush(None)
-
-    def _scan(
-        self,
-        *,
-        lower: datetime | None,
-        after: tuple[Any, ...] | None,
-        upto: tuple[Any, ...] | None,
-        advance: bool,
-    ) -> None:
-        """Source rows in (time, identity) order, page by page: after ``after`` (exclusive),
-        from ``lower`` (a time), up to ``upto`` (inclusive); ``advance`` moves the watermark."""
-        ctx = self.ctx
-        position: tuple[Any, ...] | None = None
-        time_column = self.src.c[self.plan.time_column]
-        while not ctx.stop.is_set():
-            query = self._select()
-            if position is not None:
-                query = query.where(_after(self.order, position))
-            else:
-                if after is not None:
-                    query = query.where(_after(self.order, after))
-                if lower is not None:
-                    query = query.where(time_column >= lower)
-            if upto is not None:
-                query = query.where(sa.not_(_after(self.order, upto)))
-            with ctx.source.connect() as conn:
-                rows = list(conn.execute(query.order_by(*self.order).limit(ctx.page_size)).mappings())
-            if not rows:
-                return
-            with ctx.target.connect() as conn:
-                present = self._present(conn, [self.key_of(r) for r in rows])
-            done = 0
-            for row in rows:
-                if ctx.stop.is_set():
-                    break
-                text = self.text_of(self.key_of(row))
-                if text in self.handled:
-                    ctx.progress.advance(self.task)
-                else:
-                    self._handle(row, text, present)
-                done += 1
-            reached = rows[done - 1] if done else None
-            mark = (reached[self.plan.time_column], *self.key_of(reached)) if advance and reached else None
-            self._flush(mark)
-            if done < len(rows):
-                return
-            position = (rows[-1][self.plan.time_column], *self.key_of(rows[-1]))
-
-    # -- one recording ------------------------------------------------------------------------------
-
-    def _handle(self, row: Any, text: str, present: set[str]) -> None:
-        report = self.report
-        files = self.plan.files
-        size = row[files.size]
-        if text in present:
-            report.skipped += 1
-            report.skipped_bytes += int(size or 0)
-            if self._retrying:
-                self._resolved.append(text)
-        else:
-            try:
-                outcome = self._bring(row)
-            except FileProblem as exc:
-                report.failed += 1
-                report.failed_bytes += int(size or 0)
-                self._failures.append((text, row[files.name], exc.reason))
-                failure = Failure(self.plan.table, json.loads(text), row[files.name], exc.reason)
-                if len(self.ctx.report.failures) < MAX_LISTED_FAILURES:
-                    self.ctx.report.failures.append(failure)
-                self.ctx.progress.note(
-                    f"{self.plan.table} {describe(failure.key)}: FAILED {failure.file_name}: {exc.reason}"
-                )
-            else:
-                report.copied += 1
-                report.copied_bytes += outcome.bytes
-                report.in_place += int(outcome.in_place)
-                report.redone += outcome.redone
-                self._inserts.append({c: row[c] for c in self.plan.columns})
-                if self._retrying:
-                    self._resolved.append(text)
-        self.ctx.progress.advance(self.task)
-
-    def _bring(self, row: Any) -> _Outcome:
-        """Make the row's file present and checked in the target store."""
-        files = self.plan.files
-        name, size, sha256 = row[files.name], row[files.size], row[files.sha256]
-        size = None if size is None else int(size)
-        store = self.ctx.to_store
-        outcome = _Outcome()
-        state = store.check(name, size, sha256)
-        if state == "ok":
-            outcome.in_place = True
-            return outcome
-        if state == "differs":
-            owner = self._target_row_naming(name)
-            if owner is not None:
-                raise FileProblem(
-                    name,
-                    f"the target store already has a different file under this name, "
-                    f"recording {describe(owner)} of the target: not overwritten",
-                )
-            outcome.redone += 1
-        last: CopyCorrupt | None = None
-        for _ in range(COPY_ATTEMPTS):
-            try:
-                outcome.bytes += store.copy_from(self.ctx.from_store, name, size=size, sha256=sha256)
-            except CopyCorrupt as exc:
-                last = exc
-                outcome.redone += 1
-                continue
-            return outcome
-        assert last is not None
-        raise FileProblem(name, f"{last.reason} ({COPY_ATTEMPTS} attempts)")
-
-    def _target_row_naming(self, name: str) -> dict[str, Any] | None:
-        columns = [self.tgt.c[c] for c in self.plan.identity]
-        with self.ctx.target.connect() as conn:
-            row = conn.execute(
-                sa.select(*columns).where(self.tgt.c[self.plan.files.name] == name).limit(1)
-            ).first()
-        return None if row is None else self.key_dict(tuple(row))
-
-    # -- writing ------------------------------------------------------------------------------------
-
-    def _flush(self, mark: tuple[Any, ...] | None) -> None:
-        """Insert the rows whose files are in place, settle the retry list, move the watermark:
-        one transaction."""
-        if not (self._inserts or self._resolved or self._failures or mark):
-            return
-        now = tracking.now()
-        with begin_write(self.ctx.target) as conn:
-            if self._inserts:
-                rows = self._inserts
-                keys = [self.key_of(r) for r in rows]
-                there = self._present(conn, keys)  # a concurrent run, or a race with the target
-                rows = [r for r, k in zip(rows, keys, strict=True) if self.text_of(k) not in there]
-                if rows:
-                    conn.execute(self.tgt.insert(), rows)
-            settled = self._resolved + [text for text, _, _ in self._failures]
-            earlier: dict[str, tuple[int, datetime]] = {}
-            for chunk in _chunks(settled):
-                where = [*self._retry_where(), retry_table.c.key.in_(chunk)]
-                if self._failures:
-                    for r in conn.execute(
-                        sa.select(
-                            retry_table.c.key, retry_table.c.attempts, retry_table.c.first_failed_at
-                        ).where(*where)
-                    ):
-                        earlier[r.key] = (r.attempts, r.first_failed_at)
-                conn.execute(retry_table.delete().where(*where))
-            if self._failures:
-                conn.execute(
-                    retry_table.insert(),
-                    [
-                        {
-                            "source_system": self.ctx.source_system,
-                            "table_name": self.plan.table,
-                            "key": text,
-                            "file_name": None if name is None else str(name)[:1024],
-                            "reason": reason,
-                            "attempts": earlier.get(text, (0, now))[0] + 1,
-                            "first_failed_at": earlier.get(text, (0, now))[1],
-                            "last_failed_at": now,
-                        }
-                        for text, name, reason in {t: (t, n, r) for t, n, r in self._failures}.values()
-                    ],
-                )
-            if mark is not None:
-                self._write_watermark(conn, mark, now)
-        self._inserts, self._resolved, self._failures = [], [], []
-
-    def _write_watermark(self, conn: sa.Connection, mark: tuple[Any, ...], now: datetime) -> None:
-        t = watermark_table
-        text = self.text_of(mark[1:])
-        values = {"last_time": mark[0], "last_key": text, "updated_at": now}
-        where = [t.c.source_system == self.ctx.source_system, t.c.table_name == self.plan.table]
-        if conn.execute(t.update().where(*where).values(**values)).rowcount == 0:
-            conn.execute(
-                t.insert().values(source_system=self.ctx.source_system, table_name=self.plan.table, **values)
-            )
-        self.report.watermark_time = mark[0]
-        self.report.watermark_key = json.loads(text)
 
 
 def sync_recordings(
@@ -743,15 +134,7 @@ def sync_recordings(
     source_store = open_store(from_store)
     target_store = open_store(to_store)
     source_store.require_exists()
-    with source_engine.connect() as conn:
-        source_system = tracking.read_system(conn)
-    with target_engine.connect() as conn:
-        target_system = tracking.read_system(conn)
-    if source_system.system_id == target_system.system_id:
-        raise DatabaseError(
-            "the source and the target are the same system",
-            hint="run recordings sync on the target with --source naming the old system",
-        )
+    source_system, target_system = _systems(source_engine, target_engine)
     plans = mirror_plans(
         graph or graph_for_release(source_system.release),
         graph or graph_for_release(target_system.release),
@@ -759,7 +142,7 @@ def sync_recordings(
     )
     with begin_write(target_engine) as conn:
         ensure_state_tables(conn)
-    ctx = _Context(
+    ctx = PassContext(
         source=source_engine,
         target=target_engine,
         from_store=source_store,
@@ -773,14 +156,35 @@ def sync_recordings(
         report=report,
     )
     try:
-        for plan in plans:
-            if ctx.stop.is_set():
-                break
-            report.tables.append(_TableSync(ctx, plan).run())
+        _sync_tables(ctx, plans)
     finally:
         report.stopped = ctx.stop.is_set()
         report.seconds = time.monotonic() - started
     return report
+
+
+def _systems(
+    source_engine: sa.Engine, target_engine: sa.Engine
+) -> tuple[tracking.SystemInfo, tracking.SystemInfo]:
+    """The source's and the target's system records, which must be two systems."""
+    with source_engine.connect() as conn:
+        source_system = tracking.read_system(conn)
+    with target_engine.connect() as conn:
+        target_system = tracking.read_system(conn)
+    if source_system.system_id == target_system.system_id:
+        raise DatabaseError(
+            "the source and the target are the same system",
+            hint="run recordings sync on the target with --source naming the old system",
+        )
+    return source_system, target_system
+
+
+def _sync_tables(ctx: PassContext, plans: list[MirrorPlan]) -> None:
+    """Bring the mirror tables over one after the other, until asked to stop."""
+    for plan in plans:
+        if ctx.stop.is_set():
+            break
+        ctx.report.tables.append(TableSync(ctx, plan).run())
 
 
 # -- again and again ---------------------------------------------------------------------------------
@@ -802,23 +206,36 @@ def run_every(
     with the next pass (a database or store briefly away) or False to re-raise it.
     Returns the number of passes run.
     """
+
+    def more(passes: int) -> bool:
+        return max_passes is None or passes < max_passes
+
     passes = 0
-    while not stop.is_set() and (max_passes is None or passes < max_passes):
+    while not stop.is_set() and more(passes):
         started = time.monotonic()
-        try:
-            report = one_pass()
-        except Exception as exc:
-            if on_error is None or not on_error(exc):
-                raise
-        else:
-            if on_pass is not None:
-                on_pass(report)
+        _run_pass(one_pass, on_pass, on_error)
         passes += 1
-        if max_passes is not None and passes >= max_passes:
+        if not more(passes):
             break
         if stop.wait(max(0.0, every - (time.monotonic() - started))):
             break
     return passes
+
+
+def _run_pass(
+    one_pass: Callable[[], PassReport],
+    on_pass: Callable[[PassReport], None] | None,
+    on_error: Callable[[Exception], bool] | None,
+) -> None:
+    """One pass of :func:`run_every`: its report to ``on_pass``, its exception to ``on_error``."""
+    try:
+        report = one_pass()
+    except Exception as exc:
+        if on_error is None or not on_error(exc):
+            raise
+    else:
+        if on_pass is not None:
+            on_pass(report)
 
 
 @contextmanager

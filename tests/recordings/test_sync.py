@@ -160,8 +160,10 @@ def test_what_is_mirrored_comes_from_the_graph() -> None:
     assert plan.table == "call_recordings"
     assert plan.identity == ("call_id",) and plan.time_column == "recorded_at"
     assert "i_call_recording" not in plan.columns and "account_id" in plan.columns
-    for module in ("sync.py", "store.py"):
-        assert "call_recordings" not in (REPO / "bundler" / "recordings" / module).read_text()
+    modules = sorted((REPO / "bundler" / "recordings").glob("*.py"))
+    assert {"sync.py", "store.py", "plan.py", "table_sync.py"} <= {m.name for m in modules}
+    for module in modules:
+        assert "call_recordings" not in module.read_text()
 
 
 def test_unsafe_file_names_are_refused() -> None:
