@@ -20,9 +20,11 @@ from bundler.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
-    from bundler.inspect.diff import DiffReport
+    from bundler.inspect.diff import DiffReport, TableDiff
     from bundler.inspect.summary import BundleSummary, Summary
+    from bundler.inspect.verify_report import VerifyReport
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
@@ -53,6 +55,19 @@ def _paths(patterns: Sequence[str]) -> list[Path]:
     from bundler.inspect.query import expand_bundle_paths
 
     return expand_bundle_paths(patterns)
+
+
+def _grid(*columns: str, **options: Any) -> Table:
+    """A rich table without borders; a column named ``"rows>"`` is ``rows``, right-aligned."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, **options)
+    for name in columns:
+        if name.endswith(">"):
+            table.add_column(name[:-1], justify="right")
+        else:
+            table.add_column(name, justify="left")
+    return table
 
 
 def _size(n: int) -> str:
@@ -106,60 +121,74 @@ def summary(bundles: tuple[str, ...], as_json: bool, full: bool, spec: Path | No
 
 
 def _print_summary(result: Summary, *, full: bool) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     console = _console()
     if full:
         for b in result.bundles:
             _print_bundle(console, b)
     if len(result.bundles) > 1:
-        overview = Table(box=None, pad_edge=False)
-        for name, justify in (
-            ("bundle", "left"),
-            ("kind", "left"),
-            ("root", "left"),
-            ("usage", "left"),
-            ("rows", "right"),
-            ("bytes", "right"),
-            ("needs", "right"),
-        ):
-            overview.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for b in result.bundles:
-            overview.add_row(
-                Text(b.bundle_id),
-                b.kind,
-                Text(b.root_text),
-                Text(b.window_text),
-                str(b.rows),
-                _size(b.bytes),
-                str(sum(p.rows for p in b.prerequisites)),
-            )
-        console.print(overview)
-        console.print()
-        totals = result.totals
-        kinds = ", ".join(f"{n} {k}" for k, n in totals["kinds"].items())
-        console.print(
-            Text(
-                f"totals: {totals['bundles']} bundles ({kinds}), {totals['rows']} rows, "
-                f"{_size(totals['bytes'])}",
-                style="bold",
-            )
+        _print_overview(console, result)
+
+
+def _print_overview(console: Console, result: Summary) -> None:
+    """One line per bundle, then the totals per table."""
+    from rich.text import Text
+
+    overview = _grid("bundle", "kind", "root", "usage", "rows>", "bytes>", "needs>")
+    for b in result.bundles:
+        overview.add_row(
+            Text(b.bundle_id),
+            b.kind,
+            Text(b.root_text),
+            Text(b.window_text),
+            str(b.rows),
+            _size(b.bytes),
+            str(sum(p.rows for p in b.prerequisites)),
         )
-        table = Table(show_edge=False, box=None, pad_edge=False)
-        for name, justify in (("table", "left"), ("bundles", "right"), ("rows", "right"), ("bytes", "right")):
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for name, t in totals["tables"].items():
-            table.add_row(Text(name), str(t["bundles"]), str(t["rows"]), _size(t["bytes"]))
-        console.print(table)
+    console.print(overview)
+    console.print()
+    totals = result.totals
+    kinds = ", ".join(f"{n} {k}" for k, n in totals["kinds"].items())
+    console.print(
+        Text(
+            f"totals: {totals['bundles']} bundles ({kinds}), {totals['rows']} rows, {_size(totals['bytes'])}",
+            style="bold",
+        )
+    )
+    table = _grid("table", "bundles>", "rows>", "bytes>", show_edge=False)
+    for name, t in totals["tables"].items():
+        table.add_row(Text(name), str(t["bundles"]), str(t["rows"]), _size(t["bytes"]))
+    console.print(table)
 
 
 def _print_bundle(console: Console, b: BundleSummary) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    for label, value in _facts(b):
+        head.add_row(Text(label), Text(str(value)))
+    console.print(head)
+    tables = _grid("table", "scope", "rows>", "bytes>")
+    for t in b.tables:
+        tables.add_row(Text(t.name), t.scope, str(t.rows), _size(t.bytes))
+    tables.add_row(Text("total", style="bold"), "", str(b.rows), _size(b.bytes))
+    console.print(tables)
+    if b.prerequisites:
+        pre = _grid("needs in the target", "by", "scope", "rows>")
+        for p in b.prerequisites:
+            pre.add_row(Text(p.table), Text(p.column), p.scope, str(p.rows))
+        console.print(pre)
+    else:
+        console.print("needs in the target: nothing")
+    console.print()
+
+
+def _facts(b: BundleSummary) -> list[tuple[str, Any]]:
+    """(label, value) of each line of a bundle's details."""
     src = b.source
-    facts = [
+    facts: list[tuple[str, Any]] = [
         ("bundle", f"{b.bundle_id}  ({b.path})"),
         ("kind", b.kind),
         ("root", b.root_text),
@@ -172,34 +201,7 @@ def _print_bundle(console: Console, b: BundleSummary) -> None:
         facts.append(("", f"{table}.{span['column']} from {span['first']} to {span['last']}"))
     facts.append(("depends on", ", ".join(b.depends_on) or "-"))
     facts.append(("format", f"version {b.format_version}"))
-    head = Table(show_header=False, box=None, pad_edge=False)
-    head.add_column(style="bold")
-    head.add_column()
-    for label, value in facts:
-        head.add_row(Text(label), Text(str(value)))
-    console.print(head)
-    tables = Table(title=None, box=None, pad_edge=False)
-    for name, justify in (("table", "left"), ("scope", "left"), ("rows", "right"), ("bytes", "right")):
-        tables.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for t in b.tables:
-        tables.add_row(Text(t.name), t.scope, str(t.rows), _size(t.bytes))
-    tables.add_row(Text("total", style="bold"), "", str(b.rows), _size(b.bytes))
-    console.print(tables)
-    if b.prerequisites:
-        pre = Table(box=None, pad_edge=False)
-        for name, justify in (
-            ("needs in the target", "left"),
-            ("by", "left"),
-            ("scope", "left"),
-            ("rows", "right"),
-        ):
-            pre.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for p in b.prerequisites:
-            pre.add_row(Text(p.table), Text(p.column), p.scope, str(p.rows))
-        console.print(pre)
-    else:
-        console.print("needs in the target: nothing")
-    console.print()
+    return facts
 
 
 # -- verify ----------------------------------------------------------------------------------
@@ -213,10 +215,13 @@ def verify(bundles: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
     """Check bundles completely and report every problem, not only the first.
 
     Checks the manifest against its JSON Schema and format version (a newer version is
-    refused by name), every checksum, the Parquet schemas against the entity graph
-    (names, order, exact types), row counts, NOT NULL columns, unique primary keys, that
-    every reference resolves (to a row in the bundle, or to a prerequisite or outside row
-    the manifest declares by natural key) and that usage rows lie inside the declared window.
+    refused by name), every checksum, that the bundle holds no file the manifest does not
+    list, the Parquet schemas against the entity graph (names, order, exact types), row
+    counts, NOT NULL columns, unique primary keys, that every reference resolves (to a row
+    in the bundle, or to a prerequisite or outside row the manifest declares by natural
+    key, of the scope the graph gives its table), that usage rows lie inside the declared
+    window, that the kind agrees with the root, and that every owned and usage row belongs
+    to the root through owner references to rows the bundle carries.
 
     Output (stdout): one line per problem, "BUNDLE: FILE: problem", or "ok: BUNDLE (...)"
     for a bundle without problems; warnings and the tally go to stderr. With --json, a list
@@ -229,21 +234,11 @@ def verify(bundles: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
     """
     from bundler.inspect.verify import verify_bundle
 
-    paths = _paths(bundles)
     reports = []
-    for path in paths:
+    for path in _paths(bundles):
         report = verify_bundle(path, spec=spec)
         reports.append(report)
-        for warning in report.warnings:
-            _note(f"warning: {report.bundle}: {warning}")
-        if as_json:
-            continue
-        if report.ok:
-            click.echo(
-                f"ok: {report.bundle} ({report.tables} tables, {report.rows} rows, {report.seconds:.2f} s)"
-            )
-        for line in report.lines():
-            click.echo(line)
+        _echo_report(report, as_json=as_json)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False))
     invalid = [r for r in reports if not r.ok]
@@ -252,6 +247,20 @@ def verify(bundles: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
         _note(f"{len(invalid)} of {len(reports)} bundle(s) invalid, {problems} problem(s)")
         click.get_current_context().exit(int(ExitCode.BUNDLE_INVALID))
     _note(f"{len(reports)} bundle(s) verified, no problems")
+
+
+def _echo_report(report: VerifyReport, *, as_json: bool) -> None:
+    """A bundle's warnings (stderr) and, unless the output is JSON, its problems or ``ok``."""
+    for warning in report.warnings:
+        _note(f"warning: {report.bundle}: {warning}")
+    if as_json:
+        return
+    if report.ok:
+        click.echo(
+            f"ok: {report.bundle} ({report.tables} tables, {report.rows} rows, {report.seconds:.2f} s)"
+        )
+    for line in report.lines():
+        click.echo(line)
 
 
 # -- query -----------------------------------------------------------------------------------
@@ -365,24 +374,11 @@ def _one(pattern: str) -> list[Path]:
 
 
 def _print_diff(report: DiffReport) -> None:
-    from rich.table import Table
     from rich.text import Text
-
-    from bundler.keys import describe
 
     console = _console()
     console.print(Text(f"A: {report.a_id}  ({report.a})\nB: {report.b_id}  ({report.b})"))
-    table = Table(box=None, pad_edge=False)
-    for name, justify in (
-        ("table", "left"),
-        ("A rows", "right"),
-        ("B rows", "right"),
-        ("added", "right"),
-        ("removed", "right"),
-        ("changed", "right"),
-        ("changed columns", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = _grid("table", "A rows>", "B rows>", "added>", "removed>", "changed>", "changed columns")
     for t in report.tables:
         if not t.differs:
             continue
@@ -400,20 +396,30 @@ def _print_diff(report: DiffReport) -> None:
     if table.row_count:
         console.print(table)
     console.print(Text(f"unchanged: {', '.join(same) if same else '-'}"))
-    sign = {"added": "+", "removed": "-", "changed": "~"}
     for t in report.tables:
-        if not t.examples and not t.notes:
-            continue
-        console.print(Text(f"\n{t.table} (matched by {', '.join(t.matched_by)})", style="bold"))
-        for note in t.notes:
-            console.print(Text(f"  note: {note}"))
-        for ex in t.examples:
-            line = f"  {sign[ex.change]} {describe(ex.key)}"
-            if ex.columns:
-                line += ": " + "; ".join(f"{c} {old!r} → {new!r}" for c, (old, new) in ex.columns.items())
-            console.print(Text(line))
-        shown = {k: sum(1 for e in t.examples if e.change == k) for k in sign}
-        hidden = {"added": t.added, "removed": t.removed, "changed": t.changed}
-        more = [f"{hidden[k] - shown[k]} more {k}" for k in sign if hidden[k] > shown[k]]
-        if more:
-            console.print(Text(f"  … {', '.join(more)} (--limit)"))
+        if t.examples or t.notes:
+            _print_examples(console, t)
+
+
+_SIGN = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def _print_examples(console: Console, t: TableDiff) -> None:
+    """A table's notes and example rows, and how many more there are."""
+    from rich.text import Text
+
+    from bundler.keys import describe
+
+    console.print(Text(f"\n{t.table} (matched by {', '.join(t.matched_by)})", style="bold"))
+    for note in t.notes:
+        console.print(Text(f"  note: {note}"))
+    for ex in t.examples:
+        line = f"  {_SIGN[ex.change]} {describe(ex.key)}"
+        if ex.columns:
+            line += ": " + "; ".join(f"{c} {old!r} → {new!r}" for c, (old, new) in ex.columns.items())
+        console.print(Text(line))
+    shown = {k: sum(1 for e in t.examples if e.change == k) for k in _SIGN}
+    hidden = {"added": t.added, "removed": t.removed, "changed": t.changed}
+    more = [f"{hidden[k] - shown[k]} more {k}" for k in _SIGN if hidden[k] > shown[k]]
+    if more:
+        console.print(Text(f"  … {', '.join(more)} (--limit)"))

@@ -204,8 +204,6 @@ class _Keys:
 
     def _kv(self, table: str, column: str) -> str | None:
         """``(v, k)``: each value of ``table.column`` with the natural key of its row, in the bundle or declared."""
-        import pyarrow as pa
-
         if (table, column) in self.kv:
             return self.kv[(table, column)]
         assert self.graph is not None
@@ -216,27 +214,8 @@ class _Keys:
         inner = self.view(table)
         if inner is not None and table in self.side.views:
             selects.append(f"SELECT {qident(column)} AS v, __key AS k FROM {inner}")
-        entry = (self.manifest.get("prerequisites") or {}).get(table)
-        if isinstance(entry, dict) and entry.get("column") == column and isinstance(entry.get("rows"), list):
-            from bundler.keys import key_text
-
-            rows = [r for r in entry["rows"] if isinstance(r, dict) and r.get("value") is not None]
-            src = f"__declared_{self.schema}_{table}"
-            self.con.register(
-                src,
-                pa.table(
-                    {
-                        "raw": pa.array([str(r["value"]) for r in rows], pa.string()),
-                        "k": pa.array([key_text(r.get("key") or {}) for r in rows], pa.string()),
-                    }
-                ),
-            )
-            declared = self.q(f"__declared__{table}")
-            self.con.execute(
-                f"CREATE TABLE {declared} AS SELECT TRY_CAST(raw AS {duck_type(spec.column_map[column].type)}) AS v, k "
-                f"FROM {qident(src)}"
-            )
-            self.con.unregister(src)
+        declared = self._declared(spec, column)
+        if declared is not None:
             selects.append(f"SELECT v, k FROM {declared}")
         if not selects:
             return None
@@ -246,6 +225,34 @@ class _Keys:
         )
         self.kv[(table, column)] = name
         return name
+
+    def _declared(self, spec: TableSpec, column: str) -> str | None:
+        """A table ``(v, k)`` of the rows of ``spec`` the manifest declares by ``column`` (prerequisites)."""
+        import pyarrow as pa
+
+        from bundler.keys import key_text
+
+        entry = self.manifest.prerequisites.get(spec.name)
+        if entry is None or entry.column != column:
+            return None
+        rows = [r for r in entry.rows if r.value is not None]
+        src = f"__declared_{self.schema}_{spec.name}"
+        self.con.register(
+            src,
+            pa.table(
+                {
+                    "raw": pa.array([str(r.value) for r in rows], pa.string()),
+                    "k": pa.array([key_text(r.key or {}) for r in rows], pa.string()),
+                }
+            ),
+        )
+        declared = self.q(f"__declared__{spec.name}")
+        self.con.execute(
+            f"CREATE TABLE {declared} AS SELECT TRY_CAST(raw AS {duck_type(spec.column_map[column].type)}) AS v, k "
+            f"FROM {qident(src)}"
+        )
+        self.con.unregister(src)
+        return declared
 
 
 class _Differ:
@@ -280,59 +287,45 @@ class _Differ:
     def _table(self, table: str) -> TableDiff:
         import duckdb
 
+        pair = self._pair(table)
+        td = TableDiff(
+            table,
+            pair.matched_by,
+            columns_only_in_a=[c for c in pair.cols_a if c not in pair.cols_b],
+            columns_only_in_b=[c for c in pair.cols_b if c not in pair.cols_a],
+        )
+        if td.columns_only_in_a or td.columns_only_in_b:
+            td.notes.append("the two bundles have different columns; only the common ones are compared")
+        try:
+            self._compare(td, pair)
+        except duckdb.Error as exc:
+            td.notes.append(f"could not compare: {str(exc).strip().splitlines()[0]}")
+        return td
+
+    def _pair(self, table: str) -> _Pair:
+        """The two sides of ``table``: matched by natural key, or by all common columns when there is none."""
         cols_a, cols_b = self._columns(self.a, table), self._columns(self.b, table)
         common = [c for c in cols_a if c in cols_b]
         view_a, view_b = self.keys_a.view(table), self.keys_b.view(table)
         graph = self.keys_a.graph or self.keys_b.graph
         spec = graph.tables.get(table) if graph is not None else None
-        if view_a is None or view_b is None or spec is None:
-            matched_by = list(common)
-            struct = ", ".join(f"{literal(c)}, {qident(c)}" for c in common)
-            view_a = f"(SELECT *, CAST(json_object({struct}) AS VARCHAR) AS __key FROM {self.a.name(table)})"
-            view_b = f"(SELECT *, CAST(json_object({struct}) AS VARCHAR) AS __key FROM {self.b.name(table)})"
-        else:
-            matched_by = list(spec.natural_key)
-        td = TableDiff(
-            table,
-            matched_by,
-            columns_only_in_a=[c for c in cols_a if c not in cols_b],
-            columns_only_in_b=[c for c in cols_b if c not in cols_a],
-        )
-        if td.columns_only_in_a or td.columns_only_in_b:
-            td.notes.append("the two bundles have different columns; only the common ones are compared")
-        try:
-            self._compare(td, view_a, view_b, common, cols_a, cols_b)
-        except duckdb.Error as exc:
-            td.notes.append(f"could not compare: {str(exc).strip().splitlines()[0]}")
-        return td
+        if view_a is not None and view_b is not None and spec is not None:
+            return _Pair(view_a, view_b, cols_a, cols_b, common, list(spec.natural_key))
+        struct = ", ".join(f"{literal(c)}, {qident(c)}" for c in common)
+        view_a = f"(SELECT *, CAST(json_object({struct}) AS VARCHAR) AS __key FROM {self.a.name(table)})"
+        view_b = f"(SELECT *, CAST(json_object({struct}) AS VARCHAR) AS __key FROM {self.b.name(table)})"
+        return _Pair(view_a, view_b, cols_a, cols_b, common, list(common))
 
-    def _compare(
-        self,
-        td: TableDiff,
-        view_a: str,
-        view_b: str,
-        common: list[str],
-        cols_a: dict[str, str],
-        cols_b: dict[str, str],
-    ) -> None:
-        def differs(c: str) -> str:
-            left, right = f"a.{qident(c)}", f"b.{qident(c)}"
-            if cols_a[c] != cols_b[c]:
-                left, right = f"CAST({left} AS VARCHAR)", f"CAST({right} AS VARCHAR)"
-            return f"{left} IS DISTINCT FROM {right}"
+    def _compare(self, td: TableDiff, pair: _Pair) -> None:
+        joined = _joined(pair)
+        self._count_rows(td, pair)
+        self._count_changes(td, pair, joined)
+        if td.added or td.removed or td.changed:
+            self._examples(td, pair, joined)
 
-        any_differs = " OR ".join(differs(c) for c in common) or "false"
-        joined = (
-            f"SELECT CASE WHEN a.__key IS NULL THEN 'added' WHEN b.__key IS NULL THEN 'removed' "
-            f"WHEN {any_differs} THEN 'changed' ELSE 'same' END AS change, "
-            f"coalesce(a.__key, b.__key) AS key, "
-            + ", ".join(
-                [f"a.{qident(c)} AS {qident('a.' + c)}, b.{qident(c)} AS {qident('b.' + c)}" for c in common]
-                or ["1"]
-            )
-            + f" FROM {view_a} a FULL JOIN {view_b} b ON a.__key = b.__key"
-        )
-        for name, view in (("A", view_a), ("B", view_b)):
+    def _count_rows(self, td: TableDiff, pair: _Pair) -> None:
+        """The rows of each side, and a note where a side's key is not unique."""
+        for name, view in (("A", pair.view_a), ("B", pair.view_b)):
             row = self.con.execute(f"SELECT count(*), count(DISTINCT __key) FROM {view}").fetchone()
             n, distinct = row if row else (0, 0)
             if name == "A":
@@ -344,12 +337,13 @@ class _Differ:
                     f"the natural key ({', '.join(td.matched_by)}) is not unique in bundle {name}: "
                     f"{n - distinct} row(s) share a key with another; they match many-to-many"
                 )
+
+    def _count_changes(self, td: TableDiff, pair: _Pair, joined: str) -> None:
+        """The rows unchanged, added, removed and changed, and how often each column changed."""
         column_counts = [
-            f"count(*) FILTER (WHERE change = 'changed' AND {qident('a.' + c)} IS DISTINCT FROM {qident('b.' + c)})"
-            if cols_a[c] == cols_b[c]
-            else f"count(*) FILTER (WHERE change = 'changed' AND CAST({qident('a.' + c)} AS VARCHAR) "
-            f"IS DISTINCT FROM CAST({qident('b.' + c)} AS VARCHAR))"
-            for c in common
+            f"count(*) FILTER (WHERE change = 'changed' AND "
+            f"{_distinct(qident('a.' + c), qident('b.' + c), pair.cast(c))})"
+            for c in pair.common
         ]
         counts = self.con.execute(
             "SELECT "
@@ -361,9 +355,10 @@ class _Differ:
         ).fetchone()
         assert counts is not None
         td.unchanged, td.added, td.removed, td.changed = (int(x or 0) for x in counts[:4])
-        td.changed_columns = {c: int(n) for c, n in zip(common, counts[4:], strict=False) if n}
-        if not (td.added or td.removed or td.changed):
-            return
+        td.changed_columns = {c: int(n) for c, n in zip(pair.common, counts[4:], strict=False) if n}
+
+    def _examples(self, td: TableDiff, pair: _Pair, joined: str) -> None:
+        """The first ``limit`` rows of each kind of change, by key."""
         rows = self.con.execute(
             f"SELECT * FROM ({joined}) WHERE change <> 'same' "
             f"QUALIFY row_number() OVER (PARTITION BY change ORDER BY key) <= {int(self.limit)} "
@@ -373,8 +368,48 @@ class _Differ:
             change, key = row[0], json.loads(row[1])
             columns: dict[str, tuple[Any, Any]] = {}
             if change == "changed":
-                for i, c in enumerate(common):
+                for i, c in enumerate(pair.common):
                     old, new = row[2 + 2 * i], row[3 + 2 * i]
                     if old != new or (old is None) != (new is None):
                         columns[c] = (render(old), render(new))
             td.examples.append(RowChange(change, key, columns))
+
+
+@dataclass
+class _Pair:
+    """One table on both sides: the views matched by ``__key``, and each side's columns and types."""
+
+    view_a: str
+    view_b: str
+    cols_a: dict[str, str]
+    cols_b: dict[str, str]
+    common: list[str]
+    matched_by: list[str]
+
+    def cast(self, column: str) -> bool:
+        """Whether ``column`` has different types on the two sides (then it is compared as text)."""
+        return self.cols_a[column] != self.cols_b[column]
+
+
+def _distinct(left: str, right: str, cast: bool) -> str:
+    if cast:
+        left, right = f"CAST({left} AS VARCHAR)", f"CAST({right} AS VARCHAR)"
+    return f"{left} IS DISTINCT FROM {right}"
+
+
+def _joined(pair: _Pair) -> str:
+    """The full join of the two sides on ``__key``: per key its change and both sides' common columns."""
+    any_differs = (
+        " OR ".join(_distinct(f"a.{qident(c)}", f"b.{qident(c)}", pair.cast(c)) for c in pair.common)
+        or "false"
+    )
+    return (
+        f"SELECT CASE WHEN a.__key IS NULL THEN 'added' WHEN b.__key IS NULL THEN 'removed' "
+        f"WHEN {any_differs} THEN 'changed' ELSE 'same' END AS change, "
+        f"coalesce(a.__key, b.__key) AS key, "
+        + ", ".join(
+            [f"a.{qident(c)} AS {qident('a.' + c)}, b.{qident(c)} AS {qident('b.' + c)}" for c in pair.common]
+            or ["1"]
+        )
+        + f" FROM {pair.view_a} a FULL JOIN {pair.view_b} b ON a.__key = b.__key"
+    )

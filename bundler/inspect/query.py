@@ -17,16 +17,18 @@ import csv
 import glob
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bundler.bundle import BUNDLE_SUFFIX, MANIFEST, PACKED_SUFFIX, TABLES_DIR, Bundle, open_bundle
-from bundler.errors import BundlerError, SpecError, UsageError
-from bundler.graph import Graph, TableSpec, graph_for_release, load_graph
+from bundler.context import bundle_graph
+from bundler.errors import SpecError, UsageError
+from bundler.graph import Graph, TableSpec, load_graph
 from bundler.keys import key_value
+from bundler.manifest import Manifest
 
 if TYPE_CHECKING:
     import duckdb
@@ -82,11 +84,6 @@ def duck_type(graph_type: str) -> str:
         raise SpecError(f"unknown column type {graph_type!r} in the entity graph") from None
 
 
-def parquet_source(path: Path) -> str:
-    """``read_parquet('…')`` of one file."""
-    return f"read_parquet({literal(str(path))})"
-
-
 def empty_select(spec: TableSpec) -> str:
     """A SELECT with the graph's columns of ``spec`` and no rows."""
     cols = ", ".join(f"CAST(NULL AS {duck_type(c.type)}) AS {qident(c.name)}" for c in spec.columns)
@@ -130,8 +127,8 @@ def expand_bundle_paths(patterns: Iterable[str | Path]) -> list[Path]:
                     f"no bundle matches {text!r}",
                     hint="check the pattern (quote it to let bundler expand it)",
                 )
-        else:
-            raise BundlerError(
+        else:  # a usage error, as for every command that takes a bundle path (click's exists=True)
+            raise UsageError(
                 f"bundle {text} does not exist",
                 hint="give the path of a .bundle folder or a packed bundle file",
             )
@@ -144,18 +141,22 @@ def expand_bundle_paths(patterns: Iterable[str | Path]) -> list[Path]:
 
 
 def graph_of(
-    manifest: dict[str, Any], *, spec: str | Path | None = None, graph: Graph | None = None
+    manifest: Manifest | Mapping[str, Any], *, spec: str | Path | None = None, graph: Graph | None = None
 ) -> Graph:
-    """The graph to read a bundle with: ``graph``, else ``--spec``, else the shipped graph of its release."""
+    """The graph to read a bundle with: ``graph``, else ``--spec``, else the shipped graph of its release.
+
+    ``manifest`` is the typed manifest, or the raw document of one that may not validate
+    (``inspect verify`` checks those too). Inspect takes ``--spec`` as given, whatever its
+    release: reading a bundle with another graph is what the user asked for.
+    """
     if graph is not None:
         return graph
     if spec is not None:
         return load_graph(spec)
+    if isinstance(manifest, Manifest):
+        return bundle_graph(manifest.graph.release)
     info = manifest.get("graph")
-    release = info.get("release") if isinstance(info, dict) else None
-    if not isinstance(release, str):
-        raise SpecError("the manifest names no graph release", hint="give the entity graph with --spec PATH")
-    return graph_for_release(release)
+    return bundle_graph(info.get("release") if isinstance(info, dict) else None)
 
 
 # -- a set of bundles with their views ---------------------------------------------------------------
@@ -189,7 +190,7 @@ class BundleSet:
         try:
             for path in self.paths:
                 bundle = self._stack.enter_context(open_bundle(path))
-                bundle.manifest  # noqa: B018  (a bundle without a readable manifest fails here, by name)
+                bundle.manifest  # noqa: B018  (a bundle without a valid manifest fails here, by name)
                 self.bundles.append(bundle)
                 try:
                     self.graphs.append(graph_of(bundle.manifest, spec=self.spec, graph=self.graph))
@@ -231,12 +232,10 @@ class BundleSet:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {qident(self.schema)}")
         sources: dict[str, list[str]] = {}
         for bundle in self.bundles:
-            tables = bundle.manifest.get("tables")
-            for table in sorted(tables) if isinstance(tables, dict) else []:
-                file = bundle.table_path(table)
-                if not TABLE_NAME.match(table) or not file.is_file():
+            for table in sorted(bundle.manifest.tables):
+                if not TABLE_NAME.match(table) or not bundle.has_table_file(table):
                     continue
-                src = parquet_source(file)
+                src = bundle.duckdb_source(table)
                 select = (
                     f"SELECT {literal(bundle.bundle_id)} AS bundle_id, * FROM {src}"
                     if with_id
@@ -246,6 +245,10 @@ class BundleSet:
                 self.views.setdefault(table, []).append(bundle.bundle_id)
         for table, selects in sources.items():
             self.con.execute(f"CREATE VIEW {self.name(table)} AS " + " UNION ALL BY NAME ".join(selects))
+        self._empty_views(with_id, sources)
+
+    def _empty_views(self, with_id: bool, sources: dict[str, list[str]]) -> None:
+        """An empty view of each table of the graphs that no bundle carries."""
         for graph in self.graphs:
             for spec in graph.tables.values() if graph is not None else ():
                 if spec.name in sources or spec.name in self.views:

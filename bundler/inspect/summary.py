@@ -153,7 +153,7 @@ def summarize(
 
     The usage span (first and last value of each usage table's time column) is read by
     DuckDB when the bundle's entity graph is known; everything else comes from the manifest.
-    Raises :class:`~bundler.errors.BundleInvalid` for a bundle without a readable manifest.
+    Raises :class:`~bundler.errors.BundleInvalid` for a bundle whose manifest is unreadable or invalid.
     """
     summary = Summary()
     for path in paths:
@@ -162,38 +162,28 @@ def summarize(
     return summary
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _one(path: str, bundle: Bundle, bs: BundleSet) -> BundleSummary:
     m = bundle.manifest
-    tables = [
-        TableSummary(name, str(e.get("scope")), int(e.get("rows") or 0), int(e.get("bytes") or 0))
-        for name, e in sorted(_dict(m.get("tables")).items())
-        if isinstance(e, dict)
-    ]
-    prerequisites = [
-        Prerequisite(name, str(e.get("column")), str(e.get("scope")), len(e.get("rows") or []))
-        for name, e in sorted(_dict(m.get("prerequisites")).items())
-        if isinstance(e, dict)
-    ]
+    selection = m.selection
+    tables = [TableSummary(name, e.scope, e.rows, e.bytes) for name, e in sorted(m.tables.items())]
     return BundleSummary(
         path=path,
         bundle_id=bundle.bundle_id,
-        kind=str(m.get("kind")),
-        format_version=m.get("format_version"),
-        root=m.get("root") if isinstance(m.get("root"), dict) else None,
-        selection=m.get("selection") if isinstance(m.get("selection"), list) else None,
-        source=_dict(m.get("source")),
-        graph=_dict(m.get("graph")),
-        created_at=m.get("created_at"),
-        marked=m.get("marked"),
-        usage=_dict(m.get("usage")),
+        kind=m.kind,
+        format_version=m.format_version,
+        root=m.root.to_doc() if m.root is not None else None,
+        selection=[s.to_doc() for s in selection] if selection is not None else None,
+        source=m.source.to_doc(),
+        graph=m.graph.to_doc(),
+        created_at=m.created_at,
+        marked=m.marked,
+        usage=m.usage.to_doc(),
         usage_span=_usage_span(bs, tables),
         tables=tables,
-        prerequisites=prerequisites,
-        depends_on=[str(d) for d in m.get("depends_on") or []],
+        prerequisites=[
+            Prerequisite(name, o.column, o.scope, len(o.rows)) for name, o in sorted(m.prerequisites.items())
+        ],
+        depends_on=list(m.depends_on),
     )
 
 
@@ -206,7 +196,7 @@ def _usage_span(bs: BundleSet, tables: list[TableSummary]) -> dict[str, dict[str
     span: dict[str, dict[str, Any]] = {}
     for t in tables:
         spec = graph.tables.get(t.name)
-        if spec is None or spec.scope != "usage" or not spec.time_column or t.name not in bs.views:
+        if spec is None or not spec.is_usage or not spec.time_column or t.name not in bs.views:
             continue
         col = qident(spec.time_column)
         try:

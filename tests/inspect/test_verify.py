@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from bundler.bundle import pack
+from bundler.bundle import open_bundle, pack
 from bundler.cli import BundlerGroup
 from bundler.errors import BundleInvalid, ExitCode
 from bundler.graph import GRAPHS_DIR
@@ -85,8 +85,28 @@ def test_packed_bundle_verifies(bundles: dict[str, Path], tmp_path: Path) -> Non
     assert report.rows == read_manifest(bundles["customer"])["totals"]["rows"]
 
 
+def test_opened_bundle_is_verified_and_left_open(bundles: dict[str, Path], tmp_path: Path) -> None:
+    packed = pack(bundles["customer"], tmp_path)
+    with open_bundle(packed) as bundle:
+        report = verify_bundle(bundle)
+        assert report.ok, texts(report)
+        assert report.bundle == str(packed)
+        assert report.rows == read_manifest(bundles["customer"])["totals"]["rows"]
+        assert bundle.path.is_dir()  # still unpacked: the caller goes on reading what was verified
+        assert sum(b.num_rows for b in bundle.iter_batches("xdrs")) == 3
+    assert not bundle.path.exists()
+
+
 def test_verify_with_spec_graph(bundles: dict[str, Path]) -> None:
     assert verify_bundle(bundles["vendor"], spec=GRAPHS_DIR / "r1.json").ok
+
+
+def test_spec_of_another_release_never_replaces_the_bundles_own_graph(bundles: dict[str, Path]) -> None:
+    report = verify_bundle(bundles["vendor"], spec=GRAPHS_DIR / "r2.json")  # an r1 bundle
+    assert report.ok, texts(report)
+    assert any(
+        "describes release r2" in w and "verified against that release's graph" in w for w in report.warnings
+    )
 
 
 # -- the broken bundles of the issue -------------------------------------------------------------------
@@ -356,12 +376,12 @@ def test_manifest_edited_by_hand(customer: Path, edit: Any, needles: list[str]) 
 
 
 def test_newer_format_version_is_refused_by_name(customer: Path) -> None:
-    edit_manifest(customer, lambda d: d.update(format_version=2, something_new={"x": 1}))
+    edit_manifest(customer, lambda d: d.update(format_version=3, something_new={"x": 1}))
     report = verify_bundle(customer)
     assert len(report.problems) == 1, texts(report)
     line = texts(report)[0]
     assert line.startswith("manifest.json: ")
-    assert "format version 2, newer than this bundler reads (1)" in line
+    assert "format version 3, newer than this bundler reads (2)" in line
 
 
 def test_usage_row_outside_the_window(customer: Path) -> None:
@@ -506,19 +526,13 @@ def test_cli_verify_prints_every_problem_and_exits_4(bundles: dict[str, Path], c
 
 
 def test_cli_verify_json(customer: Path) -> None:
-    edit_manifest(customer, lambda d: d.update(format_version=3))
+    edit_manifest(customer, lambda d: d.update(format_version=4))
     result = CliRunner().invoke(cli(), ["inspect", "verify", "--json", str(customer)])
     assert result.exit_code == ExitCode.BUNDLE_INVALID
     (doc,) = json.loads(result.stdout)
     assert doc["ok"] is False
     assert doc["problems"][0]["file"] == "manifest.json"
-    assert "format version 3, newer than this bundler reads (1)" in doc["problems"][0]["text"]
-
-
-def test_cli_verify_missing_path(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli(), ["inspect", "verify", str(tmp_path / "nope.bundle")])
-    assert result.exit_code == ExitCode.FAILED
-    assert "does not exist" in result.stderr
+    assert "format version 4, newer than this bundler reads (2)" in doc["problems"][0]["text"]
 
 
 def test_cli_help_has_examples() -> None:
