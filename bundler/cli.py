@@ -140,6 +140,7 @@ def _register() -> None:
     from bundler.lineup.commands import migrate_command
     from bundler.load.commands import load_command
     from bundler.recordings.commands import recordings
+    from bundler.recover_commands import recover_command
     from bundler.reverse.commands import reverse
 
     for command in (
@@ -152,6 +153,7 @@ def _register() -> None:
         recordings,
         clean_command,
         reverse,
+        recover_command,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command

@@ -2,16 +2,23 @@
 
 - ``bundler_system``: which system this database is (a stable id) and its release;
 - ``bundler_exports`` and ``bundler_export_marks`` (source): every export, and the
-  status each row had before the export marked it Exported, so it can be restored;
+  status each row had before the export marked it Exported, so it can be restored; an
+  export records the host and process that runs it and the folder its bundle goes to, so
+  that ``bundler recover`` can finish or undo an export whose process died;
 - ``bundler_loads`` and ``bundler_ledger`` (target): every load, and every row it
   wrote or reused, source key to target key.
 
-They are created on first use and never hold billing data.
+They are created on first use and never hold billing data. Columns added by a later
+bundler are added to tables an older one created (all such columns are nullable).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -51,6 +58,11 @@ exports_table = sa.Table(
     sa.Column("manifest_sha256", sa.String(64)),
     sa.Column("rows", sa.BigInteger),
     sa.Column("message", sa.Text),
+    # who runs the export and where its bundle goes: what `bundler recover` needs (added later: nullable)
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("process_start", sa.BigInteger),
+    sa.Column("out_dir", sa.Text),
 )
 
 export_marks_table = sa.Table(
@@ -120,9 +132,113 @@ def create_tables(connection: sa.Connection, md: sa.MetaData) -> None:
             raise
 
 
+_upgraded: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+_upgrade_lock = threading.Lock()
+
+
+def add_missing_columns(connection: sa.Connection, md: sa.MetaData) -> list[str]:
+    """Add the (nullable) columns of ``md`` that tables made by an older bundler lack.
+
+    Returns ``table.column`` of each column added. Another process adding the same column
+    at the same time is fine.
+    """
+    added: list[str] = []
+    inspector = sa.inspect(connection)
+    for table in md.tables.values():
+        if not inspector.has_table(table.name):
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable:
+                raise DatabaseError(
+                    f"{table.name} lacks column {column.name}, which cannot be added to existing rows",
+                    hint="this database was used by an incompatible bundler; ask for a migration",
+                )
+            ddl = (
+                f"ALTER TABLE {connection.dialect.identifier_preparer.format_table(table)} ADD COLUMN "
+                f"{connection.dialect.identifier_preparer.format_column(column)} "
+                f"{column.type.compile(dialect=connection.dialect)}"
+            )
+            try:
+                if connection.dialect.name == "mysql":
+                    connection.exec_driver_sql(ddl)  # DDL commits by itself there: no savepoint
+                else:
+                    with connection.begin_nested():
+                        connection.exec_driver_sql(ddl)
+            except sa.exc.DBAPIError:
+                inspector.clear_cache()
+                if column.name not in {c["name"] for c in inspector.get_columns(table.name)}:
+                    raise
+                continue  # another process added it between our look and our ALTER
+            added.append(f"{table.name}.{column.name}")
+    return added
+
+
 def ensure_tables(connection: sa.Connection) -> None:
-    """Create bundler's tables that are missing."""
+    """Create bundler's tables that are missing, and add columns that older tables lack
+    (looked at once per engine and process)."""
     create_tables(connection, metadata)
+    engine = connection.engine
+    if engine in _upgraded:
+        return
+    with _upgrade_lock:
+        if engine not in _upgraded:
+            add_missing_columns(connection, metadata)
+            _upgraded.add(engine)
+
+
+# -- the process that runs an export ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A process: its host, pid and (where the system says) its start time, so that a pid
+    that the system gave to a new process is not taken for the old one."""
+
+    host: str
+    pid: int
+    start: int | None
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on host {self.host}"
+
+    @property
+    def local(self) -> bool:
+        return self.host == socket.gethostname()
+
+    def alive(self) -> bool:
+        """Whether this process still runs (only meaningful for a process of this host)."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # somebody else's process: it exists
+        state, start = _proc_stat(self.pid)
+        if state in ("Z", "X"):
+            return False  # a zombie: it died, its parent has not reaped it yet
+        # another start time: the system gave the pid to a new process since
+        return self.start is None or start is None or start == self.start
+
+
+def _proc_stat(pid: int) -> tuple[str | None, int | None]:
+    """The state and start time (clock ticks since boot) of process ``pid`` (Linux); Nones elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return None, None
+    fields = text.rpartition(")")[2].split()  # fields[0] is field 3 of proc(5), the state
+    try:
+        return fields[0], int(fields[19])  # field 22: starttime
+    except (IndexError, ValueError):
+        return None, None
+
+
+def this_process() -> ProcessRef:
+    return ProcessRef(socket.gethostname(), os.getpid(), _proc_stat(os.getpid())[1])
 
 
 def register_system(connection: sa.Connection, release: str, system_id: str | None = None) -> SystemInfo:

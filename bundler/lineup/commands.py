@@ -22,10 +22,13 @@ from bundler.options import json_option, print_json, progress_for_cli, spec_opti
     "vendors",
     multiple=True,
     metavar="ID_OR_NAME",
-    help="A vendor (repeatable); vendors go first.",
+    help="A vendor (repeatable); vendors go first (the graph says so).",
 )
 @click.option(
-    "--all", "all_", is_flag=True, help="Every top-level customer and reseller that is not terminated."
+    "--all",
+    "all_",
+    is_flag=True,
+    help="Every top-level customer and reseller that is not terminated (with roots named too: each once).",
 )
 @click.option("--where", default=None, metavar="SQL", help="With --all: an SQL condition on the root table.")
 @click.option(
@@ -72,10 +75,14 @@ def migrate_command(
     """Migrate roots one by one: export, load at once, next; N at a time, resumable.
 
     The lineup is kept in the target (bundler_lineup): several workers, on several
-    machines, can run the same command and share it. A re-run skips what the target
-    already holds and retries what failed. A failed root gets its status restored in
-    the source and keeps its bundle; the run goes on and exits 1 listing every failure.
-    Ctrl-C stops after the roots in flight.
+    machines, can run the same command and share it. Kinds go in the entity graph's
+    order (vendors before the customers whose DID numbers they own): no root of a later
+    kind is claimed before every root of the earlier kinds is done or failed. A re-run
+    skips what the target already holds, finishes or restores an export whose process
+    died (see bundler recover), loads a bundle exported but not loaded, and retries what
+    failed. A failed root gets its status restored in the source and keeps its bundle;
+    the run goes on and exits 1 listing every failure. Ctrl-C stops after the roots in
+    flight.
 
     \b
     Example:

@@ -1,12 +1,14 @@
 """The lineup: export a root and load it at once, then the next, N at a time, on many machines.
 
-The lineup lives in the target database (``bundler_lineup``): one row per root and phase.
-Workers anywhere claim their next root with a row lock (``SELECT … FOR UPDATE SKIP
-LOCKED`` on PostgreSQL and MariaDB; SQLite serialises writers, so a plain transaction
-does) and need no coordinator. For each claimed root a worker:
+The lineup lives in the target database (``bundler_lineup``, see
+:mod:`bundler.lineup.queue`): one row per root and phase, claimed by workers anywhere with a
+row lock; kinds go in the tiers the graph gives (vendors before the customers whose DID
+numbers they own), and no root of a later tier is claimed before the earlier tiers are
+finished. For each claimed root a worker:
 
-1. finishes what an earlier, interrupted run left (a bundle exported and not loaded is
-   loaded; a root the target already holds is done);
+1. finishes what an earlier, interrupted run left: an export whose process died is finished
+   or restored (:mod:`bundler.recover`), a bundle exported and not loaded is loaded, a root
+   the target already holds is done;
 2. otherwise exports it (marking it Exported in the source) and loads it at once;
 3. records the outcome and the root's **downtime**: from the moment it was marked Exported
    in the source until it was active in the target.
@@ -18,8 +20,6 @@ retry; the lineup goes on and the run exits 1 with every failure listed. A stop 
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
 import threading
 import time
@@ -30,44 +30,34 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from bundler import tracking
+from bundler.bundle import BUNDLE_SUFFIX, open_bundle
+from bundler.context import system_graph
 from bundler.db import begin_write
 from bundler.errors import BundlerError, UsageError
-from bundler.export import ExportOptions, export_root, restore_export
-from bundler.export.closure import table_clause
-from bundler.export.export import find_root, source_graph
+from bundler.export import ConfigSelection, ExportOptions, export_config, export_root, restore_export
+from bundler.export.layers import Layers
+from bundler.graph import Graph
 from bundler.keys import describe, key_text
-from bundler.load import load_bundle
-from bundler.load.load import TargetCache
-from bundler.progress import NullProgress, Progress
-
-TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-KIND_ORDER = {"vendor": 0, "reseller": 1, "customer": 2}
-
-lineup_metadata = sa.MetaData()
-lineup_table = sa.Table(
-    "bundler_lineup",
-    lineup_metadata,
-    sa.Column("source_system", sa.String(36), primary_key=True),
-    sa.Column("kind", sa.String(16), primary_key=True),
-    sa.Column("root_pk", sa.String(255), primary_key=True),
-    sa.Column("phase", sa.String(8), primary_key=True),  # full | usage
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("root_key", sa.String(255), nullable=False),
-    sa.Column("state", sa.String(12), nullable=False),  # pending | claimed | done | failed
-    sa.Column("worker", sa.String(128)),
-    sa.Column("claimed_at", TIMESTAMP),
-    sa.Column("finished_at", TIMESTAMP),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("bundle_id", sa.String(64)),
-    sa.Column("downtime_s", sa.Float),
-    sa.Column("rows", sa.BigInteger),
-    sa.Column("bytes", sa.BigInteger),
-    sa.Column("message", sa.Text),
-    sa.Index("ix_bundler_lineup_state", "source_system", "phase", "state", "position"),
+from bundler.lineup.queue import (
+    WAIT,
+    claim,
+    enqueue,
+    finish,
+    kind_order,
+    kind_tiers,
+    lineup_table,
+    release_stale_claims,
+    selection,
+    worker_name,
 )
+from bundler.lineup.queue import retry_failed as retry_failed_roots
+from bundler.load import TargetCache, load_bundle
+from bundler.marking import find_root
+from bundler.progress import NullProgress, Progress
+from bundler.recover import LEFT, crash_point, crash_progress, recover_root
+from bundler.sql import table_clause
 
 
 @dataclass(frozen=True)
@@ -149,213 +139,43 @@ class RootSelector:
     where: str | None = None
 
 
-def ensure_lineup(connection: sa.Connection) -> None:
-    tracking.create_tables(connection, lineup_metadata)
-
-
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
-
-
 # -- building the lineup -----------------------------------------------------------------------
 
 
 def select_roots(
     source: sa.Engine, selectors: Sequence[RootSelector], *, spec: str | Path | None = None
 ) -> list[tuple[str, Any, str]]:
-    """(kind, source pk, natural key text) of every root the selectors name, in lineup order."""
-    found: list[tuple[str, Any, str]] = []
+    """(kind, source pk, natural key text) of every root the selectors name, each once, in
+    lineup order (kinds in the graph's tiers: :func:`~bundler.lineup.queue.kind_order`)."""
+    found: dict[tuple[str, str], tuple[str, Any, str]] = {}
     with source.connect() as conn:
-        graph, _ = source_graph(conn, spec)
-        for sel in sorted(selectors, key=lambda s: KIND_ORDER.get(s.kind, 9)):
-            root_spec = graph.root(sel.kind)
-            table = graph.table(root_spec.table)
-            pk = table.pk[0]
-            if sel.all:
-                t = table_clause(table)
-                stmt = sa.select(t.c[pk]).order_by(t.c[pk])
-                for col, allowed in root_spec.where.items():
-                    stmt = stmt.where(t.c[col].in_(allowed))
-                for ref in table.owner_refs:  # top level only: the rest travels with its parent
-                    if ref.table == table.name:
-                        stmt = stmt.where(t.c[ref.column].is_(None))
-                if table.status is not None:
-                    stmt = stmt.where(t.c[table.status.column].not_in(table.status.terminated))
-                if sel.where:
-                    stmt = stmt.where(sa.text(sel.where))
-                idents: list[Any] = list(conn.execute(stmt).scalars())
-            else:
-                idents = list(sel.idents)
+        graph, _ = system_graph(conn, spec)
+        order = kind_order(graph)
+        for sel in sorted(selectors, key=lambda s: order.get(s.kind, (len(order), 0))):
+            idents = _all_of(conn, graph, sel) if sel.all else list(sel.idents)
             for ident in idents:
                 root = find_root(conn, graph, sel.kind, ident)
-                found.append((sel.kind, root.pk, key_text(root.key)))
-    return found
+                found.setdefault((sel.kind, str(root.pk)), (sel.kind, root.pk, key_text(root.key)))
+    return list(found.values())
 
 
-def enqueue(target: sa.Engine, source_system: str, roots: Sequence[tuple[str, Any, str]], phase: str) -> int:
-    """Add the roots the lineup does not have yet; returns how many were added."""
-    added = 0
-    for attempt in range(3):
-        try:
-            with begin_write(target) as conn:
-                ensure_lineup(conn)
-                t = lineup_table
-                have = {
-                    (r.kind, r.root_pk)
-                    for r in conn.execute(
-                        sa.select(t.c.kind, t.c.root_pk).where(
-                            t.c.source_system == source_system, t.c.phase == phase
-                        )
-                    )
-                }
-                start = conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.max(t.c.position), 0)).where(
-                        t.c.source_system == source_system
-                    )
-                ).scalar_one()
-                new = [
-                    {
-                        "source_system": source_system,
-                        "kind": kind,
-                        "root_pk": str(pk),
-                        "phase": phase,
-                        "position": start + i + 1,
-                        "root_key": key[:255],
-                        "state": "pending",
-                        "attempts": 0,
-                    }
-                    for i, (kind, pk, key) in enumerate(r for r in roots if (r[0], str(r[1])) not in have)
-                ]
-                if new:
-                    conn.execute(t.insert(), new)
-                added = len(new)
-            return added
-        except sa.exc.IntegrityError:
-            if attempt == 2:
-                raise
-            time.sleep(0.1 * (attempt + 1))  # another worker enqueued the same roots: read again
-    return added
-
-
-def _selection(wanted: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
-    t = lineup_table
-    if len(wanted) > 10_000:  # a bigger selection is the whole lineup in practice
-        return sa.true()
-    by_kind: dict[str, list[str]] = {}
-    for kind, pk in wanted:
-        by_kind.setdefault(kind, []).append(pk)
-    return sa.or_(*(sa.and_(t.c.kind == k, t.c.root_pk.in_(v)) for k, v in by_kind.items()))
-
-
-def _retry_failed(target: sa.Engine, source_system: str, phase: str, wanted: set[tuple[str, str]]) -> None:
-    """Roots that failed in an earlier run are tried again, once per run."""
-    t = lineup_table
-    with begin_write(target) as conn:
-        conn.execute(
-            sa.update(t)
-            .where(
-                t.c.source_system == source_system,
-                t.c.phase == phase,
-                t.c.state == "failed",
-                _selection(wanted),
-            )
-            .values(state="pending")
-        )
-
-
-def _claim(
-    target: sa.Engine, source_system: str, phase: str, worker: str, wanted: set[tuple[str, str]]
-) -> sa.Row[Any] | None:
-    """Claim the next pending root of this run's selection (other runs' roots stay for them)."""
-    t = lineup_table
-    conn_opts: dict[str, Any] = {"sqlite_begin": "immediate"}
-    with target.connect().execution_options(**conn_opts) as conn, conn.begin():
-        stmt = (
-            sa.select(t)
-            .where(
-                t.c.source_system == source_system,
-                t.c.phase == phase,
-                t.c.state == "pending",
-                _selection(wanted),
-            )
-            .order_by(t.c.position)
-            .limit(1)
-        )
-        if conn.dialect.name in ("postgresql", "mysql"):
-            stmt = stmt.with_for_update(skip_locked=True)
-        row = conn.execute(stmt).first()
-        if row is None:
-            return None
-        conn.execute(
-            sa.update(t)
-            .where(
-                t.c.source_system == source_system,
-                t.c.kind == row.kind,
-                t.c.root_pk == row.root_pk,
-                t.c.phase == phase,
-            )
-            .values(state="claimed", worker=worker, claimed_at=tracking.now(), attempts=row.attempts + 1)
-        )
-        return row
-
-
-def _finish(target: sa.Engine, row: sa.Row[Any], outcome: RootOutcome) -> None:
-    t = lineup_table
-    with begin_write(target) as conn:
-        conn.execute(
-            sa.update(t)
-            .where(t.c.source_system == row.source_system, t.c.kind == row.kind, t.c.root_pk == row.root_pk)
-            .where(t.c.phase == row.phase)
-            .values(
-                state=outcome.state,
-                finished_at=tracking.now(),
-                bundle_id=outcome.bundle_id,
-                downtime_s=outcome.downtime_s,
-                rows=outcome.rows,
-                bytes=outcome.bytes,
-                message=(outcome.message or "")[:4000] or None,
-            )
-        )
-
-
-def release_stale_claims(target: sa.Engine, source_system: str, *, stale_after: float) -> int:
-    """Claims of workers that died: this host's dead processes at once, others after ``stale_after`` s."""
-    t = lineup_table
-    host = socket.gethostname()
-    released = 0
-    with begin_write(target) as conn:
-        ensure_lineup(conn)
-        rows = conn.execute(
-            sa.select(t).where(t.c.source_system == source_system, t.c.state == "claimed")
-        ).all()
-        for row in rows:
-            name, _, rest = (row.worker or "").partition(":")
-            pid = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else -1
-            dead = name == host and pid > 0 and pid != os.getpid() and not _alive(pid)
-            old = (
-                row.claimed_at is not None and (tracking.now() - row.claimed_at).total_seconds() > stale_after
-            )
-            if dead or old:
-                conn.execute(
-                    sa.update(t)
-                    .where(
-                        t.c.source_system == source_system, t.c.kind == row.kind, t.c.root_pk == row.root_pk
-                    )
-                    .where(t.c.phase == row.phase, t.c.state == "claimed")
-                    .values(state="pending", worker=None, message=f"released: worker {row.worker} stopped")
-                )
-                released += 1
-    return released
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _all_of(conn: sa.Connection, graph: Graph, sel: RootSelector) -> list[Any]:
+    """Every top-level root of ``sel.kind`` that is not terminated (and matches ``--where``)."""
+    root_spec = graph.root(sel.kind)
+    table = graph.table(root_spec.table)
+    pk = table.pk[0]
+    t = table_clause(table)
+    stmt = sa.select(t.c[pk]).order_by(t.c[pk])
+    for col, allowed in root_spec.where.items():
+        stmt = stmt.where(t.c[col].in_(allowed))
+    for ref in table.owner_refs:  # top level only: the rest travels with its parent
+        if ref.table == table.name:
+            stmt = stmt.where(t.c[ref.column].is_(None))
+    if table.status is not None:
+        stmt = stmt.where(t.c[table.status.column].not_in(table.status.terminated))
+    if sel.where:
+        stmt = stmt.where(sa.text(sel.where))
+    return list(conn.execute(stmt).scalars())
 
 
 # -- migrating one root ------------------------------------------------------------------------
@@ -370,6 +190,9 @@ class LineupOptions:
     spec: str | Path | None = None
     target_spec: str | Path | None = None
     now: Any = None
+    #: configuration first: one bundle of the shared configuration, loaded before any root;
+    #: then each root's bundle carries its own rows and refers to that layer for the rest
+    layered: bool = True
 
 
 def _already_loaded(target: sa.Engine, source_system: str, kind: str, root_pk: str, phase: str) -> Any:
@@ -396,14 +219,27 @@ def _unloaded_export(
     wanted = "usage" if phase == "usage" else kind
     with source.connect() as conn:
         row = conn.execute(
-            sa.select(exports.c.bundle_id, exports.c.started_at)
+            sa.select(exports.c.bundle_id, exports.c.out_dir)
             .where(exports.c.kind == wanted, exports.c.root_pk == root_pk, exports.c.status == "done")
             .order_by(exports.c.started_at.desc())
         ).first()
     if row is None:
         return None
-    path = bundles / f"{row.bundle_id}.bundle"
-    return (row.bundle_id, path) if path.exists() else None
+    folders = ([Path(row.out_dir)] if row.out_dir else []) + [bundles]
+    for folder in dict.fromkeys(folders):
+        path = folder / f"{row.bundle_id}{BUNDLE_SUFFIX}"
+        if path.exists():
+            return row.bundle_id, path
+    return None
+
+
+def _recover(source: sa.Engine, graph: Graph, kind: str, root_pk: str, progress: Progress) -> str | None:
+    """Finish or restore an export of this root whose process died; why the root cannot go on, if so."""
+    items = recover_root(source, graph, graph.root(kind).table, root_pk, progress=progress)
+    for item in items:
+        if item.action == LEFT:
+            return f"export: it is being exported by bundle {item.bundle_id}: {item.message}"
+    return None
 
 
 def migrate_root(
@@ -414,36 +250,52 @@ def migrate_root(
     options: LineupOptions,
     progress: Progress,
     cache: TargetCache | None = None,
+    graph: Graph | None = None,
+    layers: Layers | None = None,
 ) -> RootOutcome:
     kind, root_pk, phase = row.kind, row.root_pk, row.phase
     base = {"kind": kind, "root_pk": root_pk, "root_key": row.root_key}
     loaded = _already_loaded(target, source_system, kind, root_pk, phase)
     if loaded is not None:
         return RootOutcome(**base, state="done", bundle_id=loaded.bundle_id, message="already in the target")
+    if graph is None:
+        with source.connect() as conn:
+            graph, _ = system_graph(conn, options.spec)
+    refused = _recover(source, graph, kind, root_pk, progress)
+    if refused is not None:
+        return RootOutcome(**base, state="failed", message=refused)
     started = time.monotonic()
     left = _unloaded_export(source, kind, root_pk, options.bundles, phase)
     if left is not None:
         bundle_id, path = left
         rows = bytes_ = 0
+        progress.note(f"{kind} {describe_key(row.root_key)}: loading {bundle_id}, exported by an earlier run")
     else:
         export_options = ExportOptions(
-            xdrs=options.xdrs, usage_only=phase == "usage", mark=True, now=options.now
+            xdrs=options.xdrs, usage_only=phase == "usage", mark=True, now=options.now, layers=layers
         )
         try:
             exported = export_root(
-                source, kind, root_pk, options.bundles, spec=options.spec, options=export_options
+                source,
+                kind,
+                root_pk,
+                options.bundles,
+                spec=options.spec,
+                options=export_options,
+                progress=progress,
             )
         except BundlerError as exc:
             return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")
         bundle_id, path = exported.bundle_id, exported.path
-        rows, bytes_ = exported.manifest["totals"]["rows"], exported.manifest["totals"]["bytes"]
+        rows, bytes_ = exported.manifest.totals.rows, exported.manifest.totals.bytes
+        crash_point("exported")
     try:
         load_bundle(
             target,
             path,
             decisions=options.decisions,
             spec=options.target_spec,
-            progress=progress,
+            progress=crash_progress(progress, "load"),
             cache=cache,
         )
     except BundlerError as exc:
@@ -465,6 +317,108 @@ def migrate_root(
 # -- the run -------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Run:
+    """One run of the lineup: its workers share the result and the target's cache."""
+
+    source: sa.Engine
+    target: sa.Engine
+    system: str
+    graph: Graph
+    phase: str
+    wanted: set[tuple[str, str]]
+    options: LineupOptions
+    progress: Progress
+    stop: threading.Event
+    stale_after: float
+    result: LineupResult = field(default_factory=LineupResult)
+    cache: TargetCache = field(default_factory=TargetCache)  # shared by every load of the run
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    started: float = field(default_factory=time.monotonic)
+    waiting_noted: bool = False
+    layers: Layers | None = None
+
+    def next_root(self, name: str) -> Any:
+        """The next root this worker claims; None when none is left (or a stop was asked).
+
+        While an earlier tier is not finished, waits: polls with a backoff of up to
+        ``MAX_POLL`` seconds, and frees claims of workers that died meanwhile (this host's at
+        once, others' once ``stale_after`` passed), so the wait ends when those roots end.
+        """
+        delay = FIRST_POLL
+        tiers = kind_tiers(self.graph)
+        while not self.stop.is_set():
+            row = claim(self.target, self.system, self.phase, name, self.wanted, tiers)
+            if row is not WAIT:
+                return row
+            with self.lock:
+                if not self.waiting_noted:
+                    self.waiting_noted = True
+                    self.progress.note(
+                        "waiting for the roots of an earlier kind (the graph's order) to finish"
+                    )
+            if delay >= MAX_POLL:
+                release_stale_claims(self.target, self.system, stale_after=self.stale_after)
+            self.stop.wait(delay)
+            delay = min(delay * 2, MAX_POLL)
+        return None
+
+    def worker_loop(self) -> None:
+        name = worker_name()
+        while (row := self.next_root(name)) is not None:
+            with self.lock:
+                self.in_flight += 1
+            try:
+                outcome = migrate_root(
+                    self.source,
+                    self.target,
+                    self.system,
+                    row,
+                    self.options,
+                    self.progress,
+                    self.cache,
+                    self.graph,
+                    self.layers,
+                )
+            except Exception as exc:
+                outcome = RootOutcome(
+                    row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
+                )
+            finish(self.target, row, _finished_values(outcome))
+            self._report(row, outcome)
+
+    def _report(self, row: Any, outcome: RootOutcome) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.result.outcomes.append(outcome)
+            done = len(self.result.done)
+            rows = sum(o.rows for o in self.result.done)
+            rate = rows / max(time.monotonic() - self.started, 1e-9)
+            failed, in_flight = len(self.result.failed), self.in_flight
+        self.progress.advance("lineup", 1)
+        state = "done" if outcome.state == "done" else f"FAILED: {outcome.message}"
+        self.progress.note(
+            f"{row.kind} {describe_key(row.root_key)}: {state} "
+            f"[{done} done, {failed} failed, {in_flight} in flight, {rate:,.0f} rows/s]"
+        )
+
+
+FIRST_POLL = 0.05
+MAX_POLL = 2.0
+
+
+def _finished_values(outcome: RootOutcome) -> dict[str, Any]:
+    return {
+        "state": outcome.state,
+        "bundle_id": outcome.bundle_id,
+        "downtime_s": outcome.downtime_s,
+        "rows": outcome.rows,
+        "bytes": outcome.bytes,
+        "message": (outcome.message or "")[:4000] or None,
+    }
+
+
 def run_lineup(
     source: sa.Engine,
     target: sa.Engine,
@@ -481,77 +435,106 @@ def run_lineup(
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     progress = progress or NullProgress()
-    stop = stop or threading.Event()
-    started = time.monotonic()
     phase = "usage" if options.usage_only else "full"
     with begin_write(source) as conn:
-        _, system = source_graph(conn, options.spec)
+        graph, system = system_graph(conn, options.spec)
     roots = select_roots(source, selectors, spec=options.spec)
     wanted = {(kind, str(pk)) for kind, pk, _ in roots}
     enqueue(target, system.system_id, roots, phase)
     release_stale_claims(target, system.system_id, stale_after=stale_after)
     if retry_failed:
-        _retry_failed(target, system.system_id, phase, wanted)
+        retry_failed_roots(target, system.system_id, phase, wanted)
     with target.connect() as conn:
         t = lineup_table
         already = conn.execute(
             sa.select(sa.func.count())
             .select_from(t)
-            .where(
-                t.c.source_system == system.system_id,
-                t.c.phase == phase,
-                t.c.state == "done",
-                _selection(wanted),
-            )
+            .where(t.c.source_system == system.system_id, t.c.phase == phase, t.c.state == "done")
+            .where(selection(wanted))
         ).scalar_one()
     options.bundles.mkdir(parents=True, exist_ok=True)
-    result = LineupResult()
-    cache = TargetCache()  # shared by every load of the run
-    lock = threading.Lock()
-    task = "lineup"
-    progress.start(task, total=len(roots))
-    in_flight = [0]
-
-    def worker_loop() -> None:
-        name = _worker_name()
-        while not stop.is_set():
-            row = _claim(target, system.system_id, phase, name, wanted)
-            if row is None:
-                return
-            with lock:
-                in_flight[0] += 1
-            try:
-                outcome = migrate_root(source, target, system.system_id, row, options, progress, cache)
-            except Exception as exc:
-                outcome = RootOutcome(
-                    row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
-                )
-            _finish(target, row, outcome)
-            with lock:
-                in_flight[0] -= 1
-                result.outcomes.append(outcome)
-                done = len(result.done)
-                rows = sum(o.rows for o in result.done)
-                rate = rows / max(time.monotonic() - started, 1e-9)
-            progress.advance(task, 1)
-            state = "done" if outcome.state == "done" else f"FAILED: {outcome.message}"
-            progress.note(
-                f"{row.kind} {describe_key(row.root_key)}: {state} "
-                f"[{done} done, {len(result.failed)} failed, {in_flight[0]} in flight, {rate:,.0f} rows/s]"
-            )
-
+    run = _Run(
+        source,
+        target,
+        system.system_id,
+        graph,
+        phase,
+        wanted,
+        options,
+        progress,
+        stop or threading.Event(),
+        stale_after,
+    )
+    if options.layered and phase == "full" and roots:
+        run.layers = configuration_first(
+            source, target, graph, system.system_id, options, run.cache, progress
+        )
+    progress.start("lineup", total=len(roots))
     if workers == 1:
-        worker_loop()
+        run.worker_loop()
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lineup") as pool:
-            for future in [pool.submit(worker_loop) for _ in range(workers)]:
+            for future in [pool.submit(run.worker_loop) for _ in range(workers)]:
                 future.result()
-    progress.finish(task)
-    result.stopped = stop.is_set()
+    progress.finish("lineup")
+    result = run.result
+    result.stopped = run.stop.is_set()
     result.skipped = already + sum(1 for o in result.outcomes if o.message == "already in the target")
-    result.seconds = time.monotonic() - started
-    result.outcomes.sort(key=lambda o: (KIND_ORDER.get(o.kind, 9), o.root_key))
+    result.seconds = time.monotonic() - run.started
+    order = kind_order(graph)
+    result.outcomes.sort(key=lambda o: (order.get(o.kind, (len(order), 0)), o.root_key))
     return result
+
+
+def configuration_first(
+    source: sa.Engine,
+    target: sa.Engine,
+    graph: Graph,
+    system_id: str,
+    options: LineupOptions,
+    cache: TargetCache,
+    progress: Progress,
+) -> Layers:
+    """Export and load the shared configuration roots reference, once, before any root goes.
+
+    Every shared table an owned or usage row references is exported whole with what it
+    needs (a product's rating entries, a tariff's rates), outside every root's downtime;
+    the root bundles then refer to this layer (a shared row that changes in the source
+    meanwhile is carried again by the next root's bundle). A load that needs decisions or
+    lacks prerequisites stops the lineup before any root is marked Exported.
+    """
+    tables = sorted(
+        {
+            ref.table
+            for spec in graph.tables.values()
+            if spec.scope.of_root
+            for ref in spec.references
+            if graph.table(ref.table).is_shared
+        }
+    )
+    if not tables:
+        return Layers(system_id)
+    progress.note(f"configuration first: {len(tables)} shared table(s) and what they need")
+    exported = export_config(
+        source,
+        [ConfigSelection(t) for t in tables],
+        options.bundles,
+        spec=options.spec,
+        now=options.now,
+        progress=progress,
+    )
+    load_bundle(
+        target,
+        exported.path,
+        decisions=options.decisions,
+        spec=options.target_spec,
+        progress=progress,
+        cache=cache,
+    )
+    layers = Layers(system_id)
+    with open_bundle(exported.path) as bundle:
+        layers.add_bundle(bundle, graph)
+    return layers
 
 
 def describe_key(text: str) -> str:
@@ -572,6 +555,7 @@ __all__ = [
     "key_text",
     "lineup_table",
     "migrate_root",
+    "release_stale_claims",
     "run_lineup",
     "select_roots",
 ]

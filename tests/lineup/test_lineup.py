@@ -7,18 +7,22 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from bundler import tracking
+from bundler.bundle import open_bundle
 from bundler.cli import main
 from bundler.export import ExportOptions, export_root
+from bundler.graph import graph_for_release
 from bundler.lineup import LineupOptions, RootSelector, run_lineup
 from bundler.lineup.lineup import lineup_table
+from bundler.lineup.queue import kind_order, kind_tiers, retrying
 from bundler.progress import RecordingProgress
 from tests.export import fixture
 from tests.export.fixture import NOW
@@ -66,18 +70,50 @@ def add_customers(engine: sa.Engine, n: int, first_id: int = 1000) -> list[str]:
     return names
 
 
+def assign_dids(engine: sa.Engine, names: list[str]) -> None:
+    """Give each customer's first account a DID number of vendor Carrier Ä: their loads need the
+    vendor in the target first."""
+    with engine.begin() as conn:
+        accounts = conn.execute(
+            sa.text("SELECT i_account FROM accounts WHERE id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)
+            ),
+            {"ids": [f"{n}-1" for n in names]},
+        ).scalars()
+        conn.execute(
+            sa.text(
+                "INSERT INTO did_assignments (i_did_assignment, i_account, i_did_number, assigned_from) "
+                "VALUES (:i, :a, :d, :t)"
+            ),
+            [
+                {"i": 1000 + i, "a": a, "d": 1 + i % 2, "t": datetime(2025, 6, 1) + timedelta(minutes=i)}
+                for i, a in enumerate(accounts)
+            ],
+        )
+
+
 def statuses(engine: sa.Engine) -> dict[str, str]:
     with engine.connect() as conn:
         return dict(conn.execute(sa.text("SELECT name, bill_status FROM customers")).all())  # type: ignore[arg-type]
 
 
 def loads_per_root(engine: sa.Engine) -> dict[str, int]:
+    """Loads per root; the configuration loads (configuration first, once per run) apart."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(tracking.loads_table.c.root_key)).scalars().all()
+        rows = conn.execute(sa.select(tracking.loads_table.c.kind, tracking.loads_table.c.root_key)).all()
     counted: dict[str, int] = {}
-    for key in rows:
+    for kind, key in rows:
+        if kind == "config":
+            assert key is None
+            continue
         counted[key] = counted.get(key, 0) + 1
     return counted
+
+
+def config_loads(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        loads = tracking.loads_table
+        return int(conn.execute(sa.select(sa.func.count()).where(loads.c.kind == "config")).scalar_one())
 
 
 def test_migrate_everything(new_db: Any, dialect: str, tmp_path: Path) -> None:
@@ -100,6 +136,13 @@ def test_migrate_everything(new_db: Any, dialect: str, tmp_path: Path) -> None:
     assert loads_per_root(target) == {
         json.dumps({"name": n}, separators=(",", ":"), ensure_ascii=False): 1 for n in done
     }
+    assert config_loads(target) == 1  # configuration first, once
+    # the roots' bundles refer to that layer for the configuration it carried
+    customer_bundles = [o.bundle_id for o in result.done if o.kind == "customer"]
+    assert customer_bundles and all(
+        any(o.source_bundles for o in open_bundle(tmp_path / f"{b}.bundle").manifest.prerequisites.values())
+        for b in customer_bundles
+    )
     after = statuses(source)
     assert {
         n: after[n] for n in ("acme", "bravo", "distri", "reseller-r", "sub-reseller-r2")
@@ -189,7 +232,8 @@ def test_stop_finishes_roots_in_flight_and_claims_nothing_new(new_db: Any, tmp_p
     class StopAfterFirst(RecordingProgress):
         def note(self, message: str) -> None:
             super().note(message)
-            stop.set()
+            if "Exported in the source" in message:  # the first root is marked: it is in flight
+                stop.set()
 
     result = run_lineup(
         source,
@@ -212,6 +256,7 @@ def test_several_processes_share_one_lineup(new_db: Any, dialect: str, tmp_path:
     source_url, target_url = new_db(dialect), new_db(dialect)
     source = fixture.build(source_url)
     names = add_customers(source, 24)
+    assign_dids(source, names)
     fixture.build_target(target_url, "r2")
     command = [
         sys.executable,
@@ -229,6 +274,8 @@ def test_several_processes_share_one_lineup(new_db: Any, dialect: str, tmp_path:
         "--json",
         "--workers",
         "2",
+        "--vendor",
+        "Carrier Ä",
         *[arg for name in names for arg in ("--customer", name)],
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -240,11 +287,13 @@ def test_several_processes_share_one_lineup(new_db: Any, dialect: str, tmp_path:
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()[-2000:]
     migrated = [o["root"] for out, _ in outputs for o in json.loads(out)["per_root"] if o["state"] == "done"]
-    assert sorted(migrated) == sorted(
-        json.dumps({"name": n}, separators=(",", ":")) for n in names
-    )  # exactly once
+    everyone = [
+        json.dumps({"name": n}, separators=(",", ":"), ensure_ascii=False) for n in ["Carrier Ä", *names]
+    ]
+    assert sorted(migrated) == sorted(everyone)  # exactly once, and never before the vendor
     target = sa.create_engine(target_url) if dialect != "sqlite" else fixture_engine(target_url)
-    assert loads_per_root(target) == {json.dumps({"name": n}, separators=(",", ":")): 1 for n in names}
+    assert loads_per_root(target) == dict.fromkeys(everyone, 1)
+    assert_barrier(target)
     target.dispose()
 
 
@@ -272,3 +321,92 @@ def test_cli(new_db: Any, tmp_path: Path) -> None:
     assert "1 of" in failed.stderr
     usage = runner.invoke(main, [*args, "--where", "1=1"])
     assert usage.exit_code == 2
+
+
+def assert_barrier(target: sa.Engine) -> None:
+    """Every customer and reseller was claimed after the last vendor finished."""
+    t = lineup_table
+    with target.connect() as conn:
+        vendors_done = conn.execute(
+            sa.select(sa.func.max(t.c.finished_at)).where(t.c.kind == "vendor")
+        ).scalar_one()
+        first_other = conn.execute(
+            sa.select(sa.func.min(t.c.claimed_at)).where(t.c.kind != "vendor")
+        ).scalar_one()
+    assert vendors_done is not None and first_other is not None and first_other >= vendors_done
+
+
+def test_kinds_go_in_the_graphs_tiers() -> None:
+    graph = graph_for_release("r1")
+    assert kind_tiers(graph) == {"customer": 1, "reseller": 1, "vendor": 0}
+    assert sorted(graph.roots, key=kind_order(graph).__getitem__) == ["vendor", "customer", "reseller"]
+
+
+def test_vendors_are_loaded_before_any_customer_is_claimed(new_db: Any, dialect: str, tmp_path: Path) -> None:
+    source = fixture.build(new_db(dialect))
+    names = add_customers(source, 8)
+    assign_dids(source, [*names, "bravo"])
+    target = fixture.build_target(new_db(dialect), "r2")
+    progress = RecordingProgress()
+    result = run_lineup(
+        source, target, EVERYTHING, LineupOptions(tmp_path, now=NOW), workers=4, progress=progress
+    )
+    assert [o.root_key for o in result.failed] == ['{"name":"gone"}']  # never a missing DID number
+    assert len(result.done) == 6 + len(names)
+    assert_barrier(target)
+    assert "waiting for the roots of an earlier kind (the graph's order) to finish" in progress.notes()
+
+
+def test_a_failed_vendor_does_not_stop_the_roots_after_it(new_db: Any, tmp_path: Path) -> None:
+    source = fixture.build(new_db("sqlite"))
+    target = fixture.build_target(new_db("sqlite"), "r2")
+    with target.begin() as conn:  # only the vendor's connections need a routing category
+        conn.execute(sa.text("DELETE FROM routing_categories"))
+    selection = [RootSelector("vendor", ("Carrier Ä",)), RootSelector("customer", ("acme", "bravo"))]
+    result = run_lineup(source, target, selection, LineupOptions(tmp_path, now=NOW), workers=2)
+    failed = {json.loads(o.root_key)["name"]: o.message or "" for o in result.failed}
+    assert sorted(failed) == ["Carrier Ä", "acme"]  # acme needs the vendor's DID number
+    assert "routing_categories" in failed["Carrier Ä"] and "did_numbers" in failed["acme"]
+    assert [json.loads(o.root_key)["name"] for o in result.done] == ["bravo"]
+    assert statuses(source)["acme"] == "O"  # restored in the source
+
+
+def test_all_with_named_roots(new_db: Any, tmp_path: Path) -> None:
+    source_url, target_url = new_db("sqlite"), new_db("sqlite")
+    fixture.build(source_url)
+    target = fixture.build_target(target_url, "r2")
+    args = ["migrate", "--source", source_url, "--target", target_url, "--bundles", str(tmp_path), "--json"]
+    ran = CliRunner().invoke(
+        main, [*args, "--vendor", "Carrier Ä", "--all", "--customer", "acme", "--customer", "4"]
+    )
+    assert ran.exit_code == 1, ran.output  # "gone" is Exported already; nothing else fails
+    summary = json.loads(ran.stdout)
+    assert [f["root"] for f in summary["failures"]] == ["name='gone'"]
+    assert loads_per_root(target)['{"name":"acme"}'] == 1
+
+
+def test_a_deadlock_on_the_lineup_is_retried() -> None:
+    import pymysql
+
+    calls: list[int] = []
+
+    def deadlocking() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sa.exc.OperationalError(
+                "UPDATE bundler_lineup …", {}, pymysql.err.OperationalError(1213, "Deadlock")
+            )
+        return 42
+
+    assert retrying(deadlocking) == 42 and len(calls) == 3
+
+    def broken() -> int:
+        calls.append(1)
+        raise sa.exc.OperationalError(
+            "UPDATE bundler_lineup …", {}, pymysql.err.OperationalError(1054, "Unknown")
+        )
+
+    calls.clear()
+    with pytest.raises(sa.exc.OperationalError):
+        retrying(broken)
+    assert len(calls) == 1

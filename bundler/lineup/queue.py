@@ -1,0 +1,346 @@
+"""The lineup's table in the target (``bundler_lineup``) and how workers share it.
+
+One row per root and phase. Workers anywhere claim their next root with a row lock
+(``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL and MariaDB; SQLite serialises
+writers, so an immediate transaction does) and need no coordinator.
+
+**Kinds go in tiers, and a tier is a barrier.** The graph says which kinds need which:
+a kind whose rows reference rows another kind owns (a customer's DID assignments point at
+a vendor's DID numbers) comes after it (:func:`kind_tiers`). No root of a later tier is
+claimed while a root of an earlier tier of this run's selection is still pending, or while
+any worker of any run still holds a root of an earlier tier: the claim answers
+:data:`WAIT`, and the worker polls again with a short backoff. A root that failed counts
+as finished: later tiers still go (a root that needed it fails its load's preflight and is
+restored in the source, listed with the rest).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from bundler import tracking
+from bundler.db import begin_write
+from bundler.graph import Graph
+
+TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+lineup_metadata = sa.MetaData()
+lineup_table = sa.Table(
+    "bundler_lineup",
+    lineup_metadata,
+    sa.Column("source_system", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("root_pk", sa.String(255), primary_key=True),
+    sa.Column("phase", sa.String(8), primary_key=True),  # full | usage
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("root_key", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(12), nullable=False),  # pending | claimed | done | failed
+    sa.Column("worker", sa.String(128)),
+    sa.Column("claimed_at", TIMESTAMP),
+    sa.Column("finished_at", TIMESTAMP),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("bundle_id", sa.String(64)),
+    sa.Column("downtime_s", sa.Float),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("bytes", sa.BigInteger),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_bundler_lineup_state", "source_system", "phase", "state", "position"),
+)
+
+T = TypeVar("T")
+RETRIES = 6
+
+
+class _Wait:
+    """The claim's answer when roots remain but an earlier tier is not finished yet."""
+
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+WAIT = _Wait()
+
+
+def ensure_lineup(connection: sa.Connection) -> None:
+    tracking.create_tables(connection, lineup_metadata)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
+
+
+def contended(exc: sa.exc.DBAPIError) -> bool:
+    """A deadlock or serialization failure the database asks us to retry (as the load does)."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
+    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
+
+
+def retrying(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (one transaction on the lineup) again when the database reports a deadlock."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return fn()
+        except sa.exc.DBAPIError as exc:
+            if attempt == RETRIES or not contended(exc):
+                raise
+            time.sleep(random.uniform(0.02, 0.1) * attempt)  # jitter: racing workers drift apart
+    raise AssertionError("unreachable")
+
+
+# -- the order of kinds ------------------------------------------------------------------------
+
+
+def _owned_tables(graph: Graph, table: str) -> set[str]:
+    found, todo = {table}, [table]
+    while todo:
+        for child, _ in graph.owned_children[todo.pop()]:
+            if child.name not in found:
+                found.add(child.name)
+                todo.append(child.name)
+    return found
+
+
+def kind_tiers(graph: Graph) -> dict[str, int]:
+    """Each root kind's tier (0 goes first), from the graph: kind A goes after kind B when
+    rows A owns reference rows that B owns and A does not. Kinds that need each other share
+    a tier."""
+    owned = {kind: _owned_tables(graph, r.table) for kind, r in graph.roots.items()}
+    needs: dict[str, set[str]] = {}
+    for kind, tables in owned.items():
+        needs[kind] = set()
+        for other, theirs in owned.items():
+            only_theirs = theirs - tables
+            if other != kind and any(
+                ref.table in only_theirs
+                for name in tables
+                for ref in graph.table(name).references
+                if not ref.owner
+            ):
+                needs[kind].add(other)
+    tiers: dict[str, int] = {}
+    tier = 0
+    while len(tiers) < len(needs):
+        ready = [k for k in needs if k not in tiers and needs[k] <= set(tiers)]
+        for kind in ready or [k for k in needs if k not in tiers]:  # a cycle: the rest together
+            tiers[kind] = tier
+        tier += 1
+    return tiers
+
+
+def kind_order(graph: Graph) -> dict[str, tuple[int, int]]:
+    """Sort key per kind: its tier, then its place among the graph's roots."""
+    tiers = kind_tiers(graph)
+    return {kind: (tiers[kind], i) for i, kind in enumerate(graph.roots)}
+
+
+# -- building the lineup -----------------------------------------------------------------------
+
+
+def enqueue(target: sa.Engine, source_system: str, roots: Sequence[tuple[str, Any, str]], phase: str) -> int:
+    """Add the roots the lineup does not have yet (each once); returns how many were added."""
+    unique = list({(kind, str(pk)): (kind, pk, key) for kind, pk, key in roots}.values())
+
+    def once() -> int:
+        with begin_write(target) as conn:
+            ensure_lineup(conn)
+            t = lineup_table
+            have = {
+                (r.kind, r.root_pk)
+                for r in conn.execute(
+                    sa.select(t.c.kind, t.c.root_pk).where(
+                        t.c.source_system == source_system, t.c.phase == phase
+                    )
+                )
+            }
+            start = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(t.c.position), 0)).where(
+                    t.c.source_system == source_system
+                )
+            ).scalar_one()
+            new = [
+                {
+                    "source_system": source_system,
+                    "kind": kind,
+                    "root_pk": str(pk),
+                    "phase": phase,
+                    "position": start + i + 1,
+                    "root_key": key[:255],
+                    "state": "pending",
+                    "attempts": 0,
+                }
+                for i, (kind, pk, key) in enumerate(r for r in unique if (r[0], str(r[1])) not in have)
+            ]
+            if new:
+                conn.execute(t.insert(), new)
+            return len(new)
+
+    for attempt in range(3):
+        try:
+            return retrying(once)
+        except sa.exc.IntegrityError:
+            if attempt == 2:
+                raise
+            time.sleep(0.1 * (attempt + 1))  # another worker enqueued the same roots: read again
+    raise AssertionError("unreachable")
+
+
+def selection(wanted: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
+    t = lineup_table
+    if len(wanted) > 10_000:  # a bigger selection is the whole lineup in practice
+        return sa.true()
+    by_kind: dict[str, list[str]] = {}
+    for kind, pk in wanted:
+        by_kind.setdefault(kind, []).append(pk)
+    return sa.or_(*(sa.and_(t.c.kind == k, t.c.root_pk.in_(v)) for k, v in by_kind.items()))
+
+
+def retry_failed(target: sa.Engine, source_system: str, phase: str, wanted: set[tuple[str, str]]) -> None:
+    """Roots that failed in an earlier run are tried again, once per run."""
+    t = lineup_table
+
+    def once() -> None:
+        with begin_write(target) as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.source_system == source_system, t.c.phase == phase, t.c.state == "failed")
+                .where(selection(wanted))
+                .values(state="pending")
+            )
+
+    retrying(once)
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+def _open_tiers(
+    conn: sa.Connection, source_system: str, phase: str, wanted: set[tuple[str, str]], tiers: dict[str, int]
+) -> tuple[int | None, int | None]:
+    """(first tier with a pending root of ours, first tier with a root any worker holds)."""
+    t = lineup_table
+    base = (t.c.source_system == source_system, t.c.phase == phase)
+    pending = conn.execute(
+        sa.select(t.c.kind).where(*base, t.c.state == "pending", selection(wanted)).distinct()
+    ).scalars()
+    held = conn.execute(sa.select(t.c.kind).where(*base, t.c.state == "claimed").distinct()).scalars()
+    last = max(tiers.values(), default=0) + 1  # a kind the graph does not know goes last
+    ours = [tiers.get(k, last) for k in pending]
+    theirs = [tiers.get(k, last) for k in held]
+    return min(ours, default=None), min(theirs, default=None)
+
+
+def claim(
+    target: sa.Engine,
+    source_system: str,
+    phase: str,
+    worker: str,
+    wanted: set[tuple[str, str]],
+    tiers: dict[str, int],
+) -> sa.Row[Any] | _Wait | None:
+    """Claim the next pending root of this run's selection (other runs' roots stay for them):
+    a row, :data:`WAIT` (an earlier tier is not finished: poll again), or None (nothing left)."""
+    return retrying(lambda: _claim_once(target, source_system, phase, worker, wanted, tiers))
+
+
+def _claim_once(
+    target: sa.Engine,
+    source_system: str,
+    phase: str,
+    worker: str,
+    wanted: set[tuple[str, str]],
+    tiers: dict[str, int],
+) -> sa.Row[Any] | _Wait | None:
+    t = lineup_table
+    conn_opts: dict[str, Any] = {"sqlite_begin": "immediate"}
+    with target.connect().execution_options(**conn_opts) as conn, conn.begin():
+        ours, held = _open_tiers(conn, source_system, phase, wanted, tiers)
+        if ours is None:
+            return None
+        if held is not None and held < ours:
+            return WAIT  # a root of an earlier tier is in flight somewhere
+        last = max(tiers.values(), default=0) + 1
+        kinds = {k for k, v in tiers.items() if v == ours} if ours < last else None
+        stmt = sa.select(t).where(
+            t.c.source_system == source_system, t.c.phase == phase, t.c.state == "pending", selection(wanted)
+        )
+        stmt = stmt.where(t.c.kind.in_(kinds) if kinds is not None else t.c.kind.not_in(list(tiers)))
+        stmt = stmt.order_by(t.c.position).limit(1)
+        if conn.dialect.name in ("postgresql", "mysql"):
+            stmt = stmt.with_for_update(skip_locked=True)
+        row = conn.execute(stmt).first()
+        if row is None:
+            return WAIT  # another worker is claiming the last ones of this tier right now
+        conn.execute(
+            sa.update(t)
+            .where(t.c.source_system == source_system, t.c.kind == row.kind, t.c.root_pk == row.root_pk)
+            .where(t.c.phase == phase)
+            .values(state="claimed", worker=worker, claimed_at=tracking.now(), attempts=row.attempts + 1)
+        )
+        return row
+
+
+def finish(target: sa.Engine, row: sa.Row[Any], values: dict[str, Any]) -> None:
+    """Record how a claimed root ended (``values``: state, bundle_id, downtime_s, …)."""
+    t = lineup_table
+
+    def once() -> None:
+        with begin_write(target) as conn:
+            conn.execute(
+                sa.update(t)
+                .where(
+                    t.c.source_system == row.source_system, t.c.kind == row.kind, t.c.root_pk == row.root_pk
+                )
+                .where(t.c.phase == row.phase)
+                .values(finished_at=tracking.now(), **values)
+            )
+
+    retrying(once)
+
+
+def release_stale_claims(target: sa.Engine, source_system: str, *, stale_after: float) -> int:
+    """Claims of workers that died: this host's dead processes at once, others after ``stale_after`` s."""
+    return retrying(lambda: _release_once(target, source_system, stale_after))
+
+
+def _release_once(target: sa.Engine, source_system: str, stale_after: float) -> int:
+    t = lineup_table
+    host = socket.gethostname()
+    released = 0
+    with begin_write(target) as conn:
+        ensure_lineup(conn)
+        rows = conn.execute(
+            sa.select(t).where(t.c.source_system == source_system, t.c.state == "claimed")
+        ).all()
+        for row in rows:
+            name, _, rest = (row.worker or "").partition(":")
+            pid = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else -1
+            dead = (
+                name == host
+                and pid > 0
+                and pid != os.getpid()
+                and not tracking.ProcessRef(host, pid, None).alive()
+            )
+            old = (
+                row.claimed_at is not None and (tracking.now() - row.claimed_at).total_seconds() > stale_after
+            )
+            if dead or old:
+                conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.source_system == source_system, t.c.kind == row.kind, t.c.root_pk == row.root_pk
+                    )
+                    .where(t.c.phase == row.phase, t.c.state == "claimed")
+                    .values(state="pending", worker=None, message=f"released: worker {row.worker} stopped")
+                )
+                released += 1
+    return released
