@@ -1,6 +1,6 @@
 """``make bench``: run the benchmarks, print a report, save every number as JSON.
 
-    python -m bench                      # everything: seed export inspect load lineup
+    python -m bench                      # everything: seed export inspect load clean lineup
     python -m bench export load          # a subset, in the order given above
     python -m bench --xdrs 100000        # smaller big runs (default 1,000,000 xDRs)
     python -m bench --quick              # everything shrunk: a smoke run of a few minutes
@@ -29,7 +29,7 @@ from typing import Any
 
 import bench.common as c
 
-BENCHMARKS = ("seed", "export", "inspect", "load", "lineup")
+BENCHMARKS = ("seed", "export", "inspect", "load", "clean", "lineup")
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_XDRS = 50_000
 
@@ -58,6 +58,17 @@ def _parse(argv: list[str]) -> tuple[list[str], c.Settings]:
         help="seconds each lineup throughput run may take before it is stopped; 0 = run to the end (default 100)",
     )
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB export baseline")
+    parser.add_argument(
+        "--clean-budget",
+        type=float,
+        help="seconds a reverse export or a clean of the clean benchmark may take before it is stopped; "
+        "0 = run to the end (default 600)",
+    )
+    parser.add_argument(
+        "--stale-statistics",
+        action="store_true",
+        help="clean benchmark without any refresh of the planner statistics (what the refresh saves)",
+    )
     args = parser.parse_args(argv)
     unknown = [b for b in args.benchmarks if b not in BENCHMARKS]
     if unknown:
@@ -81,6 +92,9 @@ def _parse(argv: list[str]) -> tuple[list[str], c.Settings]:
     if args.lineup_budget is not None:
         s.lineup_budget = args.lineup_budget
     s.duckdb = not args.no_duckdb
+    if args.clean_budget is not None:
+        s.clean_budget = args.clean_budget
+    s.stale_statistics = args.stale_statistics
     return chosen, s
 
 
@@ -157,6 +171,8 @@ def _meta(chosen: list[str], s: c.Settings, argv: list[str]) -> dict[str, Any]:
             "typical_xdrs_per_account": s.typical_xdrs_per_account,
             "inspect_runs": s.inspect_runs,
             "export_runs": s.export_runs,
+            "clean_budget_s": s.clean_budget,
+            "stale_statistics": s.stale_statistics,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -213,6 +229,10 @@ def _runner(name: str, ctx: c.Context) -> Callable[[dict[str, Any]], None]:
         from bench import load
 
         return lambda results: load.run(results, ctx)
+    if name == "clean":
+        from bench import clean
+
+        return lambda results: clean.run(results, ctx)
     from bench import lineup
 
     return lambda results: lineup.run(results, ctx)
@@ -223,6 +243,7 @@ TITLES = {
     "export": "export: one customer holding {xdrs:,} xDRs, beside DuckDB's COPY … TO parquet",
     "inspect": "inspect: verify the customer bundle ({xdrs:,} xDRs)",
     "load": "load: the customer bundle ({xdrs:,} xDRs) into an empty r2 target, beside PostgreSQL's COPY",
+    "clean": "clean: reverse export and clean of the customer ({xdrs:,} xDRs) just loaded, beside its load",
     "lineup": "lineup: downtime of a typical customer; throughput with 1 and 2 workers",
 }
 

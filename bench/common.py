@@ -60,6 +60,10 @@ class Settings:
     inspect_runs: int = 3
     export_runs: int = 2
     duckdb: bool = True
+    #: clean benchmark: seconds a reverse export or a clean may take before it is stopped (0: no limit)
+    clean_budget: float = 600.0
+    #: clean benchmark: no refresh of the planner statistics (to measure what it is for)
+    stale_statistics: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bundler-bench-")))
 
     @property

@@ -134,6 +134,9 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture) -> dict[str, Any]:
                 "rows_reused": loaded.reused,
                 "ledger_rows": _ledger_rows(engine, loaded.bundle_id),
                 "seconds": round(seconds, 3),
+                # of which: the planner statistics refreshed after the commit (issue 20)
+                "statistics_seconds": round(loaded.statistics_seconds, 3),
+                "statistics_tables": loaded.statistics_refreshed,
                 "rows_per_s": c.per_s(rows, seconds),
                 "xdr_rows_per_s": c.per_s(xdrs, seconds),
                 "target_prepare_seconds": round(prepared, 1),
@@ -142,7 +145,8 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture) -> dict[str, Any]:
             print(
                 f"  {label:<10} load {rows:>9,} rows ({xdrs:,} xDRs; {result['ledger_rows']:,} ledger rows) "
                 f"in {seconds:6.2f} s = {c.k(result['rows_per_s'])} rows/s, "
-                f"{c.k(result['xdr_rows_per_s'])} xDR rows/s",
+                f"{c.k(result['xdr_rows_per_s'])} xDR rows/s; of which {loaded.statistics_seconds:.2f} s "
+                "refreshing planner statistics",
                 flush=True,
             )
             if dialect == "postgresql":

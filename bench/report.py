@@ -86,6 +86,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, list[str], str]]:
     add("COPY FROM: rows/s", lambda d: _rate(_get(ld, d, "copy", "rows_per_s")))
     add("load / COPY", lambda d: _ratio(_get(ld, d, "copy", "ratio"), 2.0), "≤ 2x")
 
+    cl = results.get("clean", {})
+    add("clean bench: load seconds", lambda d: _s(_get(cl, d, "load_seconds")))
+    add("clean bench: statistics refresh", lambda d: _s(_get(cl, d, "load_statistics_seconds")))
+    add("reverse export: seconds", lambda d: _s(_get(cl, d, "reverse_export_seconds")))
+    add("clean: seconds", lambda d: _s(_get(cl, d, "clean_seconds")))
+    add("clean / load", lambda d: _ratio(_get(cl, d, "clean_ratio"), 2.0), "≤ 2x")
+
     lu = results.get("lineup", {})
     add(
         "lineup typical: downtime p50/p95/max",

@@ -47,8 +47,18 @@ from sqlalchemy import types as sat
 from sqlalchemy.engine import Connection
 
 from bundler.errors import DatabaseError
+from bundler.refusals import (
+    MYSQL_COLUMN,
+    MYSQL_VALUE_CODES,
+    Refusal,
+    Seen,
+    ValueRefused,
+    base_type,
+    from_database,
+    refused,
+)
 
-__all__ = ["arrow_schema_for", "insert_arrow"]
+__all__ = ["ValueRefused", "arrow_schema_for", "insert_arrow"]
 
 #: Rows per CSV chunk sent to PostgreSQL's COPY.
 COPY_CHUNK_ROWS = 65_536
@@ -70,15 +80,6 @@ Converter = Callable[[pa.Array], list[Any]]
 # -- types ------------------------------------------------------------------------------
 
 
-def _base_type(type_: sat.TypeEngine[Any]) -> sat.TypeEngine[Any]:
-    """The SQL type behind a TypeDecorator (or the type itself)."""
-    seen = 0
-    while isinstance(type_, sat.TypeDecorator) and seen < 10:
-        type_ = type_.impl_instance
-        seen += 1
-    return type_
-
-
 def arrow_type_for(type_: sat.TypeEngine[Any]) -> pa.DataType:
     """The exact Arrow type for a SQLAlchemy column type.
 
@@ -89,7 +90,7 @@ def arrow_type_for(type_: sat.TypeEngine[Any]) -> pa.DataType:
     time zone); ``Date`` is ``date32``; ``Time`` is ``time64("us")``; ``String``, ``Text``,
     ``Enum`` and ``JSON`` are ``string``; binary types are ``binary``; ``Boolean`` is ``bool``.
     """
-    base = _base_type(type_)
+    base = base_type(type_)
     if isinstance(base, sat.Boolean):
         return pa.bool_()
     if isinstance(base, sat.Integer):
@@ -337,7 +338,10 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def _load_data_file(connection: Connection, table: sa.Table, names: list[str], path: str, rows: int) -> None:
+def _load_data_file(
+    connection: Connection, table: sa.Table, names: list[str], path: str, rows: int, first_row: int
+) -> None:
+    """LOAD DATA of one file of ``rows`` rows, the first being row ``first_row`` of the data."""
     statement = (
         f"LOAD DATA LOCAL INFILE {_sql_string(path)} INTO TABLE {_table_name(connection, table)} "
         "CHARACTER SET utf8mb4 "
@@ -357,6 +361,14 @@ def _load_data_file(connection: Connection, table: sa.Table, names: list[str], p
             if any(row[1] == 1062 for row in shown):  # a duplicate key: what an INSERT would raise
                 raise sa.exc.IntegrityError(
                     statement, None, Exception(f"LOAD DATA into {table.name}: {details}")
+                )
+            if shown and shown[0][1] in MYSQL_VALUE_CODES:  # "... for column 'c' at row N" of the file
+                found = MYSQL_COLUMN.search(shown[0][2])
+                at = found.group(2) if found else None
+                raise Refusal(
+                    found.group(1) if found else None,
+                    first_row + int(at) - 1 if at else None,
+                    MYSQL_COLUMN.sub("", shown[0][2]),
                 )
             raise DatabaseError(
                 f"LOAD DATA into {table.name} wrote {loaded} of {rows} rows with {warnings} warning(s)"
@@ -388,13 +400,13 @@ def _insert_mysql_load_data(
             if pending >= LOAD_DATA_FILE_ROWS:
                 writer.close()
                 writer = None
-                _load_data_file(connection, table, names, path, pending)
+                _load_data_file(connection, table, names, path, pending, count)
                 count += pending
                 pending = 0
         if writer is not None:
             writer.close()
             if pending:
-                _load_data_file(connection, table, names, path, pending)
+                _load_data_file(connection, table, names, path, pending, count)
                 count += pending
     finally:
         with contextlib.suppress(OSError):
@@ -471,20 +483,39 @@ def insert_arrow(
     (the other columns take their server defaults; Python-side ``Column(default=...)``
     values are not applied). Each column is cast safely to the table column's Arrow type
     (:func:`arrow_schema_for`), so a value that does not fit (a decimal with too many
-    digits) raises before anything is written for that batch.
+    digits) raises before anything is written for that batch. A value the database
+    refuses (a text too long for its column, a number out of range, a NUL character on
+    PostgreSQL) raises :class:`ValueRefused`, naming the column and the row's index in
+    ``data`` as far as the database's diagnostics and the batch being written tell.
 
     Never commits: when the connection has no transaction yet, one is begun (as
     SQLAlchemy's autobegin would), and the caller commits or rolls back. On any error the
     caller's rollback undoes every row written.
     """
     schema = arrow_schema_for(table)
-    dialect = connection.dialect
-    conformed = (_conform(batch, table, schema) for batch in _batches(data) if batch.num_rows)
+    seen = Seen()
+    conformed = seen.track(_conform(batch, table, schema) for batch in _batches(data) if batch.num_rows)
     first = next(conformed, None)
     if first is None:
         return 0
     if not connection.in_transaction():
         connection.begin()
+    try:
+        return _insert(connection, table, first, conformed)
+    except Refusal as found:
+        raise refused(connection, table, seen, found) from None
+    except sa.exc.DBAPIError as exc:
+        refusal = from_database(exc)
+        if refusal is None:
+            raise
+        raise refused(connection, table, seen, refusal) from exc
+
+
+def _insert(
+    connection: Connection, table: sa.Table, first: pa.RecordBatch, conformed: Iterator[pa.RecordBatch]
+) -> int:
+    """The rows written by the fastest exact path of the connection's dialect."""
+    dialect = connection.dialect
     driver = dialect.driver
     name = dialect.name
     if name == "postgresql" and driver == "psycopg" and _csv_capable(first.schema):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def _as_url(url: str | URL) -> URL:
     if isinstance(url, URL):
         return url
     if "://" not in url and not url.startswith("sqlite:"):
-        raise UsageError(f"not a database URL: {url!r}", hint=_URL_EXAMPLES)
+        raise UsageError(f"not a database URL: {redact(url)!r}", hint=_URL_EXAMPLES)
     try:
         return make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -106,7 +107,7 @@ def redact(url: str | URL | Engine | Connection) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         # Not parseable: still hide anything that looks like user:password@.
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+        return re.sub(r"((?:^|://|/)[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def dialect_of(url_or_engine: str | URL | Engine | Connection) -> str:
@@ -188,7 +189,9 @@ def _install_sqlite_listeners(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_begin") == "immediate" else "BEGIN")
 
 
-def connect(url: str | URL, *, connect_timeout: int | None = None, check: bool = True) -> Engine:
+def connect(
+    url: str | URL, *, connect_timeout: int | None = None, check: bool = True, create: bool = False
+) -> Engine:
     """Make an engine for ``url``, configured the project's way, and check that it answers.
 
     - ``postgresql://`` → psycopg 3; ``mysql://`` and ``mariadb://`` → PyMySQL with
@@ -197,6 +200,8 @@ def connect(url: str | URL, *, connect_timeout: int | None = None, check: bool =
       30 s ``busy_timeout``; transactions are real (explicit ``BEGIN``, see the module
       docstring).
     - ``connect_timeout`` (seconds) bounds the TCP connect on PostgreSQL and MariaDB.
+    - a SQLite file that does not exist is an error naming the resolved path, unless
+      ``create`` (``bundler db init`` and ``db seed`` make new databases).
 
     With ``check`` (the default) a ``SELECT 1`` is run; if it fails the engine is disposed
     and :class:`~bundler.errors.DatabaseError` is raised, naming the URL without its
@@ -217,6 +222,7 @@ def connect(url: str | URL, *, connect_timeout: int | None = None, check: bool =
     except (ArgumentError, NoSuchModuleError) as exc:
         raise UsageError(f"cannot use database URL {redact(parsed)!r}: {_first_line(exc)}") from exc
     if dialect == "sqlite":
+        _check_sqlite_file(parsed, create)
         _install_sqlite_listeners(engine)
     if check:
         try:
@@ -228,6 +234,18 @@ def connect(url: str | URL, *, connect_timeout: int | None = None, check: bool =
                 f"cannot connect to {redact(parsed)}: {_reason(exc, parsed)}", hint=_hint(dialect)
             ) from exc
     return engine
+
+
+def _check_sqlite_file(url: URL, create: bool) -> None:
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    where = path.resolve()
+    if not create and not path.exists():
+        raise DatabaseError(
+            f"no SQLite database at {where} (from {redact(url)})",
+            hint="check the path (relative to the working folder); `bundler db init URL` makes a new one",
+        )
 
 
 def _sqlite_path(url: URL) -> Path | None:
@@ -445,3 +463,139 @@ def begin_write(engine: Engine) -> Iterator[Connection]:
     """
     with engine.connect().execution_options(sqlite_begin="immediate") as connection, connection.begin():
         yield connection
+
+
+# -- planner statistics ------------------------------------------------------------------------
+
+#: A load refreshes a table's statistics after it commits when it wrote at least this many
+#: rows there, and at least :data:`ANALYZE_SHARE` of what the table held before.
+ANALYZE_MIN_ROWS = 10_000
+ANALYZE_SHARE = 0.1
+
+
+def estimated_rows(connection: Connection, tables: list[str]) -> dict[str, int | None]:
+    """What the planner's statistics say each table holds (None: it has no statistics)."""
+    dialect = connection.dialect.name
+    out: dict[str, int | None] = dict.fromkeys(tables)
+    if not tables:
+        return out
+    if dialect == "postgresql":
+        query = (
+            "SELECT c.relname, c.reltuples FROM pg_class c WHERE c.relkind IN ('r', 'p') "
+            "AND c.relnamespace = current_schema()::regnamespace AND c.relname IN :names"
+        )
+        rows = connection.execute(
+            sa.text(query).bindparams(sa.bindparam("names", expanding=True)), {"names": tables}
+        )
+        out.update({name: None if n < 0 else int(n) for name, n in rows})
+    elif dialect == "sqlite":
+        if _sqlite_has_stat1(connection):
+            rows = connection.exec_driver_sql(
+                "SELECT tbl, max(CAST(stat AS INTEGER)) FROM sqlite_stat1 GROUP BY tbl"
+            )
+            out.update({name: int(n) for name, n in rows if name in out})
+    else:
+        rows = connection.execute(
+            sa.text(
+                "SELECT table_name, table_rows FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name IN :names"
+            ).bindparams(sa.bindparam("names", expanding=True)),
+            {"names": tables},
+        )
+        out.update({name: None if n is None else int(n) for name, n in rows})
+    return out
+
+
+def _sqlite_has_stat1(connection: Connection) -> bool:
+    return (
+        connection.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+        ).first()
+        is not None
+    )
+
+
+def written_enough(connection: Connection, written: dict[str, int]) -> list[str]:
+    """The tables of ``written`` (table -> rows a load wrote) whose statistics a load should refresh:
+    at least :data:`ANALYZE_MIN_ROWS` rows, and at least :data:`ANALYZE_SHARE` of the rows the
+    statistics knew of (all of them when there are none)."""
+    many = sorted(t for t, n in written.items() if n >= ANALYZE_MIN_ROWS)
+    known = estimated_rows(connection, many)
+    return [t for t in many if (known[t] or 0) * ANALYZE_SHARE <= written[t]]
+
+
+def stale_tables(connection: Connection, tables: list[str]) -> list[str]:
+    """The tables whose planner statistics are missing or stale.
+
+    PostgreSQL: changed since the last ANALYZE by more than autovacuum's default threshold
+    (50 rows + 10% of the table), or holding rows and never analyzed. SQLite: holding rows
+    and without a ``sqlite_stat1`` row. MariaDB: none (InnoDB recalculates its persistent
+    statistics by itself once 10% of a table changed).
+    """
+    dialect = connection.dialect.name
+    if not tables or dialect not in ("postgresql", "sqlite"):
+        return []
+    if dialect == "postgresql":
+        query = (
+            "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+            "WHERE s.schemaname = current_schema() AND s.relname IN :names AND ("
+            "s.n_mod_since_analyze > 50 + 0.1 * greatest(s.n_live_tup, c.reltuples) "
+            "OR (c.reltuples < 0 AND s.n_live_tup > 0))"
+        )
+        rows = connection.execute(
+            sa.text(query).bindparams(sa.bindparam("names", expanding=True)), {"names": tables}
+        )
+        return sorted(r[0] for r in rows)
+    analyzed: set[str] = set()
+    if _sqlite_has_stat1(connection):
+        analyzed = {r[0] for r in connection.exec_driver_sql("SELECT DISTINCT tbl FROM sqlite_stat1")}
+    prep = connection.dialect.identifier_preparer
+    present = set(sa.inspect(connection).get_table_names())
+    return [
+        t
+        for t in sorted(tables)
+        if t in present
+        and t not in analyzed
+        and connection.exec_driver_sql(f"SELECT 1 FROM {prep.quote(t)} LIMIT 1").first() is not None
+    ]
+
+
+def analyze(engine: Engine, tables: list[str]) -> float:
+    """Refresh the planner statistics of ``tables`` (committed at once); the seconds it took.
+
+    PostgreSQL ``ANALYZE`` (a sample of 300 times ``default_statistics_target`` rows per table);
+    SQLite ``ANALYZE`` (it reads every index whole: ``PRAGMA analysis_limit`` would make it
+    cheaper, but its estimates from the first entries of an index mislead the planner into
+    the very plans the refresh is for; a load refreshes only after adding a tenth of a
+    table, so the cost stays a fraction of the writing);
+    MariaDB ``ANALYZE TABLE … PERSISTENT FOR COLUMNS () INDEXES ()`` (InnoDB's sampled index
+    statistics only, not the engine-independent ones, which read the whole table).
+    """
+    if not tables:
+        return 0.0
+    started = time.monotonic()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        prep = connection.dialect.identifier_preparer
+        names = [prep.quote(t) for t in sorted(tables)]
+        dialect = connection.dialect.name
+        if dialect == "sqlite":
+            for name in names:
+                connection.exec_driver_sql(f"ANALYZE {name}")
+        elif dialect == "postgresql":
+            connection.exec_driver_sql(f"ANALYZE {', '.join(names)}")
+        else:
+            for name in names:
+                connection.exec_driver_sql(f"ANALYZE TABLE {name} PERSISTENT FOR COLUMNS () INDEXES ()").all()
+    return time.monotonic() - started
+
+
+def refresh_stale_statistics(engine: Engine, tables: list[str] | None = None) -> list[str]:
+    """Refresh the statistics of those of ``tables`` (default: every table) that are stale
+    (:func:`stale_tables`); the tables refreshed. For the verbs that read a freshly loaded
+    database (clean, reverse export): a planner without statistics may choose plans that
+    never end."""
+    with engine.connect() as connection:
+        names = sa.inspect(connection).get_table_names() if tables is None else tables
+        stale = stale_tables(connection, names)
+    analyze(engine, stale)
+    return stale
