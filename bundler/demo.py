@@ -46,7 +46,7 @@ def run_demo(
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / "bundles", ignore_errors=True)
     source_url, target_url = f"sqlite:///{folder / 'source.db'}", f"sqlite:///{folder / 'target.db'}"
-    source, target = connect(source_url), connect(target_url)
+    source, target = connect(source_url, create=True), connect(target_url, create=True)
 
     # the operator's usage runs up to today, so "the current billing period" holds some
     today = tracking.now().replace(hour=12, minute=0, second=0, microsecond=0)

@@ -425,7 +425,30 @@ def test_connect_unreachable_raises_database_error_without_password(url: str) ->
 
 def test_connect_sqlite_in_missing_folder_raises_database_error(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="check that the file's folder exists"):
-        connect(f"sqlite:///{tmp_path}/no/such/folder/x.db")
+        connect(f"sqlite:///{tmp_path}/no/such/folder/x.db", create=True)
+
+
+def test_connect_to_a_missing_sqlite_file_names_the_resolved_path_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatabaseError) as info:
+        connect("sqlite:///data/x.db")
+    assert f"no SQLite database at {tmp_path / 'data' / 'x.db'}" in info.value.line()
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DatabaseError):
+        connect("sqlite:///data/x.db")
+    assert not (tmp_path / "data" / "x.db").exists()
+    connect("sqlite:///data/x.db", create=True).dispose()
+    assert (tmp_path / "data" / "x.db").exists()
+
+
+def test_malformed_urls_never_show_a_password() -> None:
+    for url in ("postgres:s3cret@host/db", "postgresql://bob:s3cret@host:notaport/db"):
+        with pytest.raises(UsageError) as info:
+            connect(url)
+        assert "s3cret" not in info.value.line()
 
 
 def test_connect_rejects_unknown_driver() -> None:

@@ -24,13 +24,13 @@ def init_command(url: str, release: str) -> None:
     """
     from bundler import tracking
     from bundler.billing.seed import init_db
-    from bundler.db import begin_write, connect
+    from bundler.db import begin_write, connect, redact
 
-    engine = connect(url)
+    engine = connect(url, create=True)
     init_db(engine, release)
     with begin_write(engine) as conn:
         info = tracking.register_system(conn, release)
-    click.echo(f"{url}: release {info.release}, system {info.system_id}")
+    click.echo(f"{redact(url)}: release {info.release}, system {info.system_id}")
 
 
 @click.command("seed")
@@ -100,9 +100,9 @@ def seed_command(
     """
     from bundler import tracking
     from bundler.billing.seed import seed_source, seed_target
-    from bundler.db import begin_write, connect
+    from bundler.db import begin_write, connect, redact
 
-    engine = connect(url)
+    engine = connect(url, create=True)
     release = release or ("r1" if role == "source" else "r2")
     with progress_for_cli() as progress:
         if role == "source":
@@ -139,5 +139,5 @@ def seed_command(
     else:
         total = sum(counts.values())
         click.echo(
-            f"{url}: {role} of release {release}, {total:,} rows in {sum(1 for v in counts.values() if v)} tables"
+            f"{redact(url)}: {role} of release {release}, {total:,} rows in {sum(1 for v in counts.values() if v)} tables"
         )

@@ -74,7 +74,7 @@ def _engine(url_or_engine: str | Engine) -> tuple[Engine, bool]:
         return url_or_engine, False
     from bundler.db import connect
 
-    return connect(url_or_engine), True
+    return connect(url_or_engine, create=True), True
 
 
 def init_db(url_or_engine: str | Engine, release: str) -> None:

@@ -636,7 +636,7 @@ def build(url: str, release: str = "r1") -> sa.Engine:
     """Create the schema in ``url`` and write every fixture row; returns the engine."""
     from bundler.db import connect
 
-    engine = connect(url)
+    engine = connect(url, create=True)
     md = build_metadata(release)
     md.create_all(engine)
     with engine.begin() as conn:
@@ -701,7 +701,7 @@ def build_target(
     """A target: the fixture's prerequisites under other ids, plus the given shared rows (ids shifted too)."""
     from bundler.db import connect
 
-    engine = connect(url)
+    engine = connect(url, create=True)
     md = build_metadata(release)
     md.create_all(engine)
     with engine.begin() as conn:
