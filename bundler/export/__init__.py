@@ -16,8 +16,8 @@ if TYPE_CHECKING:
         export_config,
         export_many,
         export_root,
-        restore_export,
     )
+    from bundler.marking import restore_export
 
 __all__ = [
     "ConfigSelection",
@@ -34,5 +34,6 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         import importlib
 
-        return getattr(importlib.import_module("bundler.export.export"), name)
+        module = "bundler.marking" if name == "restore_export" else "bundler.export.export"
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

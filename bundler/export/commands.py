@@ -44,6 +44,15 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
 )
 @click.option("--no-mark", is_flag=True, help="Do not mark the root Exported (an audit copy).")
 @click.option(
+    "--after",
+    "after",
+    multiple=True,
+    type=click.Path(exists=True),
+    metavar="BUNDLE",
+    help="An earlier bundle of this source (repeatable): shared rows it carried, unchanged since, "
+    "travel as references to it (a layered bundle; load it first).",
+)
+@click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots exported in parallel."
 )
 @spec_option
@@ -58,6 +67,7 @@ def export_command(
     xdrs: str,
     usage_only: bool,
     no_mark: bool,
+    after: tuple[str, ...],
     workers: int,
     spec: str | None,
     as_json: bool,
@@ -66,62 +76,66 @@ def export_command(
 
     Each customer, reseller or vendor becomes one bundle: its own rows, the shared
     configuration they reference, and the natural keys of the prerequisites the
-    target must have. A failed export restores the root's status and leaves no bundle.
+    target must have. A failed export restores the root's status and leaves no bundle;
+    an export whose process died is finished or restored by the next export of the same
+    root, or by bundler recover.
 
     \b
     Example:
       bundler export --source sqlite:///demo/source.db --customer acme --out bundles/
       bundler export --source postgresql://billing@db/porta --reseller 42 --xdrs none --out bundles/
       bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
+      bundler export --source sqlite:///demo/source.db --customer 17 --after bundles/config-*.bundle --out bundles/
     """
     from bundler.db import connect
-    from bundler.errors import BundlerError, UsageError
+    from bundler.errors import UsageError
     from bundler.export import ConfigSelection, ExportOptions, export_config, export_many
 
-    roots = (
-        [("customer", c) for c in customers]
-        + [("reseller", r) for r in resellers]
-        + [("vendor", v) for v in vendors]
-    )
+    roots = [
+        (kind, i)
+        for kind, idents in (("customer", customers), ("reseller", resellers), ("vendor", vendors))
+        for i in idents
+    ]
     if not roots and not configs:
         raise UsageError("name what to export", hint="--customer, --reseller, --vendor or --config")
     if configs and (roots or usage_only):
         raise UsageError("--config exports configuration alone", hint="export roots in a separate call")
     engine = connect(source)
-    options = ExportOptions(xdrs=xdrs, usage_only=usage_only, mark=not no_mark)
+    options = ExportOptions(xdrs=xdrs, usage_only=usage_only, mark=not no_mark, after=after)
     results: list[Any] = []
     with progress_for_cli() as progress:
         if configs:
-            results.append(
-                export_config(
-                    engine, [ConfigSelection.parse(c) for c in configs], out_dir, spec=spec, progress=progress
+            selections = [ConfigSelection.parse(c) for c in configs]
+            results.append(export_config(engine, selections, out_dir, spec=spec, progress=progress))
+        for kind in dict.fromkeys(k for k, _ in roots):
+            idents = [i for k, i in roots if k == kind]
+            results.extend(
+                export_many(
+                    engine,
+                    kind,
+                    idents,
+                    out_dir,
+                    workers=workers,
+                    spec=spec,
+                    options=options,
+                    progress=progress,
                 )
             )
-        for kind in ("customer", "reseller", "vendor"):
-            idents = [i for k, i in roots if k == kind]
-            if idents:
-                results.extend(
-                    export_many(
-                        engine,
-                        kind,
-                        idents,
-                        out_dir,
-                        workers=workers,
-                        spec=spec,
-                        options=options,
-                        progress=progress,
-                    )
-                )
+    _report(results, as_json)
+
+
+def _report(results: list[Any], as_json: bool) -> None:
+    """Print what was exported (data on stdout); raise for what failed."""
+    from bundler.errors import BundlerError
+
     failures = [r for r in results if isinstance(r, BundlerError)]
     done = [r for r in results if not isinstance(r, BundlerError)]
     if as_json:
         print_json([r.summary() for r in done])
     else:
         for r in done:
-            m = r.manifest
-            click.echo(
-                f"{r.path}  {m['totals']['rows']} rows  {m['totals']['bytes']} bytes  {r.seconds:.2f}s"
-            )
+            totals = r.manifest.totals
+            click.echo(f"{r.path}  {totals.rows} rows  {totals.bytes} bytes  {r.seconds:.2f}s")
     if failures:
         if len(failures) == 1 and not done:
             raise failures[0]

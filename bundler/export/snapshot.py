@@ -40,8 +40,8 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
-from bundler.export.closure import table_clause
 from bundler.export.reader import BATCH_ROWS, literal_sql, read_arrow
+from bundler.sql import table_clause
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from bundler.errors import UsageError
+from bundler.manifest import UsageRef
 
 MODES = ("current", "all", "none", "since")
 
@@ -23,13 +24,14 @@ class UsageWindow:
     def carries_usage(self) -> bool:
         return self.mode != "none"
 
-    def manifest(self) -> dict[str, str | None]:
-        return {
-            "mode": self.mode,
-            "from": self.start.isoformat(sep=" ") if self.start else None,
-            "to": self.end.isoformat(sep=" ") if self.end else None,
-            "billing_period": self.billing_period,
-        }
+    def manifest(self) -> UsageRef:
+        return UsageRef(
+            self.mode,
+            self.start.isoformat(sep=" ") if self.start else None,
+            self.end.isoformat(sep=" ") if self.end else None,
+            self.billing_period,
+            has_period=True,
+        )
 
 
 def parse_xdrs(text: str) -> tuple[str, date | None]:

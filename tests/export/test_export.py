@@ -30,7 +30,7 @@ def ids(bundle_path: Path, table: str, column: str | None = None) -> set[Any]:
 
 
 def prereq_values(bundle_path: Path, table: str) -> set[Any]:
-    entry = open_bundle(bundle_path).manifest["prerequisites"].get(table)
+    entry = open_bundle(bundle_path).doc["prerequisites"].get(table)
     return {row["value"] for row in entry["rows"]} if entry else set()
 
 
@@ -86,7 +86,7 @@ def test_customer_closure(source: sa.Engine, tmp_path: Path) -> None:
     assert prereq_values(path, "services") == {1, 2}
     assert prereq_values(path, "templates") == {1, 2}
     assert prereq_values(path, "currencies") == {"USD"}
-    manifest = open_bundle(path).manifest
+    manifest = open_bundle(path).doc
     dids = manifest["prerequisites"]["did_numbers"]["rows"]
     assert dids == [{"value": 1, "key": {"number": "442071230001"}}]
     assert manifest["root"] == {"table": "customers", "source_pk": 4, "natural_key": {"name": "acme"}}
@@ -116,14 +116,14 @@ def test_reseller_closure_takes_the_whole_tree(source: sa.Engine, tmp_path: Path
     # the sub-reseller was suspended: its status in the bundle is the one it had
     rows = pq.read_table(open_bundle(result.path).table_path("customers")).to_pylist()
     assert {r["i_customer"]: r["bill_status"] for r in rows} == {1: "O", 2: "S", 3: "O"}
-    marks = result.manifest["tables"]["customers"]
+    marks = result.manifest.tables["customers"].to_doc()
     assert marks["status_restored"] == 3
 
 
 def test_customer_under_a_reseller_names_its_parent(sqlite_source: sa.Engine, tmp_path: Path) -> None:
     result = export_root(sqlite_source, "customer", "retail-under-r2", tmp_path, options=at(mark=False))
     assert ids(result.path, "customers") == {3}
-    assert result.manifest["prerequisites"]["customers"]["rows"] == [
+    assert result.manifest.to_doc()["prerequisites"]["customers"]["rows"] == [
         {"value": 2, "key": {"name": "sub-reseller-r2"}}
     ]
 
@@ -153,7 +153,7 @@ def test_config_export_whole_tables_and_named_entries(source: sa.Engine, tmp_pat
         tmp_path,
     )
     path = result.path
-    assert result.manifest["kind"] == "config" and result.manifest["root"] is None
+    assert result.manifest.kind == "config" and result.manifest.root is None
     assert ids(path, "products") == {2}
     assert ids(path, "tariffs") == {2}
     assert ids(path, "rates") == {3}
@@ -180,7 +180,7 @@ def test_usage_windows(
 ) -> None:
     result = export_root(sqlite_source, "customer", "acme", tmp_path, options=at(xdrs=xdrs, mark=False))
     assert ids(result.path, "xdrs") == expected
-    usage = result.manifest["usage"]
+    usage = result.manifest.to_doc()["usage"]
     assert (usage["from"], usage["to"]) == window
     if xdrs == "none":
         # destination 3 is referenced only by usage: without usage it does not travel
@@ -190,14 +190,14 @@ def test_usage_windows(
 def test_daily_billing_period(sqlite_source: sa.Engine, tmp_path: Path) -> None:
     result = export_root(sqlite_source, "customer", "bravo", tmp_path, options=at())
     assert ids(result.path, "xdrs") == {6}
-    assert result.manifest["usage"]["billing_period"] == "daily"
+    assert result.manifest.to_doc()["usage"]["billing_period"] == "daily"
 
 
 def test_two_phase_transfer(source: sa.Engine, tmp_path: Path) -> None:
     first = export_root(source, "customer", "acme", tmp_path, options=at(xdrs="none"))
     assert "xdrs" not in open_bundle(first.path).tables()
     second = export_root(source, "customer", "acme", tmp_path, options=at(xdrs="current", usage_only=True))
-    manifest = second.manifest
+    manifest = second.manifest.to_doc()
     assert manifest["kind"] == "usage"
     assert manifest["depends_on"] == [first.bundle_id]
     assert set(open_bundle(second.path).tables()) == {"xdrs", "destinations"}
@@ -240,16 +240,16 @@ def test_refused_roots_change_nothing(
 def test_failure_restores_statuses_and_leaves_no_bundle(
     source: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bundler.export import export as export_module
+    from bundler.export import collect as collect_module
 
     before = statuses(source, "customers"), statuses(source, "accounts")
-    real = export_module._prerequisites
+    real = collect_module.outside_rows
 
     def boom(*args: Any) -> Any:
         real(*args)
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(export_module, "_prerequisites", boom)
+    monkeypatch.setattr(collect_module, "outside_rows", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         export_root(source, "customer", "acme", tmp_path, options=at())
     assert (statuses(source, "customers"), statuses(source, "accounts")) == before
@@ -260,7 +260,7 @@ def test_failure_restores_statuses_and_leaves_no_bundle(
     assert row.status == "failed" and "disk on fire" in row.message
     assert marks == 0
     # and the export can simply be run again
-    monkeypatch.setattr(export_module, "_prerequisites", real)
+    monkeypatch.setattr(collect_module, "outside_rows", real)
     assert export_root(source, "customer", "acme", tmp_path, options=at()).path.exists()
 
 

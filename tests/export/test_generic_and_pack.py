@@ -53,8 +53,10 @@ def test_unrelated_schema_through_spec(new_db: Any, dialect: str, tmp_path: Path
     assert col("categories", "category_id") == {1, 2}  # 2 through item 10, 1 as 2's parent
     assert col("clicks", "click_id") == {1}
     assert col("shoppers", "state") == {"live"}  # the status it had, although the source now says moved
-    assert result.manifest["graph"]["release"] == "v7"
-    assert result.manifest["prerequisites"]["countries"]["rows"] == [{"value": "PL", "key": {"code": "PL"}}]
+    assert result.manifest.graph.release == "v7"
+    assert result.manifest.to_doc()["prerequisites"]["countries"]["rows"] == [
+        {"value": "PL", "key": {"code": "PL"}}
+    ]
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT state FROM shoppers WHERE shopper_id = 100").scalar() == "moved"
 
