@@ -197,3 +197,32 @@ def test_a_version_1_usage_bundle_still_finds_its_owners_through_depends_on(worl
     target = _target(world, world["vendor"], first, usage)
     with target.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM xdrs")).scalar_one() > 0
+
+
+def test_verify_with_its_layers_checks_that_they_carry_what_it_names(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    acme, vendor = world["acme"], world["vendor"]
+    layered = export_root(
+        world["source"], "reseller", "reseller-r", world["out"], options=replace(OPTIONS, after=(acme,))
+    ).path
+    runner = CliRunner()
+    alone = runner.invoke(main, ["inspect", "verify", str(layered)])  # its references are declared
+    assert alone.exit_code == 0, alone.output
+    other = runner.invoke(main, ["inspect", "verify", str(layered), "--with", str(vendor)])
+    assert other.exit_code == 0, other.output
+    assert "not given with --with: not checked" in other.stderr
+    ok = runner.invoke(main, ["inspect", "verify", str(layered), "--with", str(acme)])
+    assert ok.exit_code == 0, ok.output
+    assert "not checked" not in ok.stderr
+    # a layer that does not carry what the bundle names it for: the load would stop at it
+    doc = json.loads((layered / "manifest.json").read_text())
+    acme_id = open_bundle(acme).bundle_id
+    vendor_id = open_bundle(vendor).bundle_id
+    for entry in doc["prerequisites"].values():
+        if entry.get("from") == [acme_id]:
+            entry["from"] = [vendor_id]
+    (layered / "manifest.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    wrong = runner.invoke(main, ["inspect", "verify", str(layered), "--with", str(vendor)])
+    assert wrong.exit_code == ExitCode.BUNDLE_INVALID, wrong.output
+    assert f"are not carried by {vendor_id}" in wrong.stdout

@@ -209,9 +209,17 @@ def _facts(b: BundleSummary) -> list[tuple[str, Any]]:
 
 @inspect.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("bundles", nargs=-1, required=True)
+@click.option(
+    "--with",
+    "layers",
+    multiple=True,
+    metavar="BUNDLE",
+    help="An earlier bundle a layered bundle refers to (repeatable): check that it carries "
+    "every row the layered bundle names it for.",
+)
 @json_option
 @spec_option
-def verify(bundles: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
+def verify(bundles: tuple[str, ...], layers: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
     """Check bundles completely and report every problem, not only the first.
 
     Checks the manifest against its JSON Schema and format version (a newer version is
@@ -231,14 +239,21 @@ def verify(bundles: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
     Example:
       bundler inspect verify out/customer-acme-20261115T120000-811a9f.bundle
       bundler inspect verify 'out/*.bundle' 'out/*.bundle.tar.zst' --json
+      bundler inspect verify out/customer-acme-*.bundle --with 'out/config-*.bundle'
     """
+    from contextlib import ExitStack
+
+    from bundler.bundle import open_bundle
     from bundler.inspect.verify import verify_bundle
 
     reports = []
-    for path in _paths(bundles):
-        report = verify_bundle(path, spec=spec)
-        reports.append(report)
-        _echo_report(report, as_json=as_json)
+    with ExitStack() as stack:
+        opened = [stack.enter_context(open_bundle(p)) for p in (_paths(layers) if layers else [])]
+        by_id = {b.bundle_id: b for b in opened}
+        for path in _paths(bundles):
+            report = verify_bundle(path, spec=spec, layers=by_id or None)
+            reports.append(report)
+            _echo_report(report, as_json=as_json)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False))
     invalid = [r for r in reports if not r.ok]

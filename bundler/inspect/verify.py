@@ -37,12 +37,14 @@ Every file is read through the :class:`~bundler.bundle.Bundle`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from bundler.bundle import Bundle, open_bundle
 from bundler.errors import BundleInvalid
 from bundler.graph import Graph
 from bundler.inspect.verify_data import check_data
+from bundler.inspect.verify_layers import check_layers
 from bundler.inspect.verify_manifest import Verification, check_manifest
 from bundler.inspect.verify_report import SHOWN, Problem, VerifyReport, split_problem
 from bundler.manifest import FORMAT_VERSION, MANIFEST, manifest_problems
@@ -57,12 +59,14 @@ def verify_bundle(
     graph: Graph | None = None,
     spec: str | Path | None = None,
     progress: Progress | None = None,
+    layers: Mapping[str, Bundle] | None = None,
 ) -> VerifyReport:
     """Verify one bundle (an opened :class:`Bundle`, a folder or a packed file) and return every problem found.
 
     ``graph`` replaces the shipped graph of the manifest's release; ``spec`` (a graph file)
     is used for a bundle of the release it describes (a foreign schema has no shipped graph),
-    never for a bundle of another release.
+    never for a bundle of another release. ``layers`` (opened bundles by id, ``--with``):
+    the earlier bundles a layered bundle refers to, checked to carry what it names them for.
     A bundle given opened is verified as it is and left open (what is verified is what the
     caller then reads). Never raises for a problem of the bundle; raises
     :class:`~bundler.errors.BundlerError` only when the path does not exist or ``spec``
@@ -76,9 +80,9 @@ def verify_bundle(
 
         spec_graph = load_graph(spec)
     if isinstance(bundle_or_path, Bundle):
-        _verify(bundle_or_path, graph, report, progress or NullProgress(), spec_graph)
+        _verify(bundle_or_path, graph, report, progress or NullProgress(), spec_graph, layers)
     else:
-        _verify_path(Path(bundle_or_path), graph, report, progress or NullProgress(), spec_graph)
+        _verify_path(Path(bundle_or_path), graph, report, progress or NullProgress(), spec_graph, layers)
     report.seconds = time.monotonic() - started
     return report
 
@@ -95,7 +99,12 @@ def verify_bundles(
 
 
 def _verify_path(
-    path: Path, graph: Graph | None, report: VerifyReport, progress: Progress, spec_graph: Graph | None
+    path: Path,
+    graph: Graph | None,
+    report: VerifyReport,
+    progress: Progress,
+    spec_graph: Graph | None,
+    layers: Mapping[str, Bundle] | None = None,
 ) -> None:
     """Open the bundle at ``path`` (a packed one is unpacked), verify it, close it."""
     try:
@@ -104,7 +113,7 @@ def _verify_path(
         report.problems.extend(split_problem(p, path.name) for p in exc.problems)
         return
     with bundle:
-        _verify(bundle, graph, report, progress, spec_graph)
+        _verify(bundle, graph, report, progress, spec_graph, layers)
 
 
 def _verify(
@@ -113,6 +122,7 @@ def _verify(
     report: VerifyReport,
     progress: Progress,
     spec_graph: Graph | None = None,
+    layers: Mapping[str, Bundle] | None = None,
 ) -> None:
     """Every check, in order, into ``report``."""
     v = Verification(bundle, report, graph, spec_graph=spec_graph)
@@ -128,5 +138,7 @@ def _verify(
     if isinstance(version, int) and version > FORMAT_VERSION:
         return  # a newer format: its meaning is unknown, nothing more can be checked
     check_manifest(v)
+    if layers:
+        check_layers(bundle, report, layers)
     if v.readable and v.graph is not None:
         check_data(v, progress)
