@@ -97,6 +97,13 @@ def _url_string(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def contended(exc: sa.exc.DBAPIError) -> bool:
+    """A deadlock or serialization failure the database asks us to retry (load, lineup)."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
+    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
+
+
 def redact(url: str | URL | Engine | Connection) -> str:
     """The URL as text with its password replaced by ``***``, safe for messages and logs."""
     if isinstance(url, Engine | Connection):

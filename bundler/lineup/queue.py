@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from bundler import tracking
-from bundler.db import begin_write
+from bundler.db import begin_write, contended
 from bundler.graph import Graph
 
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -76,13 +76,6 @@ def ensure_lineup(connection: sa.Connection) -> None:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
-
-
-def contended(exc: sa.exc.DBAPIError) -> bool:
-    """A deadlock or serialization failure the database asks us to retry (as the load does)."""
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
-    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
 
 
 def retrying(fn: Callable[[], T]) -> T:

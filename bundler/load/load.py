@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from bundler import tracking
 from bundler.bundle import Bundle, open_bundle
 from bundler.context import bundle_graph, system_graph
-from bundler.db import analyze, written_enough
+from bundler.db import analyze, contended, written_enough
 from bundler.errors import BundleInvalid, BundlerError, DatabaseError, SpecError
 from bundler.load.cache import TargetCache
 from bundler.load.decide import decide
@@ -269,17 +269,10 @@ def _run_steps(state: LoadState, decisions: str | Path | None) -> Any:
                 f"({first_line(exc.orig)})",
                 hint="nothing was committed; load the bundle again when the target is back",
             ) from exc
-        if _contended(exc):
+        if contended(exc):
             raise Contended(first_line(exc.orig)) from exc
         raise
     return root_pk
-
-
-def _contended(exc: sa.exc.DBAPIError) -> bool:
-    """A deadlock or serialization failure the database asks us to retry."""
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
-    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
 
 
 # -- 1. verify -------------------------------------------------------------------------------
