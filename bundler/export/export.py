@@ -101,6 +101,10 @@ class ExportResult:
     manifest: Manifest
     seconds: float
     marked_rows: int = 0
+    #: ``time.monotonic()`` when the root was marked Exported (the start of its downtime)
+    marked_at: float | None = None
+    #: sha256 of the manifest as written (a load of this very bundle checks it is unchanged)
+    manifest_sha256: str | None = None
 
     def summary(self) -> dict[str, Any]:
         m = self.manifest
@@ -224,7 +228,15 @@ def export_root(
     run.begin(out_dir)
     path, doc = run.write(out_dir)
     progress.finish(f"export {run.bundle_id}")
-    return ExportResult(run.bundle_id, path, doc, time.monotonic() - started, run.marks.count)
+    return ExportResult(
+        run.bundle_id,
+        path,
+        doc,
+        time.monotonic() - started,
+        run.marks.count,
+        marked_at=run.marked_at,
+        manifest_sha256=run.manifest_sha256,
+    )
 
 
 @dataclass
@@ -245,6 +257,8 @@ class _Run:
     now: datetime
     layers: Layers | None = None
     marks: Marks = field(default_factory=Marks)
+    marked_at: float | None = None
+    manifest_sha256: str | None = None
 
     def begin(self, out_dir: str | Path) -> None:
         """Record the export (who runs it, where its bundle goes) and mark the root, in one transaction."""
@@ -269,6 +283,7 @@ class _Run:
             )
             if self.marking:
                 self.marks = mark_rows(connection, self.graph, root, self.bundle_id)
+        self.marked_at = time.monotonic()
         if self.marks.count:
             self.progress.note(f"{self.bundle_id}: marked {self.marks.count} row(s) Exported in the source")
         crash_point("marked")
@@ -296,11 +311,12 @@ class _Run:
                 ) from exc
             raise
         try:
+            self.manifest_sha256 = manifest_sha256(path)
             close_export_record(
                 self.engine,
                 self.bundle_id,
                 "done",
-                manifest_sha256=manifest_sha256(path),
+                manifest_sha256=self.manifest_sha256,
                 rows=doc.totals.rows,
             )
         except BaseException:
@@ -393,10 +409,9 @@ def export_config(
         writer.abort()
         close_export_record(engine, bundle_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
         raise
-    close_export_record(
-        engine, bundle_id, "done", manifest_sha256=manifest_sha256(path), rows=doc.totals.rows
-    )
-    return ExportResult(bundle_id, path, doc, time.monotonic() - started)
+    sha = manifest_sha256(path)
+    close_export_record(engine, bundle_id, "done", manifest_sha256=sha, rows=doc.totals.rows)
+    return ExportResult(bundle_id, path, doc, time.monotonic() - started, manifest_sha256=sha)
 
 
 def _read_config(

@@ -54,6 +54,7 @@ from bundler.lineup.queue import (
 )
 from bundler.lineup.queue import retry_failed as retry_failed_roots
 from bundler.load import TargetCache, load_bundle
+from bundler.load.load import Written
 from bundler.marking import find_root
 from bundler.progress import NullProgress, Progress
 from bundler.recover import LEFT, crash_point, crash_progress, recover_root
@@ -72,6 +73,10 @@ class RootOutcome:
     bytes: int = 0
     message: str | None = None
     worker: str | None = None
+    #: seconds per part: ``prepare`` (before the mark, outside the downtime), then inside the
+    #: downtime ``export`` (mark to bundle written), ``verify`` and the load's steps up to its
+    #: ``commit``; ``after`` (statistics, outside the downtime)
+    timings: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +89,7 @@ class RootOutcome:
             "rows": self.rows,
             "bytes": self.bytes,
             "message": self.message,
+            "timings": None if self.timings is None else {k: round(v, 4) for k, v in self.timings.items()},
         }
 
 
@@ -266,9 +272,12 @@ def migrate_root(
         return RootOutcome(**base, state="failed", message=refused)
     started = time.monotonic()
     left = _unloaded_export(source, kind, root_pk, options.bundles, phase)
+    timings: dict[str, float] = {}
+    written: Written | None = None
     if left is not None:
         bundle_id, path = left
         rows = bytes_ = 0
+        marked_at = started  # marked by the earlier run: its downtime is counted from now
         progress.note(f"{kind} {describe_key(row.root_key)}: loading {bundle_id}, exported by an earlier run")
     else:
         export_options = ExportOptions(
@@ -288,15 +297,21 @@ def migrate_root(
             return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")
         bundle_id, path = exported.bundle_id, exported.path
         rows, bytes_ = exported.manifest.totals.rows, exported.manifest.totals.bytes
+        marked_at = exported.marked_at or started
+        timings["prepare"] = marked_at - started
+        timings["export"] = time.monotonic() - marked_at
+        if exported.manifest_sha256 is not None:
+            written = Written(exported.manifest_sha256)
         crash_point("exported")
     try:
-        load_bundle(
+        loaded = load_bundle(
             target,
             path,
             decisions=options.decisions,
             spec=options.target_spec,
             progress=crash_progress(progress, "load"),
             cache=cache,
+            written=written,
         )
     except BundlerError as exc:
         reason = f"load: {exc.line()}"
@@ -308,9 +323,17 @@ def migrate_root(
         return RootOutcome(
             **base, state="failed", bundle_id=bundle_id, message=reason + f" (bundle kept: {path})"
         )
-    downtime = time.monotonic() - started
+    ended = loaded.committed_at or time.monotonic()
+    timings.update(loaded.steps)
+    timings["after"] = time.monotonic() - ended
     return RootOutcome(
-        **base, state="done", bundle_id=bundle_id, downtime_s=downtime, rows=rows, bytes=bytes_
+        **base,
+        state="done",
+        bundle_id=bundle_id,
+        downtime_s=ended - marked_at,
+        rows=rows,
+        bytes=bytes_,
+        timings=timings,
     )
 
 
@@ -530,6 +553,7 @@ def configuration_first(
         spec=options.target_spec,
         progress=progress,
         cache=cache,
+        written=Written(exported.manifest_sha256) if exported.manifest_sha256 else None,
     )
     layers = Layers(system_id)
     with open_bundle(exported.path) as bundle:

@@ -47,7 +47,16 @@ from bundler.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from bundler.graph import Graph
 
-__all__ = ["Asker", "LoadResult", "TablePlan", "TargetCache", "load_bundle"]
+__all__ = ["Asker", "LoadResult", "TablePlan", "TargetCache", "Written", "load_bundle"]
+
+
+@dataclass(frozen=True)
+class Written:
+    """A bundle this process has just written (and validated while writing it): the sha256
+    of its manifest as written. Its load checks only what can have changed since — the
+    manifest's bytes and the files' sizes and checksums — not the whole bundle again."""
+
+    manifest_sha256: str
 
 
 @dataclass
@@ -62,6 +71,10 @@ class LoadResult:
     #: tables whose planner statistics were refreshed after the commit, and the seconds it took
     statistics_refreshed: list[str] = field(default_factory=list)
     statistics_seconds: float = 0.0
+    #: seconds per step of the attempt that committed (verify, preflight, decide, write, …)
+    steps: dict[str, float] = field(default_factory=dict)
+    #: ``time.monotonic()`` when the load committed (the root is active in the target)
+    committed_at: float | None = None
 
     @property
     def created(self) -> int:
@@ -107,6 +120,7 @@ class _Request:
     asker: Asker | None
     batch_rows: int
     cache: TargetCache | None
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 def load_bundle(
@@ -121,11 +135,13 @@ def load_bundle(
     batch_rows: int = 65_536,
     verify: bool = True,
     cache: TargetCache | None = None,
+    written: Written | None = None,
 ) -> LoadResult:
     """Load one bundle into the target (see the module docstring for the steps).
 
     ``cache``: what to share with the other loads of a run into the same target (see
-    :class:`TargetCache`; a lineup passes one for its whole run).
+    :class:`TargetCache`; a lineup passes one for its whole run). ``written``: the bundle was
+    just written by this process (see :class:`Written`): checked, not verified again.
 
     Loads running at the same time may race for the same new shared row (two customers
     bringing the same destination): the loser's transaction is rolled back and run again,
@@ -134,9 +150,12 @@ def load_bundle(
     progress = progress or NullProgress()
     started = time.monotonic()
     with open_bundle(bundle_path) as bundle:
-        if verify:
+        if written is not None:
+            _check_written(bundle, written)
+        elif verify:
             _verify(bundle, spec)
         request = _Request(bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows, cache)
+        request.steps["verify"] = time.monotonic() - started
         result = _attempts(engine, request)
         result.seconds = time.monotonic() - started
         return result
@@ -173,6 +192,7 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
 
     bundle = request.bundle
     options: dict[str, Any] = {"sqlite_begin": "immediate"}
+    clock = _Clock(request.steps)
     with engine.connect().execution_options(**options) as connection:
         with connection.begin():
             graph, system = system_graph(connection, request.spec)
@@ -193,16 +213,19 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
                 request.batch_rows,
                 request.cache,
             )
-            root_pk = _run_steps(state, request.decisions)
+            clock.lap("begin")
+            root_pk = _run_steps(state, request.decisions, clock)
             outcome = "loaded"
             if request.dry_run:
                 txn.rollback()
                 outcome = "dry-run"
+        committed_at = clock.lap("commit")
         if request.cache is not None and outcome == "loaded":  # committed: the next loads may know it
             remember_shared(state, request.cache)
     result = LoadResult(
         bundle.bundle_id, str(request.bundle_path), outcome, state.plans, state.decided, 0.0, root_pk
     )
+    result.steps, result.committed_at = dict(request.steps), committed_at
     if outcome == "loaded":
         _refresh_statistics(engine, state, result)
     return result
@@ -251,17 +274,35 @@ def _already_loaded(connection: sa.Connection, request: _Request) -> LoadResult 
     return LoadResult(bundle.bundle_id, str(request.bundle_path), "already-loaded", {}, [], 0.0, root_pk)
 
 
-def _run_steps(state: LoadState, decisions: str | Path | None) -> Any:
+class _Clock:
+    """Seconds per step into ``steps`` (the load's timing breakdown)."""
+
+    def __init__(self, steps: dict[str, float]) -> None:
+        self.steps, self.last = steps, time.monotonic()
+
+    def lap(self, step: str) -> float:
+        now = time.monotonic()
+        self.steps[step] = now - self.last
+        self.last = now
+        return now
+
+
+def _run_steps(state: LoadState, decisions: str | Path | None, clock: _Clock | None = None) -> Any:
     """Preflight, decide, write, activate and record; the root's target key."""
+    clock = clock or _Clock({})
     try:
         preflight(state)
         check_owned_conflicts(state)
+        clock.lap("preflight")
         decide(state)
         if state.asker is not None and state.asked and decisions is not None:
             write_sidecar(Path(decisions), template(state.bundle_id, state.asked, state.decisions))
+        clock.lap("decide")
         write(state)
+        clock.lap("write")
         root_pk = activate(state)
         record(state, root_pk)
+        clock.lap("record")
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise DatabaseError(
@@ -290,6 +331,21 @@ def _verify(bundle: Bundle, spec: str | Path | None) -> None:
             [str(p) for p in report.problems],
             hint="run bundler inspect verify for the full list",
         )
+
+
+def _check_written(bundle: Bundle, written: Written) -> None:
+    """A bundle this process wrote: its manifest is byte for byte the one validated when it was
+    written (so it is read without validating it again) and every file has its checksum."""
+    from bundler.bundle import checksum_problems
+    from bundler.manifest import Manifest
+
+    if bundle.manifest_sha256 != written.manifest_sha256:
+        problems = ["manifest.json changed since this process wrote it"]
+    else:
+        bundle.__dict__["manifest"] = Manifest.from_doc(bundle.doc)  # the cached property, validated
+        problems = checksum_problems(bundle)
+    if problems:
+        raise BundleInvalid(bundle.name, problems, hint="export the root again")
 
 
 def _bundle_graph(bundle: Bundle, spec: str | Path | None) -> Graph | None:
