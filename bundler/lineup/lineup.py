@@ -23,11 +23,10 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -340,9 +339,20 @@ def migrate_root(
 # -- the run -------------------------------------------------------------------------------------
 
 
+class StopFlag(Protocol):
+    """A stop request: a :class:`threading.Event`, or a ``multiprocessing`` one in a worker process."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 @dataclass
 class _Run:
-    """One run of the lineup: its workers share the result and the target's cache."""
+    """One run of the lineup in one process: its worker(s) share the result and the target's cache.
+
+    In a worker process (``--workers N``), ``forward`` sends each outcome to the parent, which
+    keeps the result and reports progress (:mod:`bundler.lineup.workers`)."""
 
     source: sa.Engine
     target: sa.Engine
@@ -352,7 +362,7 @@ class _Run:
     wanted: set[tuple[str, str]]
     options: LineupOptions
     progress: Progress
-    stop: threading.Event
+    stop: StopFlag
     stale_after: float
     result: LineupResult = field(default_factory=LineupResult)
     cache: TargetCache = field(default_factory=TargetCache)  # shared by every load of the run
@@ -361,6 +371,8 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     waiting_noted: bool = False
     layers: Layers | None = None
+    #: in a worker process: tells the parent ("claimed", None) and ("outcome", RootOutcome)
+    forward: Callable[[str, RootOutcome | None], None] | None = None
 
     def next_root(self, name: str) -> Any:
         """The next root this worker claims; None when none is left (or a stop was asked).
@@ -390,8 +402,10 @@ class _Run:
     def worker_loop(self) -> None:
         name = worker_name()
         while (row := self.next_root(name)) is not None:
-            with self.lock:
-                self.in_flight += 1
+            if self.forward is not None:
+                self.forward("claimed", None)
+            else:
+                self.claimed()
             try:
                 outcome = migrate_root(
                     self.source,
@@ -409,9 +423,17 @@ class _Run:
                     row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
                 )
             finish(self.target, row, _finished_values(outcome))
-            self._report(row, outcome)
+            if self.forward is not None:
+                self.forward("outcome", outcome)
+            else:
+                self.report(outcome)
 
-    def _report(self, row: Any, outcome: RootOutcome) -> None:
+    def claimed(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+
+    def report(self, outcome: RootOutcome) -> None:
+        """Keep a root's outcome and say so."""
         with self.lock:
             self.in_flight -= 1
             self.result.outcomes.append(outcome)
@@ -422,7 +444,7 @@ class _Run:
         self.progress.advance("lineup", 1)
         state = "done" if outcome.state == "done" else f"FAILED: {outcome.message}"
         self.progress.note(
-            f"{row.kind} {describe_key(row.root_key)}: {state} "
+            f"{outcome.kind} {describe_key(outcome.root_key)}: {state} "
             f"[{done} done, {failed} failed, {in_flight} in flight, {rate:,.0f} rows/s]"
         )
 
@@ -496,9 +518,9 @@ def run_lineup(
     if workers == 1:
         run.worker_loop()
     else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lineup") as pool:
-            for future in [pool.submit(run.worker_loop) for _ in range(workers)]:
-                future.result()
+        from bundler.lineup.workers import run_processes
+
+        run_processes(run, workers)
     progress.finish("lineup")
     result = run.result
     result.stopped = run.stop.is_set()
