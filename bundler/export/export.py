@@ -92,6 +92,9 @@ class ExportOptions:
     after: tuple[str | Path, ...] = ()
     #: the same, kept in memory by a lineup for its run
     layers: Layers | None = None
+    #: False: the manifest is not validated against its schema while the root is marked
+    #: (the lineup validates it after the root's downtime, see ``bundler.lineup``)
+    validate_manifest: bool = True
 
 
 @dataclass
@@ -297,7 +300,7 @@ class _Run:
             self.progress.start(f"export {self.bundle_id}")
             with open_snapshot(self.engine, batch_rows=self.options.batch_rows) as snapshot:
                 body = collect_root(snapshot, self, writer)
-            path, doc = writer.finish(self._draft(body))
+            path, doc = writer.finish(self._draft(body), validate=self.options.validate_manifest)
             crash_point("renamed")
         except BaseException as exc:
             if writer is not None:

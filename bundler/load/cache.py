@@ -36,7 +36,11 @@ class TargetCache:
       load that reused a shared row, so asking it grew with every customer loaded (a
       rate every customer's bundle carries had a ledger row per customer); what the
       cache knows is not asked again. A load still reads every such target row, so a
-      row removed since is not reused.
+      row removed since is not reused;
+    - what the ledger of earlier bundles a layered bundle refers to says (table and source
+      pk -> target pk): asked once per run, not by every root's preflight. It is kept
+      with the count of those bundles' ledger rows (:meth:`through_stamp`), which every
+      load reads again: a clean of such a bundle meanwhile empties it.
 
     Thread-safe.
     """
@@ -45,6 +49,8 @@ class TargetCache:
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
         self._known: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+        self._through: dict[tuple[tuple[str, ...], str], dict[str, str]] = defaultdict(dict)
+        self._stamps: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
 
     def table(self, connection: sa.Connection, name: str) -> sa.Table:
@@ -57,6 +63,25 @@ class TargetCache:
         with self._lock:
             mine = self._known.get((source_system, table), {})
             return {pk: mine[pk] for pk in pks if pk in mine}
+
+    def through_stamp(self, bundles: tuple[str, ...], stamp: int) -> None:
+        """The count of ``bundles``' ledger rows now: a change forgets what was kept of them."""
+        with self._lock:
+            if self._stamps.get(bundles) != stamp:
+                self._stamps[bundles] = stamp
+                for key in [k for k in self._through if k[0] == bundles]:
+                    del self._through[key]
+
+    def through(self, bundles: tuple[str, ...], table: str, pks: Iterable[str]) -> dict[str, str]:
+        """What was kept of the ledger of ``bundles`` for these source pks of ``table``."""
+        with self._lock:
+            mine = self._through.get((bundles, table), {})
+            return {pk: mine[pk] for pk in pks if pk in mine}
+
+    def remember_through(self, bundles: tuple[str, ...], table: str, pairs: dict[str, str]) -> None:
+        with self._lock:
+            if bundles in self._stamps:
+                self._through[(bundles, table)].update(pairs)
 
     def remember(self, source_system: str, table: str, pairs: dict[str, str]) -> None:
         """Record what a committed load mapped."""

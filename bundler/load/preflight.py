@@ -28,6 +28,7 @@ SHOWN = 20  # missing prerequisites named in the error; the rest are counted
 def preflight(state: LoadState) -> None:
     """Map every prerequisite to its target row, or raise listing all that are missing."""
     missing: list[str] = []
+    _stamp_layers(state)
     for source_table, entry in sorted(state.manifest.prerequisites.items()):
         _map_prerequisites(state, source_table, entry, missing)
     if missing:
@@ -98,8 +99,21 @@ def _through_ledger(
             hint=f"load bundle {absent[0]} first, then this one",
         )
     wanted = {str(v): v for v in values}
-    found = ledger_map(state.conn, table, wanted, bundles=depends)
+    found = state.cache.through(depends, table, wanted)
+    asked = ledger_map(state.conn, table, [pk for pk in wanted if pk not in found], bundles=depends)
+    state.cache.remember_through(depends, table, asked)
+    found.update(asked)
     return {wanted[source_pk]: typed(target_pk) for source_pk, target_pk in found.items()}
+
+
+def _stamp_layers(state: LoadState) -> None:
+    """Tell the cache how many ledger rows the earlier bundles this one refers to have now."""
+    ledger = tracking.ledger_table
+    for depends in {e.source_bundles for e in state.manifest.prerequisites.values() if e.source_bundles}:
+        count = state.conn.execute(
+            sa.select(sa.func.count()).select_from(ledger).where(ledger.c.bundle_id.in_(depends))
+        ).scalar_one()
+        state.cache.through_stamp(depends, count)
 
 
 def check_owned_conflicts(state: LoadState) -> None:

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from bundler import tracking
 from bundler.bundle import open_bundle
 from bundler.cli import main
+from bundler.errors import BundlerError
 from bundler.export import ExportOptions, export_root
 from bundler.graph import graph_for_release
 from bundler.lineup import LineupOptions, RootSelector, run_lineup
@@ -255,7 +256,7 @@ def test_stop_finishes_roots_in_flight_and_claims_nothing_new(new_db: Any, tmp_p
 def test_several_processes_share_one_lineup(new_db: Any, dialect: str, tmp_path: Path) -> None:
     source_url, target_url = new_db(dialect), new_db(dialect)
     source = fixture.build(source_url)
-    names = add_customers(source, 24)
+    names = add_customers(source, 12)
     assign_dids(source, names)
     fixture.build_target(target_url, "r2")
     command = [
@@ -281,7 +282,7 @@ def test_several_processes_share_one_lineup(new_db: Any, dialect: str, tmp_path:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-        for _ in range(3)
+        for _ in range(2)  # two runs of two worker processes each
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
@@ -410,3 +411,85 @@ def test_a_deadlock_on_the_lineup_is_retried() -> None:
     with pytest.raises(sa.exc.OperationalError):
         retrying(broken)
     assert len(calls) == 1
+
+
+def test_a_configuration_change_mid_lineup_travels(new_db: Any, tmp_path: Path) -> None:
+    """A shared row edited in the source after the configuration went first is carried again
+    by the next root's bundle, which then asks for the decision it needs."""
+    source = fixture.build(new_db("sqlite"))
+    names = add_customers(source, 3)
+    target = fixture.build_target(new_db("sqlite"), "r2")
+
+    class EditAfterFirst(RecordingProgress):
+        def note(self, message: str) -> None:
+            super().note(message)
+            if message.startswith("customer name='extra-000': done"):
+                with source.begin() as conn:
+                    conn.execute(
+                        sa.text("UPDATE products SET description = 'edited mid-run' WHERE i_product = 2")
+                    )
+
+    result = run_lineup(
+        source,
+        target,
+        [RootSelector("customer", tuple(names))],
+        LineupOptions(tmp_path, now=NOW),
+        progress=EditAfterFirst(),
+    )
+    by_name = {json.loads(o.root_key)["name"]: o for o in result.outcomes}
+    assert [o.state for o in result.outcomes] == ["done"] * 3
+    first = open_bundle(tmp_path / f"{by_name['extra-000'].bundle_id}.bundle")
+    assert "products" not in first.manifest.tables  # the configuration layer carried it
+    later = open_bundle(tmp_path / f"{by_name['extra-001'].bundle_id}.bundle")
+    carried = later.read_table("products", columns=["i_product", "description"]).to_pylist()
+    assert carried == [{"i_product": 2, "description": "edited mid-run"}]
+    assert "products" not in later.manifest.prerequisites  # carried, not referred to
+    with target.connect() as conn:  # matched by name and reused (the decisions' default), never doubled
+        homes = conn.execute(sa.text("SELECT count(*) FROM products WHERE name = 'Home SIP'")).scalar_one()
+    assert homes == 1
+
+
+def test_worker_processes_stop_cleanly_and_a_killed_one_is_recovered(
+    new_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker processes: a stop lets the roots in flight finish (none is left Exported without
+    its load); a worker killed between export and load fails the run, and the next run loads
+    its bundle. Exactly one load per root in the end."""
+    source = fixture.build(new_db("sqlite"))
+    names = add_customers(source, 6)
+    target = fixture.build_target(new_db("sqlite"), "r2")
+    selection = [RootSelector("customer", tuple(names))]
+    stop = threading.Event()
+
+    class StopAtFirstOutcome(RecordingProgress):
+        def note(self, message: str) -> None:
+            super().note(message)
+            if ": done [" in message:
+                stop.set()
+
+    stopped = run_lineup(
+        source,
+        target,
+        selection,
+        LineupOptions(tmp_path, now=NOW),
+        workers=2,
+        stop=stop,
+        progress=StopAtFirstOutcome(),
+    )
+    assert stopped.stopped and 1 <= len(stopped.done) < 6 and not stopped.failed
+    exported = sorted(n for n, s in statuses(source).items() if s == "E" and n in names)
+    assert exported == sorted(json.loads(o.root_key)["name"] for o in stopped.done)  # none half way
+    with target.connect() as conn:
+        held = conn.execute(sa.select(sa.func.count()).where(lineup_table.c.state == "claimed")).scalar_one()
+    assert held == 0
+
+    monkeypatch.setenv("BUNDLER_TEST_KILL_AT", "exported")  # every worker dies after its first export
+    with pytest.raises(BundlerError, match="worker process"):
+        run_lineup(source, target, selection, LineupOptions(tmp_path, now=NOW), workers=2)
+    monkeypatch.delenv("BUNDLER_TEST_KILL_AT")
+    finished = run_lineup(source, target, selection, LineupOptions(tmp_path, now=NOW), workers=2)
+    assert not finished.failed
+    assert loads_per_root(target) == {
+        json.dumps({"name": n}, separators=(",", ":"), ensure_ascii=False): 1 for n in names
+    }
+    assert {n: s for n, s in statuses(source).items() if n in names} == dict.fromkeys(names, "E")
