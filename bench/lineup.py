@@ -12,7 +12,17 @@ sidecar and every xDR (``xdrs="all"``).
   with 2 workers (each on a fresh source and target): roots/s, rows/s, downtime
   p50/p95/max. A run is stopped (the lineup's stop event: roots in flight finish, nothing
   new is claimed) once it has taken ``lineup_budget`` seconds, and the time the whole
-  lineup would take at the measured rate is printed beside it.
+  lineup would take at the measured rate is printed beside it. The per-root time of the
+  first 100 roots and of the last 100 (from the lineup's ``finished_at``) shows whether the
+  lineup slows down as the target fills.
+
+Every run prints where the downtime goes: the mean seconds per part of each customer's
+timing breakdown (``RootOutcome.timings``: ``export`` from the Exported mark to the bundle
+written, ``verify``, the load's ``begin``/``preflight``/``decide``/``write``/``record``/
+``commit``), and the rows of a customer's bundle (the configuration went first, so a
+small customer's bundle carries its own rows and references). Goals (issue 14): typical
+downtime p95 <= 0.5 s; >= 5 roots/s with 1 worker; 2 workers >= 1.5x of 1 on PostgreSQL;
+a small customer's bundle under 300 rows.
 """
 
 from __future__ import annotations
@@ -95,6 +105,7 @@ def _migrate(
             summary = result.summary()
             done_customers = [o for o in result.done if o.kind == "customer"]
             xdrs = [_xdrs_in(bundles, o.bundle_id) for o in done_customers]
+            finished = _finished_at(target)
         finally:
             source.dispose()
             target.dispose()
@@ -120,12 +131,49 @@ def _migrate(
             [o.downtime_s for o in done_customers if o.downtime_s is not None]
         ),
         "rows_per_customer": round(statistics.mean(o.rows for o in done_customers)) if done_customers else 0,
+        "rows_per_customer_max": max((o.rows for o in done_customers), default=0),
+        "downtime_parts_mean_s": _parts(done_customers),
+        "per_root_s_first_100": _per_root(finished[:101]),
+        "per_root_s_last_100": _per_root(finished[-101:]) if len(finished) >= 202 else None,
         "xdrs_per_customer": round(statistics.mean(xdrs)) if xdrs else 0,
         "seed_seconds": round(seeded, 1),
     }
     if done_customers and result.stopped:
         out["projected_seconds_all"] = round(customers / (len(done_customers) / seconds))
     return out
+
+
+def _finished_at(target: Any) -> list[float]:
+    """When each root of the lineup finished (seconds, in order)."""
+    import sqlalchemy as sa
+
+    from bundler.lineup.lineup import lineup_table
+
+    t = lineup_table
+    with target.connect() as conn:
+        stamps = conn.execute(
+            sa.select(t.c.finished_at)
+            .where(t.c.state == "done", t.c.kind == "customer")
+            .order_by(t.c.finished_at)
+        ).scalars()
+        return [s.timestamp() for s in stamps if s is not None]
+
+
+def _per_root(stamps: list[float]) -> float | None:
+    """Mean seconds between consecutive roots finishing."""
+    return round((stamps[-1] - stamps[0]) / (len(stamps) - 1), 3) if len(stamps) > 1 else None
+
+
+def _parts(outcomes: list[Any]) -> dict[str, float]:
+    """Mean seconds per part of the timing breakdown, over the roots that have one."""
+    timed = [o.timings for o in outcomes if o.timings]
+    keys = dict.fromkeys(k for t in timed for k in t)
+    return {k: round(statistics.mean(t.get(k, 0.0) for t in timed), 4) for k in keys}
+
+
+def _parts_text(parts: dict[str, float]) -> str:
+    inside = [k for k in parts if k not in ("prepare", "after")]
+    return ", ".join(f"{k} {parts[k] * 1000:.0f}" for k in inside) + " ms"
 
 
 def _typical(ctx: c.Context, dialect: str) -> dict[str, Any]:
@@ -141,10 +189,11 @@ def _typical(ctx: c.Context, dialect: str) -> dict[str, Any]:
     print(
         f"  {c.LABELS[dialect]:<10} typical customer ({s.typical_accounts} accounts, "
         f"~{got['xdrs_per_customer']:,} xDRs, ~{got['rows_per_customer']:,} rows): downtime p50 {d['p50']} s, "
-        f"max {d['max']} s over {got['customers_done']} customers (1 worker)"
+        f"p95 {d['p95']} s, max {d['max']} s over {got['customers_done']} customers (1 worker)"
         + (f"; {got['failed']} FAILED: {got['failures']}" if got["failed"] else ""),
         flush=True,
     )
+    print(f"  {'':<10}   inside the downtime, mean: {_parts_text(got['downtime_parts_mean_s'])}", flush=True)
     return got
 
 
@@ -168,6 +217,13 @@ def _throughput(ctx: c.Context, dialect: str, workers: int) -> dict[str, Any]:
         + (f"; {got['failed']} FAILED: {got['failures']}" if got["failed"] else ""),
         flush=True,
     )
+    first, last = got["per_root_s_first_100"], got["per_root_s_last_100"]
+    print(
+        f"  {'':<10}   customer bundles {got['rows_per_customer']} rows (max {got['rows_per_customer_max']}); "
+        f"per root: first 100 {first} s, last 100 {last} s; "
+        f"inside the downtime, mean: {_parts_text(got['downtime_parts_mean_s'])}",
+        flush=True,
+    )
     return got
 
 
@@ -180,3 +236,7 @@ def run(results: dict[str, Any], ctx: c.Context) -> None:
         mine["typical"] = _typical(ctx, dialect)
         for workers in (1, 2):
             mine[f"workers_{workers}"] = _throughput(ctx, dialect, workers)
+        one, two = mine["workers_1"]["roots_per_s"], mine["workers_2"]["roots_per_s"]
+        if one and two:
+            mine["speedup_2_workers"] = round(two / one, 2)
+            print(f"  {c.LABELS[dialect]:<10} 2 workers: {two / one:.2f}x of 1 worker", flush=True)

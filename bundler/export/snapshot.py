@@ -33,7 +33,7 @@ import itertools
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -92,7 +92,10 @@ class Snapshot:
             yield from read_arrow(self.connection, spec, _select(spec, where), batch_rows=self.batch_rows)
             return
         tasks = self._ranges(spec, where) if split else [_select(spec, where)]
-        yield from self._ordered(spec, tasks)
+        if len(tasks) == 1:  # nothing to read side by side: no thread to start (a small root's tables)
+            yield from self._single(spec, tasks[0])
+        else:
+            yield from self._ordered(spec, tasks)
 
     # -- ranges ------------------------------------------------------------------------------
 
@@ -176,6 +179,36 @@ class Snapshot:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _single(self, spec: TableSpec, task: sa.Select[Any]) -> Iterator[pa.RecordBatch]:
+        """One query through a free ADBC stream, in this thread (what ``_ordered``'s workers do)."""
+        schema = spec.arrow_schema()
+        sql = self._adbc_sql(spec, task)
+        stream = self._free.get()
+        last, error = None, None
+        batches: Generator[pa.RecordBatch, None, None] | None = None
+        try:
+            while True:
+                try:  # any failure of the query or of the cast: read_arrow finishes it (see _finish)
+                    if batches is None:
+                        batches = _adbc_batches(
+                            stream.connection(), sql, self.batch_rows if self._sqlite else None
+                        )
+                    exact = _exact(next(batches), schema)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    error = exc
+                    break
+                if exact.num_rows:
+                    yield exact
+                    last = tuple(exact.column(c)[-1].as_py() for c in spec.pk)
+        finally:
+            if batches is not None:
+                batches.close()
+            self._free.put(stream)
+        if error is not None:
+            yield from self._finish(spec, task, last, error)
+
     def _finish(
         self, spec: TableSpec, task: sa.Select[Any], last: tuple[Any, ...] | None, error: BaseException
     ) -> Iterator[pa.RecordBatch]:
@@ -208,7 +241,9 @@ def _select(spec: TableSpec, where: sa.ColumnElement[bool]) -> sa.Select[Any]:
     return sa.select(*(t.c[c] for c in spec.column_names)).where(where).order_by(*(t.c[c] for c in spec.pk))
 
 
-def _adbc_batches(conn: Any, sql: str, sqlite_batch_rows: int | None) -> Iterator[pa.RecordBatch]:
+def _adbc_batches(
+    conn: Any, sql: str, sqlite_batch_rows: int | None
+) -> Generator[pa.RecordBatch, None, None]:
     with contextlib.closing(conn.cursor()) as cur:
         if sqlite_batch_rows is not None:  # also how many rows its type guess looks at
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(sqlite_batch_rows)})
