@@ -11,8 +11,9 @@ timed (verification, translation, decisions, writing, ledger, commit — the who
 PostgreSQL's own ceiling is measured in the same run and the same database: the bundle's
 ``xdrs.parquet`` is written as a CSV file (not timed), then ``COPY … FROM STDIN (FORMAT
 csv)`` of that file into an empty table made ``LIKE xdrs INCLUDING ALL`` (same columns,
-primary key and indexes) is timed, commit included. The goal: the load takes at most 2x
-COPY's time.
+primary key and indexes) is timed, commit included. The goal: the load takes at most 1.3x
+COPY's time (issue 14). The xDRs are recorded in the ledger as runs of keys
+(``bundler_ledger_ranges``), not row by row: both counts are reported.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import bench.common as c
 
 COPY_TABLE = "bench_xdrs_copy"
 COPY_BLOCK = 1 << 20
+#: load / COPY of the same xDRs (issue 14)
+COPY_GOAL = 1.3
 
 
 def _csv_of(parquet: Path, out: Path) -> tuple[int, float]:
@@ -89,14 +92,18 @@ def copy_baseline(engine: Any, bundle: Path, workdir: Path) -> dict[str, Any]:
     }
 
 
-def _ledger_rows(engine: Any, bundle_id: str) -> int:
+def _ledger_rows(engine: Any, bundle_id: str) -> tuple[int, int]:
+    """The load's ledger rows and ranges."""
     import sqlalchemy as sa
 
     with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.text("SELECT count(*) FROM bundler_ledger WHERE bundle_id = :b"), {"b": bundle_id}
-            ).scalar_one()
+        return tuple(  # type: ignore[return-value]
+            int(
+                conn.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE bundle_id = :b"), {"b": bundle_id}
+                ).scalar_one()
+            )
+            for table in ("bundler_ledger", "bundler_ledger_ranges")
         )
 
 
@@ -127,12 +134,14 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture) -> dict[str, Any]:
             created = loaded.tables["xdrs"].created if "xdrs" in loaded.tables else 0
             if created != xdrs:
                 raise RuntimeError(f"loaded {created} xDRs of {xdrs}")
+            ledger_rows, ledger_ranges = _ledger_rows(engine, loaded.bundle_id)
             result: dict[str, Any] = {
                 "rows": rows,
                 "xdrs": xdrs,
                 "rows_created": loaded.created,
                 "rows_reused": loaded.reused,
-                "ledger_rows": _ledger_rows(engine, loaded.bundle_id),
+                "ledger_rows": ledger_rows,
+                "ledger_ranges": ledger_ranges,
                 "seconds": round(seconds, 3),
                 # of which: the planner statistics refreshed after the commit (issue 20)
                 "statistics_seconds": round(loaded.statistics_seconds, 3),
@@ -143,7 +152,8 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture) -> dict[str, Any]:
                 "vendor_load_seconds": round(vendors_s, 1),
             }
             print(
-                f"  {label:<10} load {rows:>9,} rows ({xdrs:,} xDRs; {result['ledger_rows']:,} ledger rows) "
+                f"  {label:<10} load {rows:>9,} rows ({xdrs:,} xDRs; {ledger_rows:,} ledger rows, "
+                f"{ledger_ranges:,} ranges) "
                 f"in {seconds:6.2f} s = {c.k(result['rows_per_s'])} rows/s, "
                 f"{c.k(result['xdr_rows_per_s'])} xDR rows/s; of which {loaded.statistics_seconds:.2f} s "
                 "refreshing planner statistics",
@@ -151,7 +161,7 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture) -> dict[str, Any]:
             )
             if dialect == "postgresql":
                 base = copy_baseline(engine, fixture.customer, ctx.settings.workdir)
-                ratio, verdict = c.ratio_line(seconds, base["seconds"], 2.0)
+                ratio, verdict = c.ratio_line(seconds, base["seconds"], COPY_GOAL)
                 base["ratio"] = ratio
                 result["copy"] = base
                 print(

@@ -6,7 +6,9 @@
   export records the host and process that runs it and the folder its bundle goes to, so
   that ``bundler recover`` can finish or undo an export whose process died;
 - ``bundler_loads`` and ``bundler_ledger`` (target): every load, and every row it
-  wrote or reused, source key to target key.
+  wrote or reused, source key to target key; ``bundler_ledger_ranges`` holds the usage rows
+  a load created compactly, as runs of consecutive source keys that became consecutive
+  target keys (see :mod:`bundler.ledger`).
 
 They are created on first use and never hold billing data. Columns added by a later
 bundler are added to tables an older one created (all such columns are nullable).
@@ -101,6 +103,21 @@ ledger_table = sa.Table(
     sa.Column("target_pk", sa.String(255), nullable=False),
     sa.Column("action", sa.String(8), nullable=False),  # created | reused
     sa.Index("ix_bundler_ledger_target", "table_name", "target_pk"),
+)
+
+# source keys source_first..source_last became target keys target_first..target_last, in order
+# (both integer, the same count, at most bundler.ledger.RUN_MAX); every such row was created
+ledger_ranges_table = sa.Table(
+    "bundler_ledger_ranges",
+    metadata,
+    sa.Column("bundle_id", sa.String(64), primary_key=True),
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("source_first", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("source_last", sa.BigInteger, nullable=False),
+    sa.Column("target_first", sa.BigInteger, nullable=False),
+    sa.Column("target_last", sa.BigInteger, nullable=False),
+    sa.Index("ix_bundler_ledger_ranges_target", "table_name", "target_first"),
+    sa.Index("ix_bundler_ledger_ranges_source", "table_name", "source_first"),
 )
 
 

@@ -19,7 +19,9 @@ from bundler.clean.model import NOT_A_CLEANER, PK, CleanPlan, CleanRefused, pk_t
 from bundler.clean.side import CleanScope, Side
 from bundler.errors import BundlerError
 from bundler.graph import EntitySpec, Graph, Scope, TableSpec
-from bundler.sql import Closure, chunks, table_clause
+from bundler.ledger import created_counts, created_counts_where, created_in, forget_gone, forget_ranges
+from bundler.ledger import records as ledger_records
+from bundler.sql import Closure, chunks
 
 if TYPE_CHECKING:
     from bundler.clean.plan import CleanSet
@@ -74,13 +76,7 @@ class TargetSide(Side):
 
     def _records(self, table: str, pk: PK) -> list[tuple[str, str]]:
         """What the ledger says of a row: (bundle, action) pairs."""
-        ledger = tracking.ledger_table
-        found = self.conn.execute(
-            sa.select(ledger.c.bundle_id, ledger.c.action).where(
-                ledger.c.table_name == table, ledger.c.target_pk == pk_text(pk)
-            )
-        )
-        return [(bundle_id, action) for bundle_id, action in found]
+        return ledger_records(self.conn, table, pk_text(pk))
 
     def _with_dependents(self, bundles: set[str]) -> frozenset[str]:
         loads = tracking.loads_table
@@ -129,22 +125,11 @@ class TargetSide(Side):
 
     def transferred(self, spec: TableSpec, bundles: frozenset[str]) -> sa.ColumnElement[bool]:
         """Usage rows of ``spec`` that ``bundles`` created, by the ledger."""
-        t = table_clause(spec)
-        ledger = tracking.ledger_table
         if len(spec.pk) != 1:
             raise BundlerError(
                 f"usage table {spec.name} has a composite key; clean needs a single-column one"
             )
-        return (
-            sa.exists()
-            .where(
-                ledger.c.bundle_id.in_(sorted(bundles)),
-                ledger.c.table_name == spec.name,
-                ledger.c.action == "created",
-                ledger.c.target_pk == sa.cast(t.c[spec.pk[0]], sa.String),
-            )
-            .correlate_except(ledger)
-        )
+        return created_in(self.conn, spec, bundles)
 
     # -- describing --------------------------------------------------------------------------
 
@@ -175,31 +160,13 @@ class TargetSide(Side):
 
     def _created_counts(self, bundles: list[str]) -> Counter[str]:
         """How many rows each load created, by its ledger."""
-        ledger = tracking.ledger_table
-        counts: Counter[str] = Counter()
-        for bundle_id, n in self.conn.execute(
-            sa.select(ledger.c.bundle_id, sa.func.count())
-            .where(ledger.c.bundle_id.in_(bundles), ledger.c.action == "created")
-            .group_by(ledger.c.bundle_id)
-        ):
-            counts[bundle_id] += int(n)
-        return counts
+        return created_counts(self.conn, bundles)
 
     def _usage_created_counts(self, cleanset: CleanSet, spec: TableSpec, bundles: list[str]) -> Counter[str]:
         """How many usage rows of the set (``spec``) each load created."""
-        mine = tracking.ledger_table.alias("mine")
-        t = table_clause(spec)
         counts: Counter[str] = Counter()
         for clause in cleanset.usage_clauses(spec.name):
-            stmt = (
-                sa.select(mine.c.bundle_id, sa.func.count())
-                .select_from(t.join(mine, mine.c.target_pk == sa.cast(t.c[spec.pk[0]], sa.String)))
-                .where(clause, mine.c.table_name == spec.name, mine.c.action == "created")
-                .where(mine.c.bundle_id.in_(bundles))
-                .group_by(mine.c.bundle_id)
-            )
-            for bundle_id, n in self.conn.execute(stmt):
-                counts[bundle_id] += int(n)
+            counts.update(created_counts_where(self.conn, spec, clause, bundles))
         return counts
 
     def forget_rows(self, table: str, texts: list[str]) -> int:
@@ -215,34 +182,14 @@ class TargetSide(Side):
     def forget_usage(self, spec: TableSpec, bundles: list[str]) -> int:
         """The ledger rows of the selected loads whose usage row is gone (the subquery reads the
         usage table, not the ledger: MariaDB refuses a DELETE that reads its own table)."""
-        ledger = tracking.ledger_table
-        pk = table_clause(spec).c[spec.pk[0]]
-        target = (
-            sa.cast(ledger.c.target_pk, sa.BigInteger)
-            if spec.column_map[spec.pk[0]].type.startswith("int")
-            else ledger.c.target_pk
-        )
-        return int(
-            self.conn.execute(
-                sa.delete(ledger).where(
-                    ledger.c.bundle_id.in_(bundles),
-                    ledger.c.action == "created",
-                    ledger.c.table_name == spec.name,
-                    ~sa.exists().where(pk == target),
-                )
-            ).rowcount
-        )
+        return forget_gone(self.conn, spec, bundles)
 
     def close(self, plan: CleanPlan) -> int:
         """Forget the loads the plan closes: their remaining ledger rows and their record."""
         ledger, loads = tracking.ledger_table, tracking.loads_table
         n = 0
         for bundle_id in plan.closes:
-            left = self.conn.execute(
-                sa.select(sa.func.count()).where(
-                    ledger.c.bundle_id == bundle_id, ledger.c.action == "created"
-                )
-            ).scalar_one()
+            left = created_counts(self.conn, [bundle_id])[bundle_id]
             if left:
                 raise BundlerError(
                     f"bundle {bundle_id}: {left} created row(s) are still in its ledger after the clean; "
@@ -250,6 +197,7 @@ class TargetSide(Side):
                     hint="run the clean again; if it repeats, report it with --debug",
                 )
             n += self.conn.execute(sa.delete(ledger).where(ledger.c.bundle_id == bundle_id)).rowcount
+            n += forget_ranges(self.conn, bundle_id)
             n += self.conn.execute(sa.delete(loads).where(loads.c.bundle_id == bundle_id)).rowcount
         return n
 

@@ -4,7 +4,9 @@ Owned and usage rows are all created; of the shared rows, those decided ``create
 when they copy a matched row). Each created row takes a new id from the target where its
 table has a surrogate key; every reference is rewritten through the id maps; a reference
 that closes a cycle (or points into its own table) is written NULL and set by an UPDATE
-once every id is known. Every row written or reused gets a ledger row.
+once every id is known. Every row written or reused is recorded in the ledger: row by row, or,
+for the usage rows a load creates with integer keys, as runs of consecutive keys
+(see :mod:`bundler.ledger`).
 
 The batches go to the target with :func:`bundler.bulk.insert_arrow` (the bulk path of each
 dialect) as they come from the bundle: no row is turned into Python objects on the way.
@@ -16,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bundler import tracking
 from bundler.errors import BundlerError
 from bundler.graph import TableSpec
 from bundler.keys import describe
+from bundler.ledger import CreatedLedger, compactable, write_rows
 from bundler.load.state import Contended, LoadState, first_line, pk_text
 from bundler.sql import chunks, table_clause
 
@@ -33,20 +35,25 @@ def write(state: LoadState) -> None:
     """Write every table of the bundle, then the deferred references."""
     task = f"load {state.bundle_id}"
     state.progress.start(task, total=state.manifest.totals.rows)
+    compact = CreatedLedger(state.conn, state.bundle_id)
     for spec in state.graph.tables_in_order(("owned", "shared", "usage")):
         if spec.name in state.tables:
-            _write_table(state, spec, task)
+            _write_table(state, spec, task, compact)
+    state.ledger_rows += compact.rows
     _apply_deferred(state)
     state.progress.finish(task)
 
 
-def _write_table(state: LoadState, spec: TableSpec, task: str) -> None:
+def _write_table(state: LoadState, spec: TableSpec, task: str, compact: CreatedLedger) -> None:
+    """The rows of one table; the usage rows it creates are recorded in ``compact`` (as runs of
+    keys where both keys are integers), every other row in the ledger row by row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     plan = state.plan_for(spec)
     target = state.sa_table(spec.name)
     needs_map = bool(state.graph.referencing[spec.name]) or spec.scope != "usage"
+    runs = spec.is_usage and spec.surrogate is not None
     for batch in state.batches(spec.name):
         source_pks, row_keys = _source_keys(spec, batch)
         if spec.scope == "shared":
@@ -62,8 +69,18 @@ def _write_table(state: LoadState, spec: TableSpec, task: str) -> None:
         batch = _rewrite_references(state, spec, batch)
         batch, target_pks = _target_keys(state, spec, batch, source_pks, needs_map)
         _insert(state, spec, target, batch, source_pks)
-        _ledger(state, spec.name, pc.cast(source_pks, pa.string()), target_pks, "created")
+        if runs and compactable(source_pks, target_pks):
+            compact.add(spec.name, source_pks, target_pks)
+        else:
+            _ledger(
+                state,
+                spec.name,
+                pc.cast(source_pks, pa.string()),
+                pc.cast(target_pks, pa.string()),
+                "created",
+            )
         state.progress.advance(task, batch.num_rows)
+    compact.finish(spec.name)
     if spec.scope == "shared" and len(spec.pk) == 1:
         _ledger_reused(state, spec)
 
@@ -82,9 +99,9 @@ def _source_keys(spec: TableSpec, batch: pa.RecordBatch) -> tuple[pa.Array, list
 def _target_keys(
     state: LoadState, spec: TableSpec, batch: pa.RecordBatch, source_pks: pa.Array, needs_map: bool
 ) -> tuple[pa.RecordBatch, pa.Array]:
-    """The batch with its new surrogate ids (mapped from the source's), and its target keys as text."""
+    """The batch with its new surrogate ids (mapped from the source's), and its target keys
+    (composite ones as text)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if spec.surrogate:
         new_ids = pa.array(
@@ -96,12 +113,12 @@ def _target_keys(
         batch = batch.set_column(
             batch.schema.get_field_index(spec.surrogate), batch.schema.field(spec.surrogate), new_ids
         )
-        return batch, pc.cast(new_ids, pa.string())
+        return batch, new_ids
     if len(spec.pk) == 1:
         single_pk = spec.pk[0]
         if needs_map:
             state.idmap(spec.name).update({v: v for v in batch.column(single_pk).to_pylist()})
-        return batch, pc.cast(batch.column(single_pk), pa.string())
+        return batch, batch.column(single_pk)
     return batch, pa.array(
         [pk_text(t) for t in zip(*(batch.column(c).to_pylist() for c in spec.pk), strict=True)]
     )
@@ -266,20 +283,4 @@ def _ledger_reused(state: LoadState, spec: TableSpec) -> None:
 
 
 def _ledger(state: LoadState, table: str, source: pa.Array, target: pa.Array, action: str) -> None:
-    import pyarrow as pa
-
-    from bundler.bulk import insert_arrow
-
-    n = len(source)
-    batch = pa.RecordBatch.from_arrays(
-        [
-            pa.array([state.bundle_id] * n, pa.string()),
-            pa.array([table] * n, pa.string()),
-            source,
-            target,
-            pa.array([action] * n, pa.string()),
-        ],
-        names=["bundle_id", "table_name", "source_pk", "target_pk", "action"],
-    )
-    insert_arrow(state.conn, tracking.ledger_table, batch)
-    state.ledger_rows += n
+    state.ledger_rows += write_rows(state.conn, state.bundle_id, table, source, target, action)

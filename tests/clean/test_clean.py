@@ -32,6 +32,7 @@ from bundler.export import (
 )
 from bundler.graph import Graph, graph_for_release
 from bundler.keys import key_value
+from bundler.ledger import entries as ledger_entries
 from bundler.load import load_bundle
 from bundler.sql import table_clause
 from tests.export import fixture
@@ -104,12 +105,8 @@ def dangling(engine: sa.Engine, graph: Graph) -> list[str]:
 
 
 def ledger(engine: sa.Engine, bundle_id: str) -> set[tuple[str, str, str]]:
-    led = tracking.ledger_table
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(led.c.table_name, led.c.target_pk, led.c.action).where(led.c.bundle_id == bundle_id)
-        ).all()
-    return {(r.table_name, r.target_pk, r.action) for r in rows}
+        return {(table, target_pk, action) for table, _, target_pk, action in ledger_entries(conn, bundle_id)}
 
 
 def loads(engine: sa.Engine) -> set[str]:

@@ -14,24 +14,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bundler import tracking
 from bundler.bundle import open_bundle
 from bundler.graph import Graph, graph_for_release
 from bundler.keys import key_text, key_value
+from bundler.ledger import entries as ledger_entries
 from bundler.load.translate import translator_for
 
 
 def _ledger(target: sa.Engine, bundle_id: str) -> dict[str, dict[str, str]]:
     maps: dict[str, dict[str, str]] = defaultdict(dict)
     with target.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                tracking.ledger_table.c.table_name,
-                tracking.ledger_table.c.source_pk,
-                tracking.ledger_table.c.target_pk,
-            ).where(tracking.ledger_table.c.bundle_id == bundle_id)
-        )
-        for table, source, target_pk in rows:
+        for table, source, target_pk, _ in ledger_entries(conn, bundle_id):
             maps[table][source] = target_pk
     return maps
 

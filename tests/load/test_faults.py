@@ -364,11 +364,11 @@ def test_connection_dropped_between_statements(
 def test_connection_dropped_inside_a_bulk_write(
     dialect: str, new_db: Any, tmp_path: Path, server_url: str
 ) -> None:
-    """The session ends while a bulk write (COPY / LOAD DATA of ledger rows) is in flight.
+    """The session ends while a bulk write (COPY / LOAD DATA of the ledger) is in flight.
 
-    Another transaction holds an uncommitted ledger row with the key of one xDR of the
-    bundle, so the loader's bulk insert of that batch's ledger rows waits for it; the
-    loader's session is ended while it waits, then the blocker rolls back.
+    Another transaction holds an uncommitted ledger range with the key of the bundle's run
+    of extra xDRs, so the loader's bulk insert of that range waits for it; the loader's
+    session is ended while it waits, then the blocker rolls back.
     """
     setup = Setup(new_db, tmp_path, DROP_EXTRA_XDRS)
     admin = _admin(server_url)
@@ -382,10 +382,11 @@ def test_connection_dropped_inside_a_bulk_write(
             blocker_id = int(blocker.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
         blocker.execute(
             sa.text(
-                "INSERT INTO bundler_ledger (bundle_id, table_name, source_pk, target_pk, action) "
-                "VALUES (:b, 'xdrs', :pk, '0', 'created')"
+                "INSERT INTO bundler_ledger_ranges "
+                "(bundle_id, table_name, source_first, source_last, target_first, target_last) "
+                "VALUES (:b, 'xdrs', :first, 0, 0, 0)"
             ),
-            {"b": setup.bundle.bundle_id, "pk": str(FIRST_EXTRA_XDR + DROP_EXTRA_XDRS // 2)},
+            {"b": setup.bundle.bundle_id, "first": FIRST_EXTRA_XDR},
         )
 
         def loader_waits() -> bool:

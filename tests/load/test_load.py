@@ -14,6 +14,7 @@ from bundler import tracking
 from bundler.cli import main
 from bundler.errors import BundlerError, DecisionsNeeded, PrerequisitesMissing
 from bundler.export import ExportOptions, export_root
+from bundler.ledger import entries as ledger_entries
 from bundler.load import load_bundle
 from tests.export import fixture
 from tests.export.fixture import NOW, ROWS
@@ -157,9 +158,7 @@ def test_ledger_names_every_row(world: dict[str, Any]) -> None:
     target = target_for(world)
     result = load_bundle(target, world["acme"])
     with target.connect() as conn:
-        ledger = conn.execute(
-            sa.select(tracking.ledger_table).where(tracking.ledger_table.c.bundle_id == result.bundle_id)
-        ).all()
+        ledger = list(ledger_entries(conn, result.bundle_id))  # runs of usage keys written out
         load = conn.execute(
             sa.select(tracking.loads_table).where(tracking.loads_table.c.bundle_id == result.bundle_id)
         ).one()
