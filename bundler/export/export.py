@@ -35,7 +35,7 @@ from bundler.errors import BundlerError, DatabaseError, RootError, UsageError
 from bundler.export.collect import TableWriter, collect_root, layers_for, outside_rows
 from bundler.export.layers import Layers
 from bundler.export.snapshot import Snapshot, open_snapshot
-from bundler.export.usage import Late, UsagePlan, read_late, record_usage
+from bundler.export.usage import Late, NothingNew, UsagePlan, read_late, record_usage
 from bundler.export.window import UsageWindow, parse_xdrs, resolve_window, zone
 from bundler.graph import Graph, Scope
 from bundler.keys import Key, describe, key_value
@@ -93,6 +93,8 @@ class ExportOptions:
     after: tuple[str | Path, ...] = ()
     #: the same, kept in memory by a lineup for its run
     layers: Layers | None = None
+    #: a usage export that finds nothing new writes no bundle (raises :class:`NothingNew`)
+    skip_empty: bool = False
 
 
 @dataclass
@@ -300,6 +302,11 @@ class _Run:
             self.progress.start(f"export {self.bundle_id}")
             with open_snapshot(self.engine, batch_rows=self.options.batch_rows) as snapshot:
                 body = collect_root(snapshot, self, writer)
+            if self.options.skip_empty and self.late is not None and self.usage.rows == 0:
+                raise NothingNew(
+                    f"{self.root.kind} {describe(self.root.key)}: no usage that its exports have not carried",
+                    hint="nothing to load",
+                )
             with begin_write(self.engine) as connection:  # before done: a finished export has them
                 record_usage(connection, self.bundle_id, self.graph, self.usage)
             path, doc = writer.finish(self._draft(body))
@@ -307,6 +314,9 @@ class _Run:
         except BaseException as exc:
             if writer is not None:
                 writer.abort()
+            if isinstance(exc, NothingNew):
+                close_export_record(self.engine, self.bundle_id, "empty", message=exc.message[:2000])
+                raise
             self._undo(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
                 raise DatabaseError(

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from bundler import tracking
+from bundler.errors import BundlerError, ExitCode
 from bundler.export.window import OwnerWindow, UsageWindow, current_period
 from bundler.graph import Graph, Reference, TableSpec
 from bundler.keys import describe, key_value
@@ -53,6 +54,12 @@ usage_keys_table = sa.Table(
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("keys", BLOB, nullable=False),
 )
+
+
+class NothingNew(BundlerError):
+    """A usage export found no usage the root's earlier exports did not carry: no bundle."""
+
+    exit_code = ExitCode.OK
 
 
 def ensure_tables(connection: sa.Connection) -> None:
@@ -137,6 +144,10 @@ def owner_windows(
             for owner in found.values():
                 if owner is not None:
                     wanted[owner[0]].add(owner[1])
+    for table, rows in closure.rows.items():  # every row with a period of its own gets its window
+        spec = graph.table(table)
+        if spec.billing_period is not None and len(spec.pk) == 1 and spec.scope == "owned":
+            wanted[table].update(pk[0] for pk in rows)
     windows: dict[tuple[str, Any], OwnerWindow] = {}
     for table, pks in wanted.items():
         windows.update(_windows_of(connection, graph, graph.table(table), pks, window, now))
