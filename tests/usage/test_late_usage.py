@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from bundler.billing.schema import build_metadata
 from bundler.export import ExportOptions, export_root
 from bundler.load import load_bundle
+from bundler.progress import RecordingProgress
 from bundler.recover import KILL_ENV
 from bundler.usage.catchup import CatchUpOptions, catch_up
 from tests.export import fixture
@@ -171,3 +172,16 @@ def test_each_customer_under_a_reseller_has_its_own_window(dialect: str, new_db:
     )
     assert windows["sub-reseller-r2"]["time_zone"] is None  # none named: UTC
     assert windows["sub-reseller-r2"]["from"] == "2026-11-01 00:00:00"
+
+
+def test_an_empty_window_says_so(new_db: Any, tmp_path: Path) -> None:
+    """bravo (daily) has usage on Nov 14 and 15 only: two days later its window is empty."""
+    source = fixture.build(new_db("sqlite"))
+    progress = RecordingProgress()
+    later = datetime(2026, 11, 17, 12)
+    result = export_root(
+        source, "customer", "bravo", tmp_path, options=ExportOptions(now=later, mark=False), progress=progress
+    )
+    assert "xdrs" not in result.manifest.tables
+    assert "selects no usage" in result.manifest.to_doc()["usage"]["warning"]
+    assert any("warning: the usage window" in n for n in progress.notes())
