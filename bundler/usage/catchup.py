@@ -35,6 +35,7 @@ from bundler.errors import BundlerError
 from bundler.export import ExportOptions, export_root
 from bundler.export.usage import NothingNew
 from bundler.graph import Graph
+from bundler.keys import describe
 from bundler.load import load_bundle
 from bundler.marking import close_export_record
 from bundler.progress import NullProgress, Progress
@@ -92,7 +93,7 @@ class CatchUpResult:
         s = self.summary()
         return (
             f"usage pass {self.started_at:%Y-%m-%d %H:%M:%S}: {s['roots']} migrated root(s), "
-            f"{s['carried']} with new usage ({s['rows']:,} rows in {s['bundles']} bundle(s)), "
+            f"{s['carried']} with new usage ({s['rows']:,} usage row(s) in {s['bundles']} bundle(s)), "
             f"{s['failed']} failed; {self.seconds:.1f} s"
         )
 
@@ -137,10 +138,20 @@ def migrated_roots(
                 found[(row.kind, row.root_source_pk)] = (
                     row.kind,
                     row.root_source_pk,
-                    row.root_key or "",
+                    _shown(row.root_key or ""),
                     base.bundle_id,
                 )
     return sorted(found.values())
+
+
+def _shown(root_key: str) -> str:
+    """A root's natural key (the ledger's JSON text) as people read it."""
+    import json
+
+    try:
+        return describe(json.loads(root_key))
+    except ValueError:
+        return root_key
 
 
 def _leftovers(source: sa.Engine, target: sa.Engine, root_pk: str, base: str) -> list[tuple[str, str | None]]:
