@@ -307,8 +307,9 @@ class _Run:
                     f"{self.root.kind} {describe(self.root.key)}: no usage that its exports have not carried",
                     hint="nothing to load",
                 )
-            with begin_write(self.engine) as connection:  # before done: a finished export has them
-                record_usage(connection, self.bundle_id, self.graph, self.usage)
+            if self.marking or self.late is not None:  # an audit copy carries nothing anywhere
+                with begin_write(self.engine) as connection:  # before done: a finished export has them
+                    record_usage(connection, self.bundle_id, self.graph, self.usage)
             path, doc = writer.finish(self._draft(body))
             crash_point("renamed")
         except BaseException as exc:

@@ -307,6 +307,12 @@ def read_late(connection: sa.Connection, graph: Graph, root: Root, base: str) ->
         .join(exports, exports.c.bundle_id == usage.c.bundle_id)
         .where(exports.c.root_table == root.spec.name, exports.c.root_pk == str(root.pk))
         .where(exports.c.status == "done", exports.c.started_at >= started)
+        # the marking export and the usage exports after it (not audit copies: they went nowhere)
+        .where(
+            sa.or_(
+                exports.c.bundle_id == base, sa.and_(exports.c.kind == "usage", exports.c.depends_on == base)
+            )
+        )
     ).all()
     late = Late(base)
     carried: dict[str, list[pa.Array]] = defaultdict(list)

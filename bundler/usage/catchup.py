@@ -37,7 +37,7 @@ from bundler.export.usage import NothingNew
 from bundler.graph import Graph
 from bundler.keys import describe
 from bundler.load import load_bundle
-from bundler.marking import close_export_record
+from bundler.marking import close_export_record, find_root
 from bundler.progress import NullProgress, Progress
 from bundler.recover import crash_point, crash_progress
 
@@ -181,6 +181,7 @@ def _leftovers(source: sa.Engine, target: sa.Engine, root_pk: str, base: str) ->
 def _catch_up_root(
     source: sa.Engine,
     target: sa.Engine,
+    graph: Graph,
     root: tuple[str, str, str, str],
     options: CatchUpOptions,
     progress: Progress,
@@ -188,6 +189,12 @@ def _catch_up_root(
     kind, root_pk, root_key, base = root
     result = RootUsage(kind, root_pk, root_key, "nothing")
     try:
+        with source.connect() as conn:
+            found = find_root(conn, graph, kind, root_pk)
+        status = found.spec.status
+        if status is not None and found.row[status.column] != status.exported:
+            result.message = "no longer Exported in the source (returned): its usage stays there"
+            return result
         for bundle_id, out_dir in _leftovers(source, target, root_pk, base):
             folders = ([Path(out_dir)] if out_dir else []) + [options.bundles]
             path = next(
@@ -260,7 +267,7 @@ def catch_up(
     for root in migrated_roots(source, target, graph, system.system_id):
         if stop is not None and stop.is_set():
             break
-        outcome = _catch_up_root(source, target, root, options, progress)
+        outcome = _catch_up_root(source, target, graph, root, options, progress)
         if outcome.state == "failed":
             progress.note(f"{root[0]} {root[2]}: FAILED: {outcome.message}")
         result.roots.append(outcome)
