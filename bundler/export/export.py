@@ -35,7 +35,7 @@ from bundler.errors import BundlerError, DatabaseError, RootError, UsageError
 from bundler.export.collect import TableWriter, collect_root, layers_for, outside_rows
 from bundler.export.layers import Layers
 from bundler.export.snapshot import Snapshot, open_snapshot
-from bundler.export.usage import Late, NothingNew, UsagePlan, read_late, record_usage
+from bundler.export.usage import Late, NothingNew, UsagePlan, has_pending, read_late, record_usage
 from bundler.export.window import UsageWindow, parse_xdrs, resolve_window, zone
 from bundler.graph import Graph, Scope
 from bundler.keys import Key, describe, key_value
@@ -225,6 +225,13 @@ def export_root(
         layers,
         late=late,
     )
+    if options.skip_empty and late is not None:
+        with engine.connect() as connection:
+            if not has_pending(connection, graph, root, run.usage, now):
+                raise NothingNew(
+                    f"{root.kind} {describe(root.key)}: no usage that its exports have not carried",
+                    hint="nothing to load",
+                )
     run.begin(out_dir)
     path, doc = run.write(out_dir)
     progress.finish(f"export {run.bundle_id}")

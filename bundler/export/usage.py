@@ -336,6 +336,31 @@ def read_late(connection: sa.Connection, graph: Graph, root: Root, base: str) ->
     return late
 
 
+def has_pending(connection: sa.Connection, graph: Graph, root: Root, plan: UsagePlan, now: datetime) -> bool:
+    """Whether the root has usage its exports did not carry: read before anything is recorded,
+    so that a pass over roots with nothing new writes nothing (keys only, in key order)."""
+    import pyarrow as pa
+
+    owned = Closure(connection, graph, follow_shared=False)
+    owned.add(root.spec.name, [root.row])
+    owned.run()
+    groups: dict[str, Any] = {}
+    if plan.window.mode == "current":
+        groups, _ = owner_windows(connection, graph, owned, plan.window, now)
+    for spec in graph.tables_in_order(("usage",)):
+        owners = owned.usage_owners.get(spec.name)
+        if not owners or len(spec.pk) != 1:
+            continue
+        t = table_clause(spec)
+        pk_type = spec.arrow_schema().field(spec.pk[0]).type
+        query = sa.select(t.c[spec.pk[0]]).where(usage_clause(spec, owners, plan, groups.get(spec.name)))
+        for part in connection.execution_options(yield_per=65_536).execute(query).scalars().partitions():
+            batch = pa.RecordBatch.from_arrays([pa.array(part, pk_type)], names=[spec.pk[0]])
+            if without_carried(batch, spec, plan.late).num_rows:
+                return True
+    return False
+
+
 def without_carried(batch: pa.RecordBatch, spec: TableSpec, late: Late | None) -> pa.RecordBatch:
     """The batch without the rows an earlier export of the root carried."""
     import pyarrow.compute as pc
