@@ -106,19 +106,26 @@ def main() -> None:
 @click.option(
     "--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Roots migrated at a time."
 )
-def demo(folder: str, customers: int, workers: int) -> None:
+@click.option(
+    "--now",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    default=None,
+    help="The moment the demo's data is generated at and migrated (UTC; default: now).",
+)
+def demo(folder: str, customers: int, workers: int, now: Any) -> None:
     """Seed a source (r1) and a target (r2) in SQLite and migrate between them.
 
     \b
     Example:
       bundler demo
       bundler demo --dir /tmp/demo --customers 12 --workers 1
+      bundler demo --dir /tmp/demo --now 2026-12-01T00:30:00
     """
     from pathlib import Path
 
     from bundler.demo import run_demo
 
-    summary = run_demo(Path(folder), customers=customers, workers=workers)
+    summary = run_demo(Path(folder), customers=customers, workers=workers, now=now)
     if summary["failed"]:
         raise BundlerError(f"{summary['failed']} root(s) of the demo failed (listed above)")
 
@@ -142,6 +149,7 @@ def _register() -> None:
     from bundler.recordings.commands import recordings
     from bundler.recover_commands import recover_command
     from bundler.reverse.commands import reverse
+    from bundler.usage.commands import usage
 
     for command in (
         export_command,
@@ -154,6 +162,7 @@ def _register() -> None:
         clean_command,
         reverse,
         recover_command,
+        usage,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command

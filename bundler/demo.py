@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,12 @@ DECISIONS = ROOT / "examples" / "decisions.json"
 
 
 def run_demo(
-    folder: Path, *, customers: int = 8, workers: int = 2, echo: Callable[[str], None] | None = None
+    folder: Path,
+    *,
+    customers: int = 8,
+    workers: int = 2,
+    echo: Callable[[str], None] | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Build the demo in ``folder``; returns the lineup's summary."""
     import click
@@ -48,8 +53,8 @@ def run_demo(
     source_url, target_url = f"sqlite:///{folder / 'source.db'}", f"sqlite:///{folder / 'target.db'}"
     source, target = connect(source_url, create=True), connect(target_url, create=True)
 
-    # the operator's usage runs up to today, so "the current billing period" holds some
-    today = tracking.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    # the operator's usage runs up to now, so each customer's current billing period holds some
+    today = now or tracking.now().replace(microsecond=0)
     echo(f"seeding {source_url} (release r1) …")
     counts = seed_source(
         source, release="r1", customers=12, resellers=2, xdrs_per_account=60, destinations=1500, now=today
@@ -92,7 +97,11 @@ def run_demo(
         f"with the decisions in {DECISIONS.relative_to(ROOT)} …"
     )
     result = run_lineup(
-        source, target, selectors, LineupOptions(folder / "bundles", decisions=DECISIONS), workers=workers
+        source,
+        target,
+        selectors,
+        LineupOptions(folder / "bundles", decisions=DECISIONS, now=today),
+        workers=workers,
     )
     summary = result.summary()
     echo("")

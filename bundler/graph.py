@@ -115,12 +115,20 @@ class Balance:
 
     column: str
     where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: how the charge of a usage row it owns moves the balance: +1 add, -1 subtract, 0 not at all
+    usage_sign: int = 0
+
+    def holds(self, row: dict[str, Any]) -> bool:
+        """Whether ``row`` keeps a balance of its own (``where``)."""
+        return all(row.get(c) in allowed for c, allowed in self.where.items())
 
 
 @dataclass(frozen=True)
 class BillingPeriod:
     column: str
     codes: dict[str, str]
+    #: the column naming the row's IANA time zone (None: periods in UTC)
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,8 @@ class TableSpec:
     billing_period: BillingPeriod | None = None
     doc: str = ""
     balance: Balance | None = None
+    #: usage tables: the column holding a row's charge (moves the owners' balances)
+    charge: str | None = None
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -403,6 +413,8 @@ def _table_problems(graph: Graph, spec: TableSpec) -> list[str]:
         ("status column", spec.status.column if spec.status else None),
         ("billing period column", spec.billing_period.column if spec.billing_period else None),
         ("balance column", spec.balance.column if spec.balance else None),
+        ("time zone column", spec.billing_period.time_zone if spec.billing_period else None),
+        ("charge column", spec.charge),
     ):
         if col is not None:
             named.setdefault(col, role)
@@ -470,13 +482,18 @@ def parse_graph(
             status=Status(status["column"], status["active"], status["exported"], tuple(status["terminated"]))
             if status
             else None,
-            billing_period=BillingPeriod(period["column"], dict(period["codes"])) if period else None,
+            billing_period=BillingPeriod(period["column"], dict(period["codes"]), period.get("time_zone"))
+            if period
+            else None,
             doc=t.get("doc", ""),
             balance=Balance(
-                t["balance"]["column"], {k: tuple(v) for k, v in t["balance"].get("where", {}).items()}
+                t["balance"]["column"],
+                {k: tuple(v) for k, v in t["balance"].get("where", {}).items()},
+                {"add": 1, "subtract": -1}.get(t["balance"].get("usage", ""), 0),
             )
             if t.get("balance")
             else None,
+            charge=t.get("charge"),
         )
     roots = {
         kind: RootSpec(

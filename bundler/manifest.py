@@ -103,16 +103,38 @@ class UsageRef:
     end: str | None
     billing_period: str | None = None
     has_period: bool = False  # whether the document names a billing period (null included)
+    #: each customer's own window (a reseller bundle: every customer under it), as written
+    windows: tuple[dict[str, Any], ...] | None = None
+    #: why the window carried no usage although the root has some outside it
+    warning: str | None = None
+    #: usage tables -> source key after which a row arrived late (its charge moves the balances)
+    late_after: dict[str, Any] | None = None
 
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"mode": self.mode, "from": self.start, "to": self.end}
         if self.has_period:
             doc["billing_period"] = self.billing_period
+        if self.windows is not None:
+            doc["windows"] = [dict(w) for w in self.windows]
+        if self.warning is not None:
+            doc["warning"] = self.warning
+        if self.late_after is not None:
+            doc["late_after"] = dict(self.late_after)
         return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> UsageRef:
-        return cls(doc["mode"], doc["from"], doc["to"], doc.get("billing_period"), "billing_period" in doc)
+        windows = doc.get("windows")
+        return cls(
+            doc["mode"],
+            doc["from"],
+            doc["to"],
+            doc.get("billing_period"),
+            "billing_period" in doc,
+            tuple(windows) if windows is not None else None,
+            doc.get("warning"),
+            doc.get("late_after"),
+        )
 
 
 @dataclass(frozen=True)

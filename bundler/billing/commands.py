@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from bundler.options import json_option, print_json, progress_for_cli
@@ -74,6 +76,13 @@ def init_command(url: str, release: str) -> None:
     show_default=True,
     help="Target: share of that with other content.",
 )
+@click.option(
+    "--now",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    default=None,
+    help="The moment the data is generated at (UTC; default: the moment it runs): usage reaches up "
+    "to it, the current billing periods included; the same --now gives the same rows.",
+)
 @json_option
 def seed_command(
     url: str,
@@ -89,6 +98,7 @@ def seed_command(
     destinations: int,
     overlap: float,
     differing: float,
+    now: datetime | None,
     as_json: bool,
 ) -> None:
     """Fill a database with a deterministic synthetic operator (source) or prepare a target.
@@ -97,6 +107,7 @@ def seed_command(
     Example:
       bundler db seed sqlite:///source.db --customers 1000 --xdrs-per-account 500
       bundler db seed sqlite:///target.db --role target --overlap 0.5
+      bundler db seed sqlite:///source.db --now 2026-12-01T00:30:00
     """
     from bundler import tracking
     from bundler.billing.seed import seed_source, seed_target
@@ -104,6 +115,7 @@ def seed_command(
 
     engine = connect(url, create=True)
     release = release or ("r1" if role == "source" else "r2")
+    now = now or tracking.now()
     with progress_for_cli() as progress:
         if role == "source":
             counts = seed_source(
@@ -118,6 +130,7 @@ def seed_command(
                 vendors=vendors,
                 destinations=destinations,
                 progress=progress,
+                now=now,
             )
         else:
             from bundler.billing.seed import init_db
@@ -131,6 +144,7 @@ def seed_command(
                 differing=differing,
                 destinations=destinations,
                 progress=progress,
+                now=now,
             )
     with begin_write(engine) as conn:
         tracking.register_system(conn, release)

@@ -152,10 +152,14 @@ def _table(
     billing_period: str | None = None,
     doc: str = "",
     balance: dict[str, Any] | None = None,
+    time_zone: str | None = None,
+    charge: str | None = None,
 ) -> Table:
     info: dict[str, Any] = {"scope": scope, "natural_key": natural_key, "doc": doc}
     if time_column:
         info["time_column"] = time_column
+    if charge:
+        info["charge"] = charge
     if sensitive:
         info["sensitive"] = list(sensitive)
     if status:
@@ -167,6 +171,8 @@ def _table(
             "column": billing_period,
             "codes": {str(k): v for k, v in BILLING_PERIODS.items()},
         }
+        if time_zone:
+            info["billing_period"]["time_zone"] = time_zone
     return Table(name, md, *columns, info=info)
 
 
@@ -525,10 +531,12 @@ def _customers(md: MetaData, release: str) -> None:
         Column("creation_date", TIMESTAMP, nullable=False),
         *r1_only,
         Column("notes", Text),
+        Column("time_zone", String(64)),  # IANA name; its billing periods start at midnight there
         CheckConstraint("i_customer_type IN (1, 2, 3)", name="ck_customer_type"),
         status=STATUS_INFO,
         billing_period="i_billing_period",
-        balance={"column": "balance"},
+        time_zone="time_zone",
+        balance={"column": "balance", "usage": "add"},
         doc="Retail customers, resellers (with sub-customers through i_parent) and distributors.",
     )
     if release == "r2":
@@ -571,7 +579,8 @@ def _customers(md: MetaData, release: str) -> None:
         *r2_only,
         status=STATUS_INFO,
         sensitive=("h323_password",),
-        balance={"column": "balance", "where": {"billing_model": [-1]}},  # debit accounts keep their own
+        # debit accounts keep their own; a charge takes from their funds
+        balance={"column": "balance", "where": {"billing_model": [-1]}, "usage": "subtract"},
         doc="Accounts (phone lines, SIP endpoints) of a customer.",
     )
     _table(
@@ -815,6 +824,7 @@ def _customers(md: MetaData, release: str) -> None:
         Column("country", String(64)),
         Column("description", String(128)),
         time_column="bill_time",
+        charge="charged_amount",
         doc="Account usage records (calls, data sessions, messages).",
     )
     _table(

@@ -43,8 +43,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from bundler.billing.schema import HUNT_SEQUENCES, build_metadata
+from bundler.billing.schema import BILLING_PERIODS, HUNT_SEQUENCES, build_metadata
 from bundler.bulk import arrow_schema_for, insert_arrow
+from bundler.export.window import current_period
 from bundler.progress import NullProgress, Progress
 
 __all__ = ["DEFAULT_NOW", "XDR_BATCH_ROWS", "init_db", "seed_source", "seed_target"]
@@ -804,6 +805,20 @@ class _AccountUsage:
     period_starts: list[int] = field(default_factory=list)  # epoch µs, sorted
     period_ends: list[int] = field(default_factory=list)
     invoices: list[int] = field(default_factory=list)
+    #: when its customer's current billing period began (its own period and time zone), epoch µs
+    current_start_us: int = 0
+
+
+#: Time zones of customers, by currency (None: UTC); drawn from their own random stream so
+#: that every other value stays as it was.
+TIME_ZONES = {
+    "USD": ["America/New_York", "America/Chicago", "America/Los_Angeles", None],
+    "EUR": ["Europe/Berlin", "Europe/Madrid", "Europe/Paris", None],
+    "GBP": ["Europe/London", None],
+}
+#: Share of an open account's xDRs placed in its customer's current billing period, up to
+#: ``now``: the current period has usage whatever day the seed runs.
+CURRENT_SHARE = 4
 
 
 def _periods(code: int, start: date, end: date) -> list[tuple[date, date]]:
@@ -918,6 +933,7 @@ def _gen_customers(
     default_sites: list[tuple[int, int]] = []
     did_cursor = 0
 
+    zones = random.Random(f"{p.seed}:time_zones")
     for position, (ctype, parent_pos) in enumerate(plan):
         i_customer = position + 1
         parent = rows["customers"][parent_pos] if parent_pos is not None else None
@@ -970,6 +986,9 @@ def _gen_customers(
             "notes": _maybe(rng, 0.4, rng.choice(NOTES)),
             **(contact if p.release == "r1" else {}),
         }
+        time_zone = zones.choice(TIME_ZONES.get(iso, [None]))
+        customer["time_zone"] = time_zone
+        current_start = _epoch_us(current_period(BILLING_PERIODS[period], now, time_zone)[0])
         _add(rows, "customers", None, customer)
         if p.release == "r2":
             _add(rows, "customer_contacts", "i_customer_contact", {"i_customer": i_customer, **contact})
@@ -1206,6 +1225,7 @@ def _gen_customers(
                 balance_units=balance_units,
                 per_second=rng.random() < 0.3,
                 closed=acct_status == "C",
+                current_start_us=current_start,
             )
             for start_us, end_us, i_invoice in customer_invoices:
                 usage.period_starts.append(start_us)
@@ -1486,15 +1506,20 @@ def _xdr_batches(
         c_cty,
         c_desc,
     ) = (cols[c] for c in _XDR_COLUMNS)
+    now_us = _epoch_us(p.now)
     for index, (usage, k) in enumerate(zip(usages, counts, strict=True)):
-        offsets = sorted(rnd() for _ in range(k))
+        span_us = window_us - quiet_us if usage.closed else window_us
+        recent = 0 if usage.closed or k == 0 else max(1, k // CURRENT_SHARE)
+        current_us = max(1, now_us - usage.current_start_us)
+        connects = sorted(
+            [start_us + int(rnd() * span_us) for _ in range(k - recent)]
+            + [usage.current_start_us + int(rnd() * current_us) for _ in range(recent)]
+        )
         balance = usage.balance_units
         starts, ends, invoices = usage.period_starts, usage.period_ends, usage.invoices
         record = index % record_every == 0
-        span_us = window_us - quiet_us if usage.closed else window_us
-        for off in offsets:
+        for connect in connects:
             i_xdr += 1
-            connect = start_us + int(off * span_us)
             kind = rnd()
             if kind < 0.72:
                 d = int(rnd() * n_dests)
@@ -1528,7 +1553,7 @@ def _xdr_batches(
                 description = "SMS"
                 duration_us = 0
                 cli = usage.id if rnd() < 0.97 else None
-            disconnect = connect + duration_us
+            disconnect = min(connect + duration_us, now_us - 1)  # no usage after now
             balance = balance - amount if usage.billing_model == -1 else balance + amount
             pos = bisect.bisect_right(starts, disconnect) - 1
             invoice = invoices[pos] if pos >= 0 and disconnect < ends[pos] else None

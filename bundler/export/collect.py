@@ -18,7 +18,14 @@ from bundler.bundle import BundleWriter
 from bundler.errors import BundlerError
 from bundler.export.layers import Layers, layered_outside, settle_layers
 from bundler.export.snapshot import Snapshot
-from bundler.export.window import UsageWindow
+from bundler.export.usage import (
+    Late,
+    high_water,
+    outside_exists,
+    owner_windows,
+    usage_clause,
+    without_carried,
+)
 from bundler.graph import Graph, Scope, TableSpec
 from bundler.keys import key_value
 from bundler.manifest import Outside, OutsideRow
@@ -42,8 +49,16 @@ class TableWriter:
         self.restored: dict[str, int] = {}  # table -> rows whose status was given back
 
     def write(
-        self, spec: TableSpec, where: sa.ColumnElement[bool], collect: dict[str, set[Any]] | None = None
+        self,
+        spec: TableSpec,
+        where: sa.ColumnElement[bool],
+        collect: dict[str, set[Any]] | None = None,
+        *,
+        late: Late | None = None,
+        keys: list[Any] | None = None,
     ) -> int:
+        """Stream the rows of ``where`` into the bundle; ``late``: leave out the keys earlier
+        exports carried; ``keys``: collect the keys written."""
         import pyarrow.compute as pc
 
         out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
@@ -51,6 +66,9 @@ class TableWriter:
         rows = 0
         # usage tables are the big ones: read in key ranges side by side
         for batch in self.snapshot.read(spec, where, split=spec.is_usage):
+            batch = without_carried(batch, spec, late)
+            if keys is not None:
+                keys.append(batch.column(spec.pk[0]))
             batch = self._restore_status(spec, batch)
             if collect is not None:
                 for col, values in collect.items():
@@ -83,17 +101,6 @@ class TableWriter:
         return batch.set_column(
             idx, batch.schema.field(idx), pa.array(values, type=batch.schema.field(idx).type)
         )
-
-
-def window_clause(spec: TableSpec, window: UsageWindow) -> list[sa.ColumnElement[bool]]:
-    t = table_clause(spec)
-    assert spec.time_column is not None
-    clauses = []
-    if window.start is not None:
-        clauses.append(t.c[spec.time_column] >= window.start)
-    if window.end is not None:
-        clauses.append(t.c[spec.time_column] < window.end)
-    return clauses
 
 
 def outside_rows(connection: sa.Connection, graph: Graph, closure: Closure) -> dict[str, Outside]:
@@ -136,8 +143,10 @@ def collect_root(snapshot: Snapshot, run: _Run, writer: BundleWriter) -> dict[st
     out = TableWriter(snapshot, writer, run.marks, run.progress)
     # usage first: it is streamed, and the shared rows it references join the closure after
     refs = Closure(connection, graph, carried=carried) if options.usage_only else owned
+    for spec in graph.tables_in_order((Scope.USAGE,)):
+        run.usage.high_water[spec.name] = high_water(connection, spec)  # in the snapshot
     if run.window.carries_usage:
-        _stream_usage(out, owned, refs, run.window)
+        _stream_usage(out, owned, refs, run)
     layered = _settle_layers(snapshot, refs, run.layers)
     if options.usage_only:
         _write_closure(out, refs, (Scope.SHARED,))
@@ -153,20 +162,40 @@ def collect_root(snapshot: Snapshot, run: _Run, writer: BundleWriter) -> dict[st
     return {"prerequisites": outside, "restored": out.restored, "layers": layer_bundles}
 
 
-def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, window: UsageWindow) -> None:
-    """Stream the usage of the window; what it references joins ``refs``."""
-    for spec in owned.graph.tables_in_order((Scope.USAGE,)):
-        where = owned.usage_selection(spec)
-        if where is None:
+def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) -> None:
+    """Stream the usage of the window (each owner's own, in mode current); what it references
+    joins ``refs``. Notes a window that selects nothing while the root has usage outside it."""
+    plan, graph = run.usage, owned.graph
+    groups: dict[str, Any] = {}
+    if plan.window.mode == "current":
+        groups, plan.windows = owner_windows(owned.connection, graph, owned, plan.window, run.now)
+    for spec in graph.tables_in_order((Scope.USAGE,)):
+        owners = owned.usage_owners.get(spec.name)
+        if not owners:
             continue
         # the rows that own the usage are in the closure already: no need to collect them
-        owners = owned.usage_owners[spec.name]
         wanted = [r for r in spec.references if r not in owners or refs is not owned]
         collect: dict[str, set[Any]] = {r.column: set() for r in wanted}
-        out.write(spec, sa.and_(where, *window_clause(spec, window)), collect)
+        where = usage_clause(spec, owners, plan, groups.get(spec.name))
+        plan.rows += out.write(spec, where, collect, late=plan.late, keys=plan.keys[spec.name])
         for ref in wanted:
             refs.reference(ref.table, ref.target_column, collect[ref.column])
     refs.run()
+    if plan.rows or plan.late is not None or plan.window.mode not in ("current", "since"):
+        return
+    if any(
+        outside_exists(owned.connection, spec, owners)
+        for spec in graph.tables_in_order((Scope.USAGE,))
+        if (owners := owned.usage_owners.get(spec.name))
+    ):
+        plan.warning = (
+            f"the usage window ({plan.window.mode}, from {plan.window.start}) selects no usage, "
+            "while the root has usage outside it"
+        )
+        run.progress.note(
+            f"{run.bundle_id}: warning: {plan.warning}; choose another window with --xdrs "
+            "(all, since=DATE) or carry it later with --usage-only"
+        )
 
 
 def _write_closure(out: TableWriter, closure: Closure, scopes: tuple[Scope, ...]) -> None:

@@ -40,7 +40,8 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
 @click.option(
     "--usage-only",
     is_flag=True,
-    help="Second phase: only the usage of a root exported earlier with --xdrs none.",
+    help="Only the usage of a root exported earlier that its exports have not carried yet: "
+    "the window's (second phase of --xdrs none) and every row that arrived since, each once.",
 )
 @click.option("--no-mark", is_flag=True, help="Do not mark the root Exported (an audit copy).")
 @click.option(
@@ -84,6 +85,7 @@ def export_command(
     Example:
       bundler export --source sqlite:///demo/source.db --customer acme --out bundles/
       bundler export --source postgresql://billing@db/porta --reseller 42 --xdrs none --out bundles/
+      bundler export --source sqlite:///demo/source.db --customer acme --usage-only --out bundles/
       bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
       bundler export --source sqlite:///demo/source.db --customer 17 --after bundles/config-*.bundle --out bundles/
     """
@@ -101,7 +103,9 @@ def export_command(
     if configs and (roots or usage_only):
         raise UsageError("--config exports configuration alone", hint="export roots in a separate call")
     engine = connect(source)
-    options = ExportOptions(xdrs=xdrs, usage_only=usage_only, mark=not no_mark, after=after)
+    options = ExportOptions(
+        xdrs=xdrs, usage_only=usage_only, mark=not no_mark, after=after, skip_empty=usage_only
+    )
     results: list[Any] = []
     with progress_for_cli() as progress:
         if configs:
@@ -127,7 +131,11 @@ def export_command(
 def _report(results: list[Any], as_json: bool) -> None:
     """Print what was exported (data on stdout); raise for what failed."""
     from bundler.errors import BundlerError
+    from bundler.export.usage import NothingNew
 
+    for nothing in [r for r in results if isinstance(r, NothingNew)]:
+        click.echo(f"{nothing.message}: no bundle written", err=True)
+    results = [r for r in results if not isinstance(r, NothingNew)]
     failures = [r for r in results if isinstance(r, BundlerError)]
     done = [r for r in results if not isinstance(r, BundlerError)]
     if as_json:

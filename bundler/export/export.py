@@ -35,7 +35,8 @@ from bundler.errors import BundlerError, DatabaseError, RootError, UsageError
 from bundler.export.collect import TableWriter, collect_root, layers_for, outside_rows
 from bundler.export.layers import Layers
 from bundler.export.snapshot import Snapshot, open_snapshot
-from bundler.export.window import UsageWindow, parse_xdrs, resolve_window
+from bundler.export.usage import Late, NothingNew, UsagePlan, has_pending, read_late, record_usage
+from bundler.export.window import UsageWindow, parse_xdrs, resolve_window, zone
 from bundler.graph import Graph, Scope
 from bundler.keys import Key, describe, key_value
 from bundler.manifest import (
@@ -95,6 +96,8 @@ class ExportOptions:
     #: False: the manifest is not validated against its schema while the root is marked
     #: (the lineup validates it after the root's downtime, see ``bundler.lineup``)
     validate_manifest: bool = True
+    #: a usage export that finds nothing new writes no bundle (raises :class:`NothingNew`)
+    skip_empty: bool = False
 
 
 @dataclass
@@ -158,23 +161,23 @@ def _check_root_status(connection: sa.Connection, root: Root, options: ExportOpt
             )
     if not options.usage_only:
         return None
-    earlier = connection.execute(
-        sa.select(exports.c.bundle_id, exports.c.marked)
+    base = connection.execute(
+        sa.select(exports.c.bundle_id)
         .where(exports.c.root_table == root.spec.name, exports.c.root_pk == str(root.pk))
-        .where(exports.c.status == "done", exports.c.usage_mode == "none", exports.c.kind == root.kind)
+        .where(exports.c.status == "done", exports.c.marked == 1, exports.c.kind == root.kind)
         .order_by(exports.c.started_at.desc())
     ).first()
-    if earlier is None:
+    if base is None:
         raise RootError(
-            f"{root.kind} {name} has no earlier export without usage for --usage-only to complete",
-            hint="export it first with --xdrs none",
+            f"{root.kind} {name} has no earlier export for --usage-only to carry the usage of",
+            hint="export it first (with --xdrs none for a two-phase transfer)",
         )
-    if status is not None and earlier.marked and root.row[status.column] != status.exported:
+    if status is not None and root.row[status.column] != status.exported:
         raise RootError(
-            f"{root.kind} {name} is no longer Exported since bundle {earlier.bundle_id}",
+            f"{root.kind} {name} is no longer Exported since bundle {base.bundle_id}",
             hint="its usage now belongs to the source again; export it anew",
         )
-    return str(earlier.bundle_id)
+    return str(base.bundle_id)
 
 
 # -- the snapshot read ----------------------------------------------------------------------
@@ -209,9 +212,9 @@ def export_root(
     layers = layers_for(system, graph, options)
     with begin_write(engine) as connection:
         depends_on = _check_root_status(connection, root, options)
-    period = None
-    if root.spec.billing_period is not None:
-        period = root.spec.billing_period.codes.get(str(root.row[root.spec.billing_period.column]))
+        late = read_late(connection, graph, root, depends_on) if depends_on else None
+    period, time_zone = _own_period(root)
+    window = resolve_window(mode, since, period, now, time_zone)
     bundle_kind = "usage" if options.usage_only else kind
     run = _Run(
         engine,
@@ -220,14 +223,22 @@ def export_root(
         root,
         new_bundle_id(bundle_kind, root.key, now),
         bundle_kind,
-        resolve_window(mode, since, period, now),
+        window,
         options.mark and not options.usage_only,
         depends_on,
         options,
         progress,
         now,
         layers,
+        late=late,
     )
+    if options.skip_empty and late is not None:
+        with engine.connect() as connection:
+            if not has_pending(connection, graph, root, run.usage, now):
+                raise NothingNew(
+                    f"{root.kind} {describe(root.key)}: no usage that its exports have not carried",
+                    hint="nothing to load",
+                )
     run.begin(out_dir)
     path, doc = run.write(out_dir)
     progress.finish(f"export {run.bundle_id}")
@@ -240,6 +251,17 @@ def export_root(
         marked_at=run.marked_at,
         manifest_sha256=run.manifest_sha256,
     )
+
+
+def _own_period(root: Root) -> tuple[str | None, str | None]:
+    """The root's billing period and time zone, where the graph names them."""
+    period = root.spec.billing_period
+    if period is None:
+        return None, None
+    zone_name = root.row.get(period.time_zone) if period.time_zone else None
+    if zone_name:
+        zone(zone_name, what=f"{root.kind} {describe(root.key)}: {period.time_zone}")
+    return period.codes.get(str(root.row[period.column])), zone_name or None
 
 
 @dataclass
@@ -262,6 +284,11 @@ class _Run:
     marks: Marks = field(default_factory=Marks)
     marked_at: float | None = None
     manifest_sha256: str | None = None
+    late: Late | None = None
+    usage: UsagePlan = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.usage = UsagePlan(self.window, late=self.late)
 
     def begin(self, out_dir: str | Path) -> None:
         """Record the export (who runs it, where its bundle goes) and mark the root, in one transaction."""
@@ -300,11 +327,22 @@ class _Run:
             self.progress.start(f"export {self.bundle_id}")
             with open_snapshot(self.engine, batch_rows=self.options.batch_rows) as snapshot:
                 body = collect_root(snapshot, self, writer)
+            if self.options.skip_empty and self.late is not None and self.usage.rows == 0:
+                raise NothingNew(
+                    f"{self.root.kind} {describe(self.root.key)}: no usage that its exports have not carried",
+                    hint="nothing to load",
+                )
+            if self.marking or self.late is not None:  # an audit copy carries nothing anywhere
+                with begin_write(self.engine) as connection:  # before done: a finished export has them
+                    record_usage(connection, self.bundle_id, self.graph, self.usage)
             path, doc = writer.finish(self._draft(body), validate=self.options.validate_manifest)
             crash_point("renamed")
         except BaseException as exc:
             if writer is not None:
                 writer.abort()
+            if isinstance(exc, NothingNew):
+                close_export_record(self.engine, self.bundle_id, "empty", message=exc.message[:2000])
+                raise
             self._undo(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
                 raise DatabaseError(
@@ -339,7 +377,9 @@ class _Run:
             graph=graph_ref(self.graph),
             created_at=created_at(self.now),
             marked=self.marking,
-            usage=self.window.manifest(),
+            usage=self.window.manifest(
+                self.usage.windows, self.usage.warning, self.usage.manifest_late_after()
+            ),
             prerequisites=body["prerequisites"],
             depends_on=tuple(
                 dict.fromkeys([*([self.depends_on] if self.depends_on else []), *body["layers"]])

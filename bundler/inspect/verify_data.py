@@ -53,6 +53,7 @@ class _DataChecks:
         self.con = con
         self.prereq: Declared = {}
         self.window: Window | None = None
+        self.late_after: dict[str, Any] = {}
         self.ownership = Ownership(v, con, self.prereq)
 
     def run(self) -> None:
@@ -182,6 +183,9 @@ class _DataChecks:
         start, end = bounds
         if start is not None and end is not None and start >= end:
             self.v.problem(MANIFEST, f"the usage window is empty: from {start} is not before to {end}")
+        start, end = _span(usage.get("windows"), start, end)
+        late = usage.get("late_after")
+        self.late_after = late if isinstance(late, dict) else {}
         return start, end, str(usage.get("mode"))
 
     # -- one table ----------------------------------------------------------------------------------
@@ -215,7 +219,7 @@ class _DataChecks:
         nulls = [f"{qident(c)} IS NULL" for c in _not_null_columns(t)]
         if nulls:
             checks.append(("rows", f"count(*) FILTER (WHERE {' OR '.join(nulls)})"))
-        outside = _outside_window(t, self.window)
+        outside = _outside_window(t, self.window, self.late_after.get(t.name))
         if outside is not None:
             checks.append(("rows", f"count(*) FILTER (WHERE {outside[0]})"))
             params = outside[1]
@@ -243,7 +247,7 @@ class _DataChecks:
         """One pass over a table: NULLs in NOT NULL columns, and rows outside the usage window."""
         not_null = _not_null_columns(t)
         parts = [f"count(*) FILTER (WHERE {qident(c)} IS NULL)" for c in not_null]
-        outside = _outside_window(t, self.window)
+        outside = _outside_window(t, self.window, self.late_after.get(t.name))
         if outside is not None:
             parts.append(f"count(*) FILTER (WHERE {outside[0]})")
         if not parts:
@@ -395,10 +399,30 @@ def _not_null_columns(t: ReadableTable) -> list[str]:
     return [c.name for c in t.spec.columns if not c.nullable and c.name in t.good_columns]
 
 
-def _outside_window(t: ReadableTable, window: Window | None) -> tuple[str, list[Any], str] | None:
+def _span(
+    windows: Any, start: datetime | None, end: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """The window bounds widened to every customer's own window (a reseller bundle lists each)."""
+    if not isinstance(windows, list):
+        return start, end
+    for w in windows:
+        try:
+            low, high = datetime.fromisoformat(str(w["from"])), datetime.fromisoformat(str(w["to"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # the manifest schema reports it
+        start = low if start is None or low < start else start
+        end = high if end is None or high > end else end
+    return start, end
+
+
+def _outside_window(
+    t: ReadableTable, window: Window | None, late_after: Any = None
+) -> tuple[str, list[Any], str] | None:
     """(SQL condition, its parameters, the time column) of ``t``'s rows outside the usage window.
 
     None when ``t`` is no usage table with a readable time column, or the window bounds nothing.
+    Rows with a key above ``late_after`` (late usage: arrived after the root was exported)
+    may have any time.
     """
     assert t.spec is not None
     spec = t.spec
@@ -414,7 +438,14 @@ def _outside_window(t: ReadableTable, window: Window | None) -> tuple[str, list[
     if end is not None:
         conds.append(f"{qident(time_col)} >= ?")
         params.append(end)
-    return (" OR ".join(conds), params, time_col) if conds else None
+    if not conds:
+        return None
+    condition = " OR ".join(conds)
+    pk = spec.pk[0] if len(spec.pk) == 1 else None
+    if late_after is not None and pk in t.good_columns and isinstance(late_after, int | str):
+        condition = f"({condition}) AND NOT ({qident(pk)} > ?)"
+        params.append(late_after)
+    return condition, params, time_col
 
 
 def _as_shown(text: str) -> Any:

@@ -54,6 +54,12 @@ from bundler.options import json_option, print_json, progress_for_cli, spec_opti
 @click.option(
     "--usage-only", is_flag=True, help="Second phase: the usage of roots migrated earlier with --xdrs none."
 )
+@click.option(
+    "--usage",
+    "catch_up_usage",
+    is_flag=True,
+    help="Catch up every migrated root: the usage that reached the source since, each row once.",
+)
 @spec_option
 @json_option
 def migrate_command(
@@ -69,6 +75,7 @@ def migrate_command(
     decisions: str | None,
     xdrs: str,
     usage_only: bool,
+    catch_up_usage: bool,
     spec: str | None,
     as_json: bool,
 ) -> None:
@@ -90,10 +97,17 @@ def migrate_command(
       bundler migrate --source postgresql://old/porta --target postgresql://new/porta \\
           --customer acme --customer 1042 --decisions decisions.json --json
       bundler migrate --source … --target … --all --xdrs none      (then later: --usage-only)
+      bundler migrate --source … --target … --usage      (late usage of every migrated root)
     """
     from bundler.db import connect
     from bundler.errors import BundlerError, UsageError
     from bundler.lineup import LineupOptions, RootSelector, run_lineup
+
+    if catch_up_usage:
+        if customers or resellers or vendors or all_ or usage_only:
+            raise UsageError("--usage catches up every migrated root", hint="name no roots with it")
+        _catch_up(source, target, bundles, decisions, xdrs, spec, as_json)
+        return
 
     selectors = [RootSelector("vendor", tuple(vendors))] if vendors else []
     if resellers:
@@ -145,6 +159,26 @@ def migrate_command(
         print_summary(summary)
     if result.failed:
         raise BundlerError(f"{len(result.failed)} of {len(result.outcomes)} root(s) failed (listed above)")
+
+
+def _catch_up(
+    source: str, target: str, bundles: str, decisions: str | None, xdrs: str, spec: str | None, as_json: bool
+) -> None:
+    """``--usage``: one pass of late usage over every migrated root."""
+    from bundler.db import connect
+    from bundler.errors import BundlerError
+    from bundler.usage.catchup import CatchUpOptions, catch_up
+    from bundler.usage.commands import print_pass
+
+    options = CatchUpOptions(Path(bundles), decisions=decisions, xdrs=xdrs, spec=spec)
+    with progress_for_cli() as progress:
+        result = catch_up(connect(source), connect(target), options, progress=progress)
+    if as_json:
+        print_json(result.summary())
+    else:
+        print_pass(result)
+    if result.failed:
+        raise BundlerError(f"{len(result.failed)} root(s) failed (listed above)")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

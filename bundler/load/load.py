@@ -36,6 +36,8 @@ from bundler.context import bundle_graph, system_graph
 from bundler.db import analyze, contended, written_enough
 from bundler.errors import BundleInvalid, BundlerError, DatabaseError, SpecError
 from bundler.load.cache import TargetCache
+from bundler.load.charges import apply_charges
+from bundler.load.charges import metadata as charges_metadata
 from bundler.load.decide import decide
 from bundler.load.decisions import load_decisions, template, write_sidecar
 from bundler.load.preflight import check_owned_conflicts, preflight
@@ -196,6 +198,8 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
     with engine.connect().execution_options(**options) as connection:
         with connection.begin():
             graph, system = system_graph(connection, request.spec)
+            if bundle.manifest.usage.late_after:  # DDL outside the load's transaction (MariaDB commits it)
+                tracking.create_tables(connection, charges_metadata)
         with connection.begin() as txn:
             done = _already_loaded(connection, request)
             if done is not None:
@@ -299,6 +303,7 @@ def _run_steps(state: LoadState, decisions: str | Path | None, clock: _Clock | N
             write_sidecar(Path(decisions), template(state.bundle_id, state.asked, state.decisions))
         clock.lap("decide")
         write(state)
+        apply_charges(state)  # late usage: its charges move the balances, in this transaction
         clock.lap("write")
         root_pk = activate(state)
         record(state, root_pk)

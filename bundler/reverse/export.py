@@ -152,10 +152,12 @@ def _period_start(root: Root, now: datetime) -> datetime | None:
     """When the customer's current billing period began (None: the graph does not say)."""
     if root.spec.billing_period is None:
         return None
-    code = root.spec.billing_period.codes.get(str(root.row[root.spec.billing_period.column]))
+    period = root.spec.billing_period
+    code = period.codes.get(str(root.row[period.column]))
     if code is None:
         return None
-    return current_period(code, now)[0]
+    zone = root.row.get(period.time_zone) if period.time_zone else None  # its own time zone
+    return current_period(code, now, zone or None)[0]
 
 
 # -- the bundle ------------------------------------------------------------------------------

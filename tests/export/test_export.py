@@ -209,7 +209,7 @@ def test_two_phase_transfer(source: sa.Engine, tmp_path: Path) -> None:
 
 
 def test_usage_only_needs_a_first_phase(sqlite_source: sa.Engine, tmp_path: Path) -> None:
-    with pytest.raises(RootError, match="no earlier export without usage"):
+    with pytest.raises(RootError, match="no earlier export for --usage-only"):
         export_root(sqlite_source, "customer", "bravo", tmp_path, options=at(usage_only=True))
 
 
