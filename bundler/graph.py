@@ -138,6 +138,9 @@ class TableSpec:
     billing_period: BillingPeriod | None = None
     doc: str = ""
     balance: Balance | None = None
+    #: shared tables: the columns whose difference changes money (a currency, a price); a match
+    #: that differs in one is reused only by a per-key decision
+    binding: tuple[str, ...] = ()
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -397,7 +400,7 @@ def _check_consistency(graph: Graph) -> None:
 
 def _table_problems(graph: Graph, spec: TableSpec) -> list[str]:
     """What a table's spec names that its columns or the graph lack."""
-    named = {col: "column" for col in (*spec.pk, *spec.natural_key, *spec.sensitive)}
+    named = {col: "column" for col in (*spec.pk, *spec.natural_key, *spec.sensitive, *spec.binding)}
     for role, col in (
         ("time column", spec.time_column),
         ("status column", spec.status.column if spec.status else None),
@@ -477,6 +480,7 @@ def parse_graph(
             )
             if t.get("balance")
             else None,
+            binding=tuple(t.get("binding", ())),
         )
     roots = {
         kind: RootSpec(
