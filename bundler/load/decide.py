@@ -177,7 +177,7 @@ class _TableDecision:
         key = key or {c: key_value(row[c]) for c in spec.natural_key}
         answer, origin = state.decisions.action(spec.name, key)
         if len(candidates) > 1:
-            match, question = self._ambiguous(key, row, candidates, answer, origin)
+            answer, match, question = self._ambiguous(key, row, candidates, answer, origin)
             differs = differences(state, spec, row, match) if match is not None else {}
         else:
             match = candidates[0]
@@ -215,8 +215,9 @@ class _TableDecision:
         candidates: list[dict[str, Any]],
         answer: str | None,
         origin: str,
-    ) -> tuple[dict[str, Any] | None, Question]:
-        """A natural key several target rows have: the row a per-key decision names, if any."""
+    ) -> tuple[str | None, dict[str, Any] | None, Question]:
+        """A natural key several target rows have: the answer, if a per-key decision gives one,
+        and the row it names (for reuse or merge)."""
         spec = self.spec
         pk = spec.pk[0]
         listed = tuple(
@@ -227,8 +228,8 @@ class _TableDecision:
         chosen = self.state.decisions.target(spec.name, key)
         match = next((c for c in candidates if key_value(c[pk]) == chosen), None)
         if origin != "row" or (answer in REUSING and match is None):
-            return None, question  # never resolved by a default, nor by picking one
-        return match, question
+            return None, None, question  # never resolved by a default, nor by picking one
+        return answer, match, question
 
     def _ask(self, question: Question, row: dict[str, Any], match: dict[str, Any]) -> str:
         """Ask the terminal; the answer is kept for the row, or for the whole table."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -159,3 +160,19 @@ def _schema_matches(pattern: str, database: str) -> bool:
         else:
             glob += ch
     return fnmatchcase(database, glob)
+
+
+def check_target_writable(
+    connection: sa.Connection, spec: str | Path | None, *, extra: Iterable[str] = (), what: str
+) -> None:
+    """Before a migration marks anything: the user may write every table a load into this
+    target can touch (its graph's copied tables, the load's records and ``extra``)."""
+    from bundler.context import database_graph
+    from bundler.errors import BundlerError
+
+    try:
+        graph = database_graph(connection, spec)
+    except BundlerError:
+        return  # a target that does not know its release yet: the load checks what it touches
+    tables = [t.name for t in graph.tables.values() if t.is_copied]
+    check_write_access(connection, [*load_tables(tables), *extra], what=what)
