@@ -238,3 +238,35 @@ def test_a_user_without_write_grants_is_refused_before_anything_is_marked(
         )
         assert conn.execute(sa.text("SELECT count(*) FROM bundler_exports")).scalar_one() == 0
     assert not list((tmp_path / "b").glob("*"))
+
+
+def test_migrate_reports_the_reused_rows_that_differ(
+    new_db: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bundler.lineup.commands import print_summary
+
+    source = fixture.build(new_db("sqlite"))
+    product = dict(ROWS["products"][0], description="target edition")
+    target = fixture.build_target(
+        new_db("sqlite"), "r2", shared={"product_groups": ROWS["product_groups"], "products": [product]}
+    )
+    sidecar = tmp_path / "reuse.json"
+    sidecar.write_text(json.dumps({"format": "bundler-decisions", "version": 1, "default": "reuse"}))
+    selectors = [RootSelector("vendor", ("Carrier Ä",)), RootSelector("customer", ("acme",))]
+    result = run_lineup(source, target, selectors, LineupOptions(tmp_path / "b", decisions=sidecar))
+    summary = result.summary()
+    assert summary["done"] == 2 and summary["reused_with_binding_differences"] == 0
+    differing = summary["configuration"]["reused_with_differences"]["products"]
+    assert differing == [
+        {
+            "key": {"name": "Business SIP"},
+            "differs": {"description": {"bundle": "Für Geschäftskunden", "target": "target edition"}},
+        }
+    ]
+    # the product's rating entry is not carried: the target's product lacks it
+    assert summary["configuration"]["lacking_in_target"] == {"product_rating_entries": 1}
+    assert summary["lacking_in_target"] == 1
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert "configuration: products name='Business SIP' differs in description" in out
+    assert "configuration: 1 product_rating_entries row(s) not carried" in out
