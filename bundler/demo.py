@@ -87,6 +87,17 @@ def run_demo(
     echo(f"  {sum(target_counts.values()):,} rows of prerequisites and configuration, no customers")
 
     reseller, chosen = _pick_roots(source, customers)
+    counterparts = _counterparts(source)
+    if counterparts:  # a vendor keeps its bilateral traffic exchange: its customer side goes first
+        echo(f"pre-configuring the vendors' customer counterparts on the target: {', '.join(counterparts)} …")
+        first_run = run_lineup(
+            source,
+            target,
+            [RootSelector("customer", tuple(counterparts))],
+            LineupOptions(folder / "bundles", decisions=DECISIONS),
+        )
+        if first_run.failed:
+            print_summary(first_run.summary())
     selectors = [
         RootSelector("vendor", all=True),
         RootSelector("reseller", (reseller,)),
@@ -138,6 +149,20 @@ def _name(root_key: str) -> str:
     return str(json.loads(root_key).get("name", root_key))
 
 
+def _counterparts(source: sa.Engine) -> list[str]:
+    """The customers that vendors also are (bilateral traffic exchange)."""
+    with source.connect() as conn:
+        return [
+            str(name)
+            for name in conn.execute(
+                sa.text(
+                    "SELECT c.name FROM customers c JOIN vendors v ON v.i_customer = c.i_customer "
+                    "ORDER BY c.i_customer"
+                )
+            ).scalars()
+        ]
+
+
 def _pick_roots(source: sa.Engine, customers: int) -> tuple[str, list[str]]:
     """The first reseller and the first ``customers`` open top-level retail customers and distributors."""
     with source.connect() as conn:
@@ -155,7 +180,8 @@ def _pick_roots(source: sa.Engine, customers: int) -> tuple[str, list[str]]:
             conn.execute(
                 sa.text(
                     "SELECT name FROM customers WHERE i_customer_type IN (1, 3) AND i_parent IS NULL "
-                    "AND bill_status = 'O' ORDER BY i_customer"
+                    "AND bill_status = 'O' AND i_customer NOT IN "
+                    "(SELECT i_customer FROM vendors WHERE i_customer IS NOT NULL) ORDER BY i_customer"
                 )
             ).scalars()
         )[:customers]

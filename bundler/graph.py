@@ -148,6 +148,9 @@ class TableSpec:
     balance: Balance | None = None
     #: usage tables: the column holding a row's charge (moves the owners' balances)
     charge: str | None = None
+    #: shared tables: the columns whose difference changes money (a currency, a price); a match
+    #: that differs in one is reused only by a per-key decision
+    binding: tuple[str, ...] = ()
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -407,7 +410,7 @@ def _check_consistency(graph: Graph) -> None:
 
 def _table_problems(graph: Graph, spec: TableSpec) -> list[str]:
     """What a table's spec names that its columns or the graph lack."""
-    named = {col: "column" for col in (*spec.pk, *spec.natural_key, *spec.sensitive)}
+    named = {col: "column" for col in (*spec.pk, *spec.natural_key, *spec.sensitive, *spec.binding)}
     for role, col in (
         ("time column", spec.time_column),
         ("status column", spec.status.column if spec.status else None),
@@ -494,6 +497,7 @@ def parse_graph(
             if t.get("balance")
             else None,
             charge=t.get("charge"),
+            binding=tuple(t.get("binding", ())),
         )
     roots = {
         kind: RootSpec(

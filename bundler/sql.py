@@ -284,20 +284,31 @@ def natural_keys(
 def match_target(
     connection: sa.Connection, spec: TableSpec, keys: Iterable[tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Target rows whose natural key (in target values) is one of ``keys``: key → full row."""
+    """Target rows whose natural key (in target values) is one of ``keys``: key → full row
+    (the first found when several share it; :func:`match_candidates` gives them all)."""
+    return {key: rows[0] for key, rows in match_candidates(connection, spec, keys).items()}
+
+
+def match_candidates(
+    connection: sa.Connection, spec: TableSpec, keys: Iterable[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """Target rows whose natural key (in target values) is one of ``keys``: key → every row
+    with it, ordered by primary key (more than one on a schema whose natural key is not unique)."""
     wanted = set(keys)
     if not wanted:
         return {}
     t = table_clause(spec)
     first = spec.natural_key[0]
     firsts = {k[0] for k in wanted}
-    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    found: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for part in chunks(sorted_values(db_values(spec, first, firsts))):
         for row in connection.execute(sa.select(t).where(t.c[first].in_(part))).mappings():
             key = tuple(key_value(row[c]) for c in spec.natural_key)
             if key in wanted:
-                found[key] = dict(row)
-    return found
+                found[key].append(dict(row))
+    for rows in found.values():
+        rows.sort(key=lambda r: tuple(key_value(r[c]) for c in spec.pk))
+    return dict(found)
 
 
 def db_values(spec: TableSpec, column: str, values: Iterable[Any]) -> list[Any]:
@@ -322,9 +333,18 @@ def db_values(spec: TableSpec, column: str, values: Iterable[Any]) -> list[Any]:
 
 
 def match_keys(
-    connection: sa.Connection, graph: Graph, spec: TableSpec, column: str, keys: list[Key]
+    connection: sa.Connection,
+    graph: Graph,
+    spec: TableSpec,
+    column: str,
+    keys: list[Key],
+    ambiguous: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
-    """Natural keys (possibly nested) → the target's value of ``column`` for the rows that have them."""
+    """Natural keys (possibly nested) → the target's value of ``column`` for the rows that have them.
+
+    With ``ambiguous``, a key that several target rows have is put there (key text → their
+    values of ``column``) and left out of the result, never resolved by picking one.
+    """
     if not keys:
         return {}
     t = table_clause(spec)
@@ -339,4 +359,16 @@ def match_keys(
     else:
         candidates = list(connection.execute(sa.select(t.c[column])).scalars())
     target_keys = natural_keys(connection, graph, spec.name, column, candidates)
-    return {key_text(k): value for value, k in target_keys.items()}
+    out: dict[str, Any] = {}
+    seen: dict[str, list[Any]] = defaultdict(list)
+    for value, k in target_keys.items():
+        text = key_text(k)
+        out[text] = value
+        seen[text].append(value)
+    if ambiguous is not None:
+        wanted = {key_text(k) for k in keys}
+        for text, values in seen.items():
+            if len(values) > 1 and text in wanted:
+                ambiguous[text] = sorted_values(values)
+                del out[text]
+    return out

@@ -226,6 +226,26 @@ def _prerequisites(md: MetaData) -> None:
     _named(md, "cpe_profiles", "i_cpe_profile", p, Column("vendor_model", String(64)))
     _named(md, "voice_applications", "i_voice_app", p, Column("app_type", String(32)))
     _named(md, "services", "i_service", p, Column("unit", String(16), nullable=False))
+    _table(
+        md,
+        "users",
+        p,
+        ["login"],
+        _pk("i_user"),
+        Column("login", String(64), nullable=False, unique=True),
+        Column("role", String(16), nullable=False),  # root | staff
+        Column("name", String(128)),
+        doc="Users of the billing system: the root user and the staff who manage customers.",
+    )
+    _named(
+        md,
+        "notification_templates",
+        "i_notification_template",
+        p,
+        Column("event", String(32), nullable=False),
+        Column("body", Text),
+        doc="Notifications sent to account holders (low balance, expiry, ...).",
+    )
 
 
 def _configuration(md: MetaData) -> None:
@@ -415,6 +435,8 @@ def _vendors(md: MetaData) -> None:
         Column("bill_status", String(1), nullable=False, server_default="O"),
         Column("balance", MONEY, nullable=False, server_default="0"),
         Column("creation_date", TIMESTAMP, nullable=False),
+        # bilateral traffic exchange: the customer the vendor also is, pre-configured on the target
+        _ref("i_customer", "customers.i_customer", constraint=False),
         status=STATUS_INFO,
         billing_period="i_billing_period",
         doc="Carriers the operator buys termination and DIDs from.",
@@ -523,6 +545,7 @@ def _customers(md: MetaData, release: str) -> None:
         _ref("i_dialing_rule", "dialing_rules.i_dialing_rule"),
         _ref("i_ftp", "fraud_traffic_profiles.i_ftp"),
         _ref("i_custom_report", "custom_report_definitions.i_custom_report"),
+        _ref("i_manager", "users.i_user"),  # the staff member (or the root user) who manages it
         _ref("i_default_site", "customer_sites.i_customer_site", use_alter=True),
         Column("i_billing_period", Integer, nullable=False),
         Column("bill_status", String(1), nullable=False, server_default="O"),
@@ -574,6 +597,7 @@ def _customers(md: MetaData, release: str) -> None:
         _ref("i_access_policy", "internet_access_policies.i_access_policy"),
         _ref("i_vd_plan", "volume_discount_plans.i_vd_plan"),
         _ref("i_spending_plan", "spending_plans.i_spending_plan"),
+        _ref("i_notification_template", "notification_templates.i_notification_template"),
         Column("h323_password", String(64)),
         Column("blocked", String(1), nullable=False, server_default="N"),
         *r2_only,
@@ -845,6 +869,22 @@ def _customers(md: MetaData, release: str) -> None:
     )
 
 
+#: Per shared table, the columns whose difference changes money: a match that differs in one
+#: is reused only by a per-key decision (see the graph's ``binding``).
+BINDING = {
+    "customer_classes": ["iso_4217"],
+    "tariffs": ["iso_4217"],
+    "products": ["iso_4217", "maintenance_fee"],
+    "product_rating_entries": ["i_tariff"],
+    "rates": ["price_1", "price_n", "interval_1", "interval_n"],
+    "spending_plans": ["iso_4217", "spending_limit"],
+    "subscriptions": ["iso_4217", "activation_fee"],
+    "subscription_fees": ["fee"],
+    "volume_discount_plans": ["iso_4217"],
+    "did_pricing_batches": ["iso_4217", "activation_fee", "monthly_fee"],
+}
+
+
 def build_metadata(release: str) -> MetaData:
     """The schema of one release of the reference billing system."""
     if release not in RELEASES:
@@ -854,4 +894,6 @@ def build_metadata(release: str) -> MetaData:
     _configuration(md)
     _vendors(md)
     _customers(md, release)
+    for name, columns in BINDING.items():
+        md.tables[name].info["binding"] = columns
     return md

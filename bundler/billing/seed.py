@@ -43,7 +43,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from bundler.billing.schema import BILLING_PERIODS, HUNT_SEQUENCES, build_metadata
+from bundler.billing.schema import BILLING_PERIODS, CUSTOMER_TYPES, HUNT_SEQUENCES, build_metadata
 from bundler.bulk import arrow_schema_for, insert_arrow
 from bundler.export.window import current_period
 from bundler.progress import NullProgress, Progress
@@ -338,7 +338,31 @@ def _gen_prerequisites(seed: int) -> Rows:
         ("DID usage", "day"),
     ]:
         _add(rows, "services", "i_service", {"name": name, "unit": unit})
+    # no draws below: the rows above stay what they were
+    for login, role, name in USERS:
+        _add(rows, "users", "i_user", {"login": login, "role": role, "name": name})
+    for name, event, body in NOTIFICATION_TEMPLATES:
+        _add(
+            rows,
+            "notification_templates",
+            "i_notification_template",
+            {"name": name, "event": event, "body": body},
+        )
     return rows
+
+
+#: the root user (i_user 1) and the staff who manage customers
+USERS = [
+    ("root", "root", "Administrator"),
+    ("m.keller", "staff", "Miriam Keller"),
+    ("j.okafor", "staff", "Jide Okafor"),
+    ("s.tanaka", "staff", "佐藤 たなか"),
+]
+NOTIFICATION_TEMPLATES = [
+    ("Low balance", "low_balance", "Your balance is {{balance}} {{currency}}; please top up."),
+    ("Account expiring", "expiry", "Your account {{account.id}} expires on {{expiration_date}}."),
+    ("Invoice ready", "invoice", "Rechnung {{invoice_number}} ist bereit — 請求書"),
+]
 
 
 def _by_name(rows: Rows, table: str, pk: str) -> dict[str, int]:
@@ -974,6 +998,7 @@ def _gen_customers(
             "i_dialing_rule": _maybe(rng, 0.5, rng.choice(dialing)),
             "i_ftp": _maybe(rng, 0.5, rng.choice(ftps)),
             "i_custom_report": _maybe(rng, 0.8, rng.choice(reports)),
+            "i_manager": 1 + i_customer % len(USERS),  # the root user or a staff member, no draw
             "i_default_site": None,
             "i_billing_period": period,
             "bill_status": status,
@@ -1196,6 +1221,7 @@ def _gen_customers(
                     "opening_balance": _money(rng.choice([0, 0, 500_000, 2_000_000])),
                     "activation_date": activation,
                     "expiration_date": _maybe(rng, 0.85, _day(rng, today, today + timedelta(days=900))),
+                    "i_notification_template": len(rows.get("accounts", [])) % 4 or None,  # no draw
                     "i_routing_plan": _maybe(rng, 0.6, rng.choice(routing_plans)),
                     "i_service_policy": _maybe(rng, 0.5, rng.choice(service_policies)),
                     "i_access_policy": _maybe(rng, 0.7, rng.choice(access_policies)),
@@ -1792,6 +1818,7 @@ def seed_source(
         n_dids = math.ceil(p.account_count() * 0.45) + 5
         vendor_rows = _gen_vendors(seed, p, prereq, config, n_dids)
         owned, default_sites, usages = _gen_customers(p, prereq, config, vendor_rows)
+        _vendor_counterpart(prereq, vendor_rows, owned, now)
         data: Rows = {**prereq, **config, **vendor_rows, **owned}
         total_xdrs = xdrs if xdrs is not None else len(usages) * xdrs_per_account
         connections = vendor_rows.get("connections", [])
@@ -1843,6 +1870,43 @@ def seed_source(
             eng.dispose()
 
 
+#: the first vendor also buys from the operator (bilateral traffic exchange): its customer
+#: counterpart, which the target must have before the vendor is loaded
+COUNTERPART = VENDOR_NAMES[0]
+
+
+def _counterpart_row(prereq: Rows, now: datetime) -> Row:
+    """The customer the first vendor also is (no draws)."""
+    return {
+        "name": COUNTERPART,
+        "i_customer_type": CUSTOMER_TYPES["retail"],
+        "iso_4217": TRADING[0],
+        "i_taxation_method": prereq["taxation_methods"][0]["i_taxation_method"],
+        "i_manager": 1,
+        "i_billing_period": 4,
+        "bill_status": "O",
+        "balance": _money(0),
+        "creation_date": now - timedelta(days=400),
+        "notes": "Bilateral traffic exchange: the customer side of the vendor of the same name.",
+    }
+
+
+def _vendor_counterpart(prereq: Rows, vendors: Rows, owned: Rows, now: datetime) -> None:
+    """Add the first vendor's customer counterpart (after every other customer) and point the vendor at it."""
+    if not vendors.get("vendors") or not owned.get("customers"):
+        return
+    template = owned["customers"][0]
+    row: Row = dict.fromkeys(template)
+    row["i_customer"] = len(owned["customers"]) + 1
+    row.update(_counterpart_row(prereq, now))
+    owned["customers"].append(row)
+    if owned.get("customer_contacts"):  # r2: every customer has its contact row
+        contact: Row = {k: None for k in owned["customer_contacts"][0] if k != "i_customer_contact"}
+        _add(owned, "customer_contacts", "i_customer_contact", {**contact, "i_customer": row["i_customer"]})
+    for vendor in vendors["vendors"]:
+        vendor["i_customer"] = row["i_customer"] if vendor["name"] == COUNTERPART else None
+
+
 def _recording_rows(recordings: list[_Recording]) -> list[Row]:
     rows: list[Row] = []
     for rec in recordings:
@@ -1867,8 +1931,8 @@ def _recording_rows(recordings: list[_Recording]) -> list[Row]:
 
 
 def _content_columns(table: sa.Table) -> list[sa.Column[Any]]:
-    """Columns that are neither key, reference nor natural key: what may differ."""
-    natural = set(table.info.get("natural_key", []))
+    """Columns that are neither key, reference, natural key nor binding (money): what may differ."""
+    natural = set(table.info.get("natural_key", [])) | set(table.info.get("binding", []))
     return [
         c
         for c in table.columns

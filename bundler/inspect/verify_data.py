@@ -1,6 +1,7 @@
 """``inspect verify``, the checks of the data, with DuckDB over the tables found readable.
 
-No NULL in a NOT NULL column, primary keys unique, every reference resolvable (to a row in
+No NULL in a NOT NULL column, primary keys and natural keys unique (two rows sharing a
+natural key would match the same target row), every reference resolvable (to a row in
 the bundle, or to a prerequisite or other outside row the manifest declares by natural
 key, never both), usage rows inside the declared window, the root row in the bundle and of
 the bundle's kind, every owned and usage row belonging to the root
@@ -78,6 +79,8 @@ class _DataChecks:
             self._guarded(t, "the NOT NULL and window checks", self._table_scan, t)
         if suspect is None or "pk" in suspect:
             self._guarded(t, "the primary key check", self._primary_key, t)
+        if suspect is None or "nk" in suspect:
+            self._guarded(t, "the natural key check", self._natural_key, t)
         for ref in t.spec.references:
             if suspect is None or ref.column in suspect:
                 self._guarded(t, f"the check of {t.name}.{ref.column}", self._reference, t, ref)
@@ -227,6 +230,9 @@ class _DataChecks:
         if pk and all(c in t.good_columns for c in pk):
             key = qident(pk[0]) if len(pk) == 1 else f"({', '.join(qident(c) for c in pk)})"
             checks.append(("pk", f"count(*) - count(DISTINCT {key})"))
+        nk = _natural_key(t)
+        if nk:
+            checks.append(("nk", f"count(*) - count(DISTINCT row({', '.join(qident(c) for c in nk)}))"))
         for ref in t.spec.references:
             found = self._resolvable(t, ref)
             if found is not None:
@@ -320,6 +326,33 @@ class _DataChecks:
             row=first,
         )
 
+    def _natural_key(self, t: ReadableTable) -> None:
+        """Rows that share a natural key: each would match the same target rows."""
+        assert t.spec is not None
+        nk, pk = _natural_key(t), [c for c in t.spec.pk if c in t.good_columns]
+        if not nk or not pk:
+            return
+        cols = ", ".join(qident(c) for c in nk)
+        ids = qident(pk[0]) if len(pk) == 1 else f"row({', '.join(qident(c) for c in pk)})"
+        dups = self.con.execute(
+            f"SELECT {cols}, list({ids} ORDER BY {ids}), count(*) OVER () FROM {qident(t.name)} "
+            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY {cols} LIMIT {SHOWN}"
+        ).fetchall()
+        if not dups:
+            return
+        shown = "; ".join(
+            ", ".join(f"{c}={v!r}" for c, v in zip(nk, row[: len(nk)], strict=True))
+            + f" ({', '.join(pk)} {', '.join(str(x) for x in row[len(nk)])})"
+            for row in dups
+        )
+        first = ", ".join(f"{c}={v}" for c, v in zip(pk, [dups[0][len(nk)][0]], strict=False))
+        self.v.problem(
+            t.file,
+            f"natural key ({', '.join(nk)}) is shared by several rows, {dups[0][-1]} key(s): {shown}",
+            table=t.name,
+            row=first,
+        )
+
     # -- references -----------------------------------------------------------------------------------
 
     def _resolvable(self, t: ReadableTable, ref: Any) -> tuple[str, list[str]] | None:
@@ -391,6 +424,15 @@ class _DataChecks:
             )
         scope = self.v.graph.tables[ref.table].scope if ref.table in self.v.graph.tables else "unknown"
         return f"{ref.table} ({scope}) is neither in the bundle nor among its prerequisites"
+
+
+def _natural_key(t: ReadableTable) -> list[str]:
+    """The natural key's columns, when the table has them all readable (and it is not the pk)."""
+    assert t.spec is not None
+    nk = list(t.spec.natural_key)
+    if not nk or nk == list(t.spec.pk) or any(c not in t.good_columns for c in nk):
+        return []
+    return nk
 
 
 def _not_null_columns(t: ReadableTable) -> list[str]:

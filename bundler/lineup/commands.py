@@ -181,6 +181,34 @@ def _catch_up(
         raise BundlerError(f"{len(result.failed)} root(s) failed (listed above)")
 
 
+def print_differences(summary: dict[str, Any], shown: int = 5) -> None:
+    """Per root: the shared rows reused although they differ, and the parts their target rows lack."""
+    from bundler.keys import describe
+    from bundler.lineup.lineup import describe_key
+
+    if summary.get("reused_with_differences") or summary.get("lacking_in_target"):
+        click.echo(
+            f"reused with differences: {summary['reused_with_differences']} row(s) "
+            f"({summary['reused_with_binding_differences']} in a binding column); "
+            f"parts the target's reused rows lack: {summary['lacking_in_target']}"
+        )
+    loads = [summary["configuration"]] if summary.get("configuration") else []
+    for root in [*loads, *summary["per_root"]]:
+        label = f"{root['kind']} {describe_key(root['root'])}" if root["root"] else root["kind"]
+        for table, items in sorted(root.get("reused_with_differences", {}).items()):
+            for item in items[:shown]:
+                key = describe(item["key"]) if isinstance(item["key"], dict) else item["key"]
+                binding = f" (binding: {', '.join(item['binding'])})" if item.get("binding") else ""
+                click.echo(f"  {label}: {table} {key} differs in {', '.join(item['differs'])}{binding}")
+            if len(items) > shown:
+                click.echo(f"  … {len(items) - shown} more {table} rows (see --json)")
+        for table, n in sorted(root.get("lacking_in_target", {}).items()):
+            click.echo(
+                f"  {label}: {n} {table} row(s) not carried: "
+                "the target's reused rows lack them (decide merge to add them)"
+            )
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     d = summary["downtime_s"]
 
@@ -195,5 +223,6 @@ def print_summary(summary: dict[str, Any]) -> None:
     click.echo(f"downtime per root: p50 {sec(d['p50'])}, p95 {sec(d['p95'])}, max {sec(d['max'])}")
     for failure in summary["failures"]:
         click.echo(f"  FAILED {failure['kind']} {failure['root']}: {failure['reason']}")
+    print_differences(summary)
     if summary["stopped_early"]:
         click.echo("stopped early: run the same command again to finish the rest")

@@ -54,6 +54,7 @@ from bundler.lineup.queue import (
 from bundler.lineup.queue import retry_failed as retry_failed_roots
 from bundler.load import TargetCache, load_bundle
 from bundler.load.load import Written
+from bundler.load.grants import check_target_writable
 from bundler.marking import find_root
 from bundler.progress import NullProgress, Progress
 from bundler.recover import LEFT, crash_point, crash_progress, recover_root
@@ -76,6 +77,10 @@ class RootOutcome:
     #: downtime ``export`` (mark to bundle written), ``verify`` and the load's steps up to its
     #: ``commit``; ``after`` (statistics, outside the downtime)
     timings: dict[str, float] | None = None
+    #: the load's shared rows reused although they differ (per table), and the parts their
+    #: target rows lack (per table): what ``migrate`` reports per root
+    differing: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    lacking: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +94,8 @@ class RootOutcome:
             "bytes": self.bytes,
             "message": self.message,
             "timings": None if self.timings is None else {k: round(v, 4) for k, v in self.timings.items()},
+            "reused_with_differences": self.differing,
+            "lacking_in_target": self.lacking,
         }
 
 
@@ -98,6 +105,8 @@ class LineupResult:
     skipped: int = 0
     seconds: float = 0.0
     stopped: bool = False
+    #: the configuration bundle loaded first: its reused rows that differ, and what they lack
+    configuration: RootOutcome | None = None
 
     @property
     def done(self) -> list[RootOutcome]:
@@ -106,6 +115,11 @@ class LineupResult:
     @property
     def failed(self) -> list[RootOutcome]:
         return [o for o in self.outcomes if o.state == "failed"]
+
+    @property
+    def _loaded(self) -> list[RootOutcome]:
+        """The loads of the run: the configuration first, then every root done."""
+        return ([self.configuration] if self.configuration else []) + self.done
 
     def downtime(self) -> dict[str, float | None]:
         values = sorted(o.downtime_s for o in self.done if o.downtime_s is not None)
@@ -130,6 +144,12 @@ class LineupResult:
             "failures": [
                 {"root": describe_key(o.root_key), "kind": o.kind, "reason": o.message} for o in self.failed
             ],
+            "reused_with_differences": sum(len(v) for o in self._loaded for v in o.differing.values()),
+            "reused_with_binding_differences": sum(
+                1 for o in self._loaded for v in o.differing.values() for item in v if item.get("binding")
+            ),
+            "lacking_in_target": sum(n for o in self._loaded for n in o.lacking.values()),
+            "configuration": self.configuration.to_dict() if self.configuration else None,
             "per_root": [o.to_dict() for o in self.outcomes],
         }
 
@@ -340,6 +360,8 @@ def migrate_root(
         rows=rows,
         bytes=bytes_,
         timings=timings,
+        differing=loaded.reused_with_differences(),
+        lacking=loaded.lacking_in_target(),
     )
 
 
@@ -507,6 +529,8 @@ def run_lineup(
     phase = "usage" if options.usage_only else "full"
     with begin_write(source) as conn:
         graph, system = system_graph(conn, options.spec)
+    with target.connect() as conn:  # before any root is marked Exported
+        check_target_writable(conn, options.target_spec, extra=[lineup_table.name], what="migrate")
     roots = select_roots(source, selectors, spec=options.spec)
     wanted = {(kind, str(pk)) for kind, pk, _ in roots}
     enqueue(target, system.system_id, roots, phase)
@@ -536,7 +560,7 @@ def run_lineup(
     )
     if options.layered and phase == "full" and roots:
         run.layers = configuration_first(
-            source, target, graph, system.system_id, options, run.cache, progress
+            source, target, graph, system.system_id, options, run.cache, progress, report=run.result
         )
     progress.start("lineup", total=len(roots))
     if workers == 1:
@@ -563,6 +587,7 @@ def configuration_first(
     options: LineupOptions,
     cache: TargetCache,
     progress: Progress,
+    report: LineupResult | None = None,
 ) -> Layers:
     """Export and load the shared configuration roots reference, once, before any root goes.
 
@@ -592,7 +617,7 @@ def configuration_first(
         now=options.now,
         progress=progress,
     )
-    load_bundle(
+    loaded = load_bundle(
         target,
         exported.path,
         decisions=options.decisions,
@@ -601,6 +626,16 @@ def configuration_first(
         cache=cache,
         written=Written(exported.manifest_sha256) if exported.manifest_sha256 else None,
     )
+    if report is not None:
+        report.configuration = RootOutcome(
+            "configuration",
+            "",
+            "",
+            "done",
+            bundle_id=exported.bundle_id,
+            differing=loaded.reused_with_differences(),
+            lacking=loaded.lacking_in_target(),
+        )
     layers = Layers(system_id)
     with open_bundle(exported.path) as bundle:
         layers.add_bundle(bundle, graph)

@@ -105,21 +105,31 @@ def _owned_tables(graph: Graph, table: str) -> set[str]:
 
 def kind_tiers(graph: Graph) -> dict[str, int]:
     """Each root kind's tier (0 goes first), from the graph: kind A goes after kind B when
-    rows A owns reference rows that B owns and A does not. Kinds that need each other share
-    a tier."""
+    rows A owns reference rows that B owns and A does not. A nullable reference gives way
+    to a NOT NULL one the other way (a vendor's customer counterpart, pre-configured on the
+    target, does not hold the vendors back). Kinds that need each other share a tier."""
     owned = {kind: _owned_tables(graph, r.table) for kind, r in graph.roots.items()}
+
+    def refs(kind: str, other: str) -> list[bool]:
+        """The nullability of each reference from what ``kind`` owns to what only ``other`` owns."""
+        only_theirs = owned[other] - owned[kind]
+        return [
+            ref.nullable
+            for name in owned[kind]
+            for ref in graph.table(name).references
+            if not ref.owner and ref.table in only_theirs
+        ]
+
+    def strongly(kind: str, other: str) -> bool:
+        return any(not nullable for nullable in refs(kind, other))
+
     needs: dict[str, set[str]] = {}
-    for kind, tables in owned.items():
-        needs[kind] = set()
-        for other, theirs in owned.items():
-            only_theirs = theirs - tables
-            if other != kind and any(
-                ref.table in only_theirs
-                for name in tables
-                for ref in graph.table(name).references
-                if not ref.owner
-            ):
-                needs[kind].add(other)
+    for kind in owned:
+        needs[kind] = {
+            other
+            for other in owned
+            if other != kind and refs(kind, other) and (strongly(kind, other) or not strongly(other, kind))
+        }
     tiers: dict[str, int] = {}
     tier = 0
     while len(tiers) < len(needs):

@@ -25,8 +25,9 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
         mark = "*" if col in question.differs else " "
         click.echo(f"{mark} {col:<{width}}  {mine!s:<30}  {theirs!s}", err=True)
     choice = click.prompt(
-        "reuse the target's row, create the bundle's beside it, or abort?",
-        type=click.Choice(["reuse", "create", "abort"]),
+        "reuse the target's row, merge (reuse it and add the parts it lacks), create the bundle's beside it, "
+        "or abort?",
+        type=click.Choice(["reuse", "merge", "create", "abort"]),
         default="reuse",
         err=True,
     )
@@ -41,7 +42,7 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
     "--decisions",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Decisions sidecar: reuse, create or abort for shared rows that match the target.",
+    help="Decisions sidecar: reuse, merge, create or abort for shared rows that match the target.",
 )
 @click.option(
     "--interactive",
@@ -105,12 +106,15 @@ def _print_result(result: Any) -> None:
     )
     for table, plan in sorted(result.tables.items()):
         if plan.created or plan.reused or plan.skipped:
-            extra = f", skipped {plan.skipped}" if plan.skipped else ""
+            extra = f", skipped {plan.skipped} the target's reused row lacks" if plan.skipped else ""
             click.echo(f"  {table:<28} created {plan.created:>9}  reused {plan.reused:>7}{extra}")
     for d in result.decisions:
         click.echo(f"  decision: {d['table']} {d['key']} → {d['action']} (by {d['by']})")
     for table, plan in sorted(result.tables.items()):
         for item in plan.differing[:5]:
-            click.echo(f"  reused with differences: {table} {item['key']}: {', '.join(item['differs'])}")
+            binding = f" (binding: {', '.join(item['binding'])})" if item.get("binding") else ""
+            click.echo(
+                f"  reused with differences: {table} {item['key']}: {', '.join(item['differs'])}{binding}"
+            )
         if len(plan.differing) > 5:
             click.echo(f"  … {len(plan.differing) - 5} more reused {table} rows differ (see --json)")

@@ -4,7 +4,9 @@ Each shared row is matched with the target's rows by natural key, in target valu
 references through the id maps). A row is then
 
 - **reused** (the target's row stands in for it) when an earlier load from the same source
-  brought it, when it is part of a reused parent, or when the decisions say so;
+  brought it, when it is part of a reused parent, or when the decisions say so; **merged**
+  (reused, and the parts the target's row lacks, such as a tariff's missing rates, created
+  under it) when the decisions say so;
 - **created** when the target has no match, when it is part of a created parent, or when
   the decisions say so (a created copy of a matched row is renamed to stay apart);
 - **skipped** when it is part of a reused parent the target's version lacks;
@@ -12,7 +14,10 @@ references through the id maps). A row is then
 
 A match without a decision (and no one at the terminal to ask) is a question: every
 question of the bundle is gathered, a template written beside the bundle, and the load
-stops before anything is written.
+stops before anything is written. So is a match that differs in a binding column (a
+currency, a price: the graph's ``binding``) and has no answer of its own (a table or global
+default does not reuse it), and a natural key several target rows have (answered per key,
+naming the target row).
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ from bundler.errors import BundlerError, DecisionsNeeded
 from bundler.graph import Reference, TableSpec
 from bundler.keys import Key, describe, key_value
 from bundler.ledger import ledger_map
-from bundler.load.decisions import Question, template, write_sidecar
+from bundler.load.decisions import REUSING, Question, template, write_sidecar
 from bundler.load.state import LoadState, TablePlan, typed
-from bundler.sql import chunks, db_values, match_target, table_clause
+from bundler.sql import chunks, db_values, match_candidates, table_clause
 
 
 def decide(state: LoadState) -> None:
     """Decide every shared row; raise :class:`DecisionsNeeded` when some matches have no answer."""
-    questions: list[Question] = []
+    questions: list[Question] = list(state.questions)  # the preflight's (ambiguous prerequisites)
     for spec in state.graph.tables_in_order(("shared",)):
         if spec.name not in state.tables:
             continue
@@ -52,7 +57,7 @@ def _stop_for_questions(state: LoadState, questions: list[Question]) -> None:
     raise DecisionsNeeded(
         f"bundle {bundle.bundle_id}: {len(questions)} shared row(s) match rows of the target "
         f"({', '.join(tables)}) and have no decision",
-        hint=f"answer them in {path} (reuse, create or abort) and load again with --decisions {path}",
+        hint=f"answer them in {path} (reuse, merge, create or abort) and load again with --decisions {path}",
     )
 
 
@@ -106,7 +111,7 @@ class _TableDecision:
             r for r in spec.owner_refs if state.graph.table(r.table).scope == "shared"
         ]
         self.target_keys = [self._target_key(row) for row in rows]
-        self.matches = match_target(state.conn, spec, [k for k in self.target_keys if k is not None])
+        self.matches = match_candidates(state.conn, spec, [k for k in self.target_keys if k is not None])
         self.known = (
             known_from_source(state, spec, [row[self.pk] for row in rows])
             if self.pk and not self.parents
@@ -129,25 +134,26 @@ class _TableDecision:
 
     def run(self, questions: list[Question]) -> None:
         for row, wanted in zip(self.rows, self.target_keys, strict=True):
-            self._decide_row(row, self.matches.get(wanted) if wanted is not None else None, questions)
+            self._decide_row(row, self.matches.get(wanted, []) if wanted is not None else [], questions)
 
     def _decide_row(
-        self, row: dict[str, Any], match: dict[str, Any] | None, questions: list[Question]
+        self, row: dict[str, Any], candidates: list[dict[str, Any]], questions: list[Question]
     ) -> None:
         src = row[self.pk] if self.pk else tuple(row[c] for c in self.spec.pk)
         differs: dict[str, dict[str, Any]] | None = None
+        match = candidates[0] if len(candidates) == 1 else None
         if src in self.known:
             # an earlier load from the same source brought this very row (perhaps as a renamed copy)
             match, action = self.known[src], "reuse"
-        elif self.parents:
+        elif self.parents and len(candidates) < 2:
             action = self._follow_parents(row, match)
-        elif match is None:
+        elif not candidates:
             action = "create"
         else:
-            answered = self._answer(src, row, match, questions)
+            answered = self._answer(src, row, candidates, questions)
             if answered is None:
                 return  # an open question
-            action, differs = answered
+            action, match, differs = answered
         self._count(src, row, match, action, differs)
 
     def _follow_parents(self, row: dict[str, Any], match: dict[str, Any] | None) -> str:
@@ -157,46 +163,83 @@ class _TableDecision:
             return "create"
         if "skip" in states:
             return "skip"
+        if match is None and "merge" in states:
+            return "create"  # a part the target's version lacks, added to it
         return "reuse" if match is not None else "skip"  # part of a reused row: the target's version stands
 
     def _answer(
-        self, src: Any, row: dict[str, Any], match: dict[str, Any], questions: list[Question]
-    ) -> tuple[str, dict[str, dict[str, Any]]] | None:
-        """The decision for a matched row (asked at the terminal if need be); None leaves it open."""
+        self, src: Any, row: dict[str, Any], candidates: list[dict[str, Any]], questions: list[Question]
+    ) -> tuple[str, dict[str, Any] | None, dict[str, dict[str, Any]]] | None:
+        """The decision for a matched row, the target row it maps to, and how they differ
+        (asked at the terminal if need be); None leaves it open."""
         state, spec = self.state, self.spec
         key = state.bundle_keys[spec.name].get(src) if self.pk else None
         key = key or {c: key_value(row[c]) for c in spec.natural_key}
-        differs = differences(state, spec, row, match)
         answer, origin = state.decisions.action(spec.name, key)
-        if answer is None and state.asker is not None:
-            answer, origin = self._ask(key, row, match, differs), "interactive"
+        if len(candidates) > 1:
+            answer, match, question = self._ambiguous(key, row, candidates, answer, origin)
+            differs = differences(state, spec, row, match) if match is not None else {}
+        else:
+            match = candidates[0]
+            differs = differences(state, spec, row, match)
+            binding = tuple(c for c in spec.binding if c in differs)
+            question = Question(spec.name, key, key_value(match[spec.pk[0]]), differs, binding)
+            if binding and answer in REUSING and origin in ("table", "default"):
+                answer = None  # money would change: only an answer for this very row reuses it
+            if answer is None and state.asker is not None:
+                answer, origin = self._ask(question, row, match), "interactive"
         if answer is None:
-            questions.append(Question(spec.name, key, key_value(match[spec.pk[0]]), differs))
-            if self.pk:
+            questions.append(question)
+            if self.pk and match is not None:
                 state.tentative[spec.name][src] = match[self.pk]
             return None
         if answer == "abort":
+            where = (
+                f"target row {match[spec.pk[0]]}" if match is not None else f"{len(candidates)} target rows"
+            )
             raise BundlerError(
-                f"bundle {state.bundle_id}: {spec.name} {describe(key)} matches target row "
-                f"{match[spec.pk[0]]} and the decisions say abort",
-                hint="nothing was written; change the decision to reuse or create to go on",
+                f"bundle {state.bundle_id}: {spec.name} {describe(key)} matches {where} "
+                "and the decisions say abort",
+                hint="nothing was written; change the decision to reuse, merge or create to go on",
             )
         state.decided.append({"table": spec.name, "key": key, "action": answer, "by": origin})
         if answer == "create":
             state.renames[spec.name][src] = _rename(state, spec, row)
             self.plan.renamed += 1
-        return answer, differs
+        return answer, match, differs
 
-    def _ask(self, key: Key, row: dict[str, Any], match: dict[str, Any], differs: dict[str, Any]) -> str:
+    def _ambiguous(
+        self,
+        key: Key,
+        row: dict[str, Any],
+        candidates: list[dict[str, Any]],
+        answer: str | None,
+        origin: str,
+    ) -> tuple[str | None, dict[str, Any] | None, Question]:
+        """A natural key several target rows have: the answer, if a per-key decision gives one,
+        and the row it names (for reuse or merge)."""
+        spec = self.spec
+        pk = spec.pk[0]
+        listed = tuple(
+            {"target_pk": key_value(c[pk]), "differs": differences(self.state, spec, row, c)}
+            for c in candidates
+        )
+        question = Question(spec.name, key, None, {}, (), listed)
+        chosen = self.state.decisions.target(spec.name, key)
+        match = next((c for c in candidates if key_value(c[pk]) == chosen), None)
+        if origin != "row" or (answer in REUSING and match is None):
+            return None, None, question  # never resolved by a default, nor by picking one
+        return answer, match, question
+
+    def _ask(self, question: Question, row: dict[str, Any], match: dict[str, Any]) -> str:
         """Ask the terminal; the answer is kept for the row, or for the whole table."""
         state, spec = self.state, self.spec
         assert state.asker is not None
-        question = Question(spec.name, key, key_value(match[spec.pk[0]]), differs)
         answer, whole_table = state.asker(question, row, match)
-        if whole_table:
+        if whole_table and not question.binding:
             state.decisions.set_table(spec.name, answer)
         else:
-            state.decisions.set_row(spec.name, key, answer)
+            state.decisions.set_row(spec.name, question.key, answer)
         state.asked.append(question)
         return answer
 
@@ -210,16 +253,22 @@ class _TableDecision:
     ) -> None:
         """Record the action; a reused row maps to its match, and its differences are listed."""
         state, spec, plan = self.state, self.spec, self.plan
-        if action == "reuse":
+        if action in REUSING:
             assert match is not None
             if self.pk:
                 state.idmap(spec.name).set(src, match[self.pk])
             plan.reused += 1
+            plan.merged += action == "merge"
             if differs is None:  # not worked out yet when no decision was asked
                 differs = differences(state, spec, row, match)
             if differs:
+                binding = [c for c in spec.binding if c in differs]
                 plan.differing.append(
-                    {"key": state.bundle_keys[spec.name].get(src) if self.pk else src, "differs": differs}
+                    {
+                        "key": state.bundle_keys[spec.name].get(src) if self.pk else src,
+                        "differs": differs,
+                        **({"binding": binding} if binding else {}),
+                    }
                 )
         elif action == "skip":
             plan.skipped += 1

@@ -1,4 +1,10 @@
-"""The decisions sidecar: reuse, create or abort, for shared rows that match the target."""
+"""The decisions sidecar: reuse, merge, create or abort, for shared rows that match the target.
+
+``merge`` reuses the target's row and adds to it the parts it lacks (a tariff's rates whose
+natural keys the target's tariff does not have). A match that differs in a binding column
+(a currency, a price) is reused or merged only by a per-key answer; a natural key that
+several target rows share is answered only per key, naming the target row (``target_pk``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from bundler.errors import SpecError
 from bundler.graph import SPEC_DIR
 from bundler.keys import Key, key_text
 
-ACTIONS = ("reuse", "create", "abort")
+ACTIONS = ("reuse", "merge", "create", "abort")
+#: the answers that let the target's row stand in for the bundle's
+REUSING = ("reuse", "merge")
 FORMAT = "bundler-decisions"
 
 
@@ -23,9 +31,26 @@ class Question:
     key: Key
     target_pk: Any
     differs: dict[str, dict[str, Any]]
+    #: binding columns that differ, source against target (answered per key only)
+    binding: tuple[str, ...] = ()
+    #: a natural key several target rows have: each one's primary key and differing columns
+    candidates: tuple[dict[str, Any], ...] = ()
 
-    def entry(self, action: str | None = None) -> dict[str, Any]:
-        return {"key": self.key, "action": action, "target_pk": self.target_pk, "differs": self.differs}
+    def entry(self, action: str | None = None, target_pk: Any = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "key": self.key,
+            "action": action,
+            "target_pk": target_pk if self.candidates else self.target_pk,
+            "differs": self.differs,
+        }
+        if self.binding:
+            out["binding"] = {
+                col: {"source": self.differs[col]["bundle"], "target": self.differs[col]["target"]}
+                for col in self.binding
+            }
+        if self.candidates:
+            out["candidates"] = list(self.candidates)
+        return out
 
 
 @dataclass
@@ -35,6 +60,8 @@ class Decisions:
     default: str | None = None
     tables: dict[str, str | None] = field(default_factory=dict)
     rows: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    #: per key: the target row a decision names (for a natural key several target rows have)
+    targets: dict[tuple[str, str], Any] = field(default_factory=dict)
     path: Path | None = None
     doc: dict[str, Any] = field(default_factory=dict)
 
@@ -48,6 +75,10 @@ class Decisions:
         if self.default is not None:
             return self.default, "default"
         return None, "none"
+
+    def target(self, table: str, key: Key) -> Any:
+        """The target primary key a per-key decision names, None when it names none."""
+        return self.targets.get((table, key_text(key)))
 
     def set_row(self, table: str, key: Key, action: str) -> None:
         self.rows[(table, key_text(key))] = action
@@ -86,6 +117,8 @@ def load_decisions(path: str | Path | None) -> Decisions:
         for row in entry.get("rows", []):
             if row.get("action") is not None:
                 decisions.rows[(table, key_text(row["key"]))] = row["action"]
+                if row.get("candidates") and row.get("target_pk") is not None:
+                    decisions.targets[(table, key_text(row["key"]))] = row["target_pk"]
     return decisions
 
 
@@ -97,9 +130,12 @@ def template(bundle_id: str, questions: list[Question], decisions: Decisions) ->
         "version": 1,
         "comment": (
             "For each shared row below, the target already has a row with the same natural key. "
-            "Set action to reuse (use the target's row), create (add the bundle's row beside it) or abort, "
+            "Set action to reuse (use the target's row), merge (use it and add the parts it lacks, such as "
+            "a tariff's missing rates), create (add the bundle's row beside it) or abort, "
             "or set a table default (or the top-level default) to answer for many rows; then load again "
-            "with --decisions pointing at this file."
+            "with --decisions pointing at this file. A row listing binding columns (a currency or a price "
+            "differs) is reused or merged only by its own action; a row listing candidates (several target "
+            "rows have its key) needs its own action and, to reuse, the target_pk of one candidate."
         ),
         "bundle": bundle_id,
         "default": decisions.default,
@@ -111,7 +147,7 @@ def template(bundle_id: str, questions: list[Question], decisions: Decisions) ->
     for q in questions:
         entry = tables.setdefault(q.table, {"default": decisions.tables.get(q.table), "rows": []})
         action = decisions.rows.get((q.table, key_text(q.key)))
-        entry["rows"].append(q.entry(action))
+        entry["rows"].append(q.entry(action, decisions.target(q.table, q.key)))
     # answers given for rows not asked this time are kept
     asked = {(q.table, key_text(q.key)) for q in questions}
     for table, entry in decisions.doc.get("tables", {}).items():

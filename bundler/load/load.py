@@ -86,6 +86,14 @@ class LoadResult:
     def reused(self) -> int:
         return sum(p.reused for p in self.tables.values())
 
+    def reused_with_differences(self) -> dict[str, list[dict[str, Any]]]:
+        """Per shared table, the reused rows that differ from the target's (binding columns named)."""
+        return {t: p.differing for t, p in sorted(self.tables.items()) if p.differing}
+
+    def lacking_in_target(self) -> dict[str, int]:
+        """Per shared table, the parts of reused rows the target's rows lack (not carried; ``merge`` adds them)."""
+        return {t: p.skipped for t, p in sorted(self.tables.items()) if p.skipped}
+
     def summary(self) -> dict[str, Any]:
         return {
             "bundle_id": self.bundle_id,
@@ -95,13 +103,18 @@ class LoadResult:
             "rows_reused": self.reused,
             "root_target_pk": self.root_target_pk,
             "tables": {
-                t: {"created": p.created, "reused": p.reused, "skipped": p.skipped, "renamed": p.renamed}
+                t: {
+                    "created": p.created,
+                    "reused": p.reused,
+                    "skipped": p.skipped,
+                    "renamed": p.renamed,
+                    "merged": p.merged,
+                }
                 for t, p in sorted(self.tables.items())
             },
             "decisions": self.decisions,
-            "reused_with_differences": {
-                t: p.differing for t, p in sorted(self.tables.items()) if p.differing
-            },
+            "reused_with_differences": self.reused_with_differences(),
+            "lacking_in_target": self.lacking_in_target(),
             "seconds": round(self.seconds, 3),
         }
 

@@ -16,17 +16,22 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.errors import BundlerError, PrerequisitesMissing
-from bundler.keys import describe, key_text, key_value
+from bundler.graph import TableSpec
+from bundler.keys import Key, describe, key_text, key_value
 from bundler.ledger import ledger_map
+from bundler.load.decisions import REUSING, Question
+from bundler.load.grants import check_write_access, load_tables
 from bundler.load.state import LoadState, source_value, typed
 from bundler.manifest import Outside, OutsideRow
-from bundler.sql import match_keys, match_target
+from bundler.sql import match_keys, match_target, table_clause
 
 SHOWN = 20  # missing prerequisites named in the error; the rest are counted
 
 
 def preflight(state: LoadState) -> None:
-    """Map every prerequisite to its target row, or raise listing all that are missing."""
+    """Map every prerequisite to its target row, or raise listing all that are missing (and
+    every table the target's database user may not write)."""
+    check_write_access(state.conn, load_tables(state.tables), what=f"bundle {state.bundle_id}")
     missing: list[str] = []
     _stamp_layers(state)
     for source_table, entry in sorted(state.manifest.prerequisites.items()):
@@ -73,14 +78,39 @@ def _match_by_key(
     translated = [state.tr.translate_key(source_table, r.key) for r in pending]
     table = translated[0][0]
     spec = state.graph.table(table)
-    found = match_keys(state.conn, state.graph, spec, column, [k for _, k in translated])
+    ambiguous: dict[str, list[Any]] = {}
+    keys = [k for _, k in translated]
+    found = match_keys(state.conn, state.graph, spec, column, keys, ambiguous=ambiguous)
     for row, (_, key) in zip(pending, translated, strict=True):
-        target = found.get(key_text(key))
-        if target is None:
-            missing.append(f"{table} {describe(key)}")
-        else:
+        text = key_text(key)
+        target = found.get(text)
+        if text in ambiguous:
+            target = _chosen(state, spec, column, key, ambiguous[text])
+        if target is not None:
             mapped[row.value] = target
+        elif text not in ambiguous:
+            missing.append(f"{table} {describe(key)}")
     return table
+
+
+def _chosen(state: LoadState, spec: TableSpec, column: str, key: Key, values: list[Any]) -> Any:
+    """A prerequisite whose natural key several target rows have: the one a per-key decision
+    names (by primary key), else None and a question listing them (never one picked)."""
+    t = table_clause(spec)
+    rows = [dict(r) for r in state.conn.execute(sa.select(t).where(t.c[column].in_(values))).mappings()]
+    rows.sort(key=lambda r: tuple(key_value(r[c]) for c in spec.pk))
+    pk = spec.pk[0]
+    answer, origin = state.decisions.action(spec.name, key)
+    chosen = state.decisions.target(spec.name, key)
+    for row in rows:
+        if origin == "row" and answer in REUSING and key_value(row[pk]) == chosen:
+            return row[column]
+    varying = [c for c in spec.column_names if len({key_value(r[c]) for r in rows}) > 1 and c not in spec.pk]
+    candidates = tuple(
+        {"target_pk": key_value(r[pk]), "differs": {c: key_value(r[c]) for c in varying}} for r in rows
+    )
+    state.questions.append(Question(spec.name, key, None, {}, (), candidates))
+    return None
 
 
 def _through_ledger(

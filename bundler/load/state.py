@@ -47,6 +47,7 @@ class TablePlan:
     skipped: int = 0
     differing: list[dict[str, Any]] = field(default_factory=list)
     renamed: int = 0
+    merged: int = 0  # reused rows the parts they lacked were added to
 
 
 class Contended(Exception):
@@ -115,7 +116,7 @@ class LoadState:
         self.maps: dict[str, IdMap] = {}
         self.plans: dict[str, TablePlan] = {}
         self.decided: list[dict[str, Any]] = []
-        # shared tables: source pk -> action (reuse | create | skip), and renames for creates
+        # shared tables: source pk -> action (reuse | merge | create | skip), and renames for creates
         self.actions: dict[str, dict[Any, str]] = defaultdict(dict)
         self.renames: dict[str, dict[Any, dict[str, Any]]] = defaultdict(dict)
         self.bundle_keys: dict[str, dict[Any, Key]] = {}
@@ -125,6 +126,7 @@ class LoadState:
         self.ledger_rows = 0
         self.cache = cache or TargetCache()
         self.asked: list[Question] = []  # questions the asker answered
+        self.questions: list[Question] = []  # open questions of the preflight (ambiguous prerequisites)
         # matches still waiting for an answer: what they would map to if reused
         self.tentative: dict[str, dict[Any, Any]] = defaultdict(dict)
 

@@ -270,7 +270,9 @@ def _ledger_reused(state: LoadState, spec: TableSpec) -> None:
     import pyarrow as pa
 
     reused = [
-        (src, state.idmap(spec.name).get(src)) for src, a in state.actions[spec.name].items() if a == "reuse"
+        (src, state.idmap(spec.name).get(src))
+        for src, a in state.actions[spec.name].items()
+        if a in ("reuse", "merge")
     ]
     if reused:
         _ledger(

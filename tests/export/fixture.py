@@ -43,6 +43,13 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"i_service": 1, "name": "Voice", "unit": "second"},
         {"i_service": 2, "name": "Data", "unit": "byte"},
     ],
+    "users": [
+        {"i_user": 1, "login": "root", "role": "root", "name": "Administrator"},
+        {"i_user": 2, "login": "jdoe", "role": "staff", "name": "Jane Doe"},
+    ],
+    "notification_templates": [
+        {"i_notification_template": 1, "name": "Low balance", "event": "low_balance", "body": "Top up"},
+    ],
     # generic configuration
     "access_levels": [
         {"i_acl": 1, "name": "Customer self-care", "type": "customer", "description": None},
@@ -324,6 +331,7 @@ def _customer(i: int, name: str, ctype: int, parent: int | None, **extra: Any) -
         "i_dialing_rule": None,
         "i_ftp": None,
         "i_custom_report": None,
+        "i_manager": None,
         "i_default_site": None,
         "i_billing_period": 4,
         "bill_status": "O",
@@ -346,7 +354,7 @@ def _customer(i: int, name: str, ctype: int, parent: int | None, **extra: Any) -
 # customers: 1 reseller R, 2 sub-reseller R2 (under R), 3 retail under R2, 4 retail A, 5 retail B,
 # 6 distributor D, 7 closed Z, 8 retail E already Exported
 CUSTOMERS = [
-    _customer(1, "reseller-r", 2, None),
+    _customer(1, "reseller-r", 2, None, i_manager=1),
     _customer(2, "sub-reseller-r2", 2, 1, bill_status="S"),
     _customer(3, "retail-under-r2", 1, 2),
     _customer(
@@ -359,6 +367,7 @@ CUSTOMERS = [
         i_dialing_rule=1,
         i_ftp=1,
         i_custom_report=1,
+        i_manager=2,
         balance=D("12.34567"),
         credit_limit=D("500.00000"),
         companyname="Acme Łódź Sp. z o.o.",
@@ -396,6 +405,7 @@ def _account(i: int, ident: str, customer: int, product: int, **extra: Any) -> d
         "i_access_policy": None,
         "i_vd_plan": None,
         "i_spending_plan": None,
+        "i_notification_template": None,
         "h323_password": "s3cr3t",
         "blocked": "N",
     }
@@ -416,6 +426,7 @@ ACCOUNTS = [
         i_access_policy=1,
         i_vd_plan=1,
         i_spending_plan=1,
+        i_notification_template=1,
     ),
     _account(2, "acme-2", 4, 1, bill_status="S", expiration_date=date(2027, 1, 1)),
     _account(3, "bravo-1", 5, 2),
@@ -678,6 +689,8 @@ PREREQUISITES = [
     "cpe_profiles",
     "voice_applications",
     "services",
+    "users",
+    "notification_templates",
 ]
 ID_SHIFT = 100
 
