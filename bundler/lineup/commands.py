@@ -9,12 +9,19 @@ from typing import Any
 
 import click
 
-from bundler.options import json_option, print_json, progress_for_cli, spec_option
+from bundler.options import (
+    json_option,
+    print_json,
+    progress_for_cli,
+    source_option,
+    spec_option,
+    target_option,
+)
 
 
 @click.command("migrate")
-@click.option("--source", required=True, metavar="URL", help="Source database (SQLAlchemy URL).")
-@click.option("--target", required=True, metavar="URL", help="Target database (SQLAlchemy URL).")
+@source_option
+@target_option
 @click.option("--customer", "customers", multiple=True, metavar="ID_OR_NAME", help="A customer (repeatable).")
 @click.option("--reseller", "resellers", multiple=True, metavar="ID_OR_NAME", help="A reseller (repeatable).")
 @click.option(
