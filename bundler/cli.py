@@ -152,6 +152,7 @@ def _register() -> None:
     from bundler.inspect.commands import inspect
     from bundler.lineup.commands import migrate_command
     from bundler.load.commands import load_command
+    from bundler.plan_commands import list_command
     from bundler.recordings.commands import recordings
     from bundler.recover_commands import recover_command
     from bundler.reverse.commands import reverse
@@ -167,6 +168,7 @@ def _register() -> None:
         clean_command,
         reverse,
         recover_command,
+        list_command,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command

@@ -35,9 +35,25 @@ from bundler.options import (
     "--all",
     "all_",
     is_flag=True,
-    help="Every top-level customer and reseller that is not terminated (with roots named too: each once).",
+    help="Every top-level root of every kind that is not terminated, kinds in the graph's order "
+    "(vendors first); with roots named too: each once.",
 )
-@click.option("--where", default=None, metavar="SQL", help="With --all: an SQL condition on the root table.")
+@click.option(
+    "--where", default=None, metavar="SQL", help="With --all: an SQL condition on each kind's root table."
+)
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print what would happen (roots, sizes, missing prerequisites, open decisions); change nothing.",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Stop claiming roots after N failures (the roots in flight finish).",
+)
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots migrated at a time."
 )
@@ -76,6 +92,8 @@ def migrate_command(
     decisions: str | None,
     xdrs: str,
     usage_only: bool,
+    plan_only: bool,
+    max_failures: int | None,
     spec: str | None,
     as_json: bool,
 ) -> None:
@@ -93,6 +111,7 @@ def migrate_command(
 
     \b
     Example:
+      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --plan
       bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --workers 2
       bundler migrate --source postgresql://old/porta --target postgresql://new/porta \\
           --customer acme --customer 1042 --decisions decisions.json --json
@@ -107,15 +126,28 @@ def migrate_command(
         selectors.append(RootSelector("reseller", tuple(resellers)))
     if customers:
         selectors.append(RootSelector("customer", tuple(customers)))
+    source_engine = connect(source)
     if all_:
-        selectors += [
-            RootSelector("reseller", all=True, where=where),
-            RootSelector("customer", all=True, where=where),
-        ]
+        selectors += every_kind(source_engine, spec, where)
     elif where:
         raise UsageError("--where goes with --all")
     if not selectors:
         raise UsageError("name what to migrate", hint="--customer, --reseller, --vendor or --all")
+    if plan_only:
+        from bundler.plan import plan_migration
+
+        with progress_for_cli() as progress:
+            plan = plan_migration(
+                source_engine,
+                connect(target),
+                selectors,
+                xdrs=xdrs,
+                decisions=decisions,
+                spec=spec,
+                progress=progress,
+            )
+        print_plan(plan, as_json)
+        return
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -132,11 +164,16 @@ def migrate_command(
     try:
         with progress_for_cli() as progress:
             result = run_lineup(
-                connect(source),
+                source_engine,
                 connect(target),
                 selectors,
                 LineupOptions(
-                    Path(bundles), decisions=decisions, xdrs=xdrs, usage_only=usage_only, spec=spec
+                    Path(bundles),
+                    decisions=decisions,
+                    xdrs=xdrs,
+                    usage_only=usage_only,
+                    spec=spec,
+                    max_failures=max_failures,
                 ),
                 workers=workers,
                 progress=progress,
@@ -152,6 +189,34 @@ def migrate_command(
         print_summary(summary)
     if result.failed:
         raise BundlerError(f"{len(result.failed)} of {len(result.outcomes)} root(s) failed (listed above)")
+
+
+def every_kind(engine: Any, spec: str | None, where: str | None) -> list[Any]:
+    """``--all``: a selector per root kind of the source's graph, in the graph's order."""
+    from bundler.context import database_graph
+    from bundler.lineup import RootSelector
+
+    with engine.connect() as connection:
+        graph = database_graph(connection, spec)
+    return [RootSelector(kind, all=True, where=where) for kind in graph.roots]
+
+
+def print_plan(plan: Any, as_json: bool) -> None:
+    """A plan on stdout; exit 5 when prerequisites are missing, 3 when decisions are open."""
+    from bundler.errors import BundlerError, DecisionsNeeded, PrerequisitesMissing
+
+    if as_json:
+        print_json(plan.summary())
+    else:
+        for line in plan.lines():
+            click.echo(line)
+    if plan.missing:
+        raise PrerequisitesMissing(f"the plan: {len(plan.missing)} prerequisite(s) missing in the target")
+    if plan.decisions:
+        raise DecisionsNeeded(f"the plan: {len(plan.decisions)} open decision(s)")
+    problems = sum(1 for r in plan.roots if r.problem)
+    if problems:
+        raise BundlerError(f"the plan: {problems} root(s) cannot go (marked !! above)")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -49,6 +49,12 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
     help="Ask at the terminal for open decisions, and save them to --decisions.",
 )
 @click.option("--dry-run", is_flag=True, help="Do everything but commit; print the plan.")
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print each bundle's size, the prerequisites missing and the open decisions; write nothing.",
+)
 @spec_option
 @json_option
 def load_command(
@@ -57,6 +63,7 @@ def load_command(
     decisions: str | None,
     interactive: bool,
     dry_run: bool,
+    plan_only: bool,
     spec: str | None,
     as_json: bool,
 ) -> None:
@@ -72,11 +79,18 @@ def load_command(
       bundler load --target sqlite:///demo/target.db bundles/customer-acme-*.bundle
       bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
       bundler load --target sqlite:///demo/target.db bundles/*.bundle --dry-run --json
+      bundler load --target sqlite:///demo/target.db demo/bundles/*.bundle --plan
     """
     from bundler.db import connect
     from bundler.load import load_bundle
 
     engine = connect(target)
+    if plan_only:
+        from bundler.lineup.commands import print_plan
+        from bundler.plan import plan_bundles
+
+        print_plan(plan_bundles(engine, bundles, decisions=decisions, spec=spec), as_json)
+        return
     results = []
     asker = terminal_asker if interactive else None
     if interactive and decisions is None:
