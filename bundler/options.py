@@ -169,12 +169,16 @@ def print_json(data: Any) -> None:
 
 
 @contextmanager
-def progress_for_cli(enabled: bool = True) -> Iterator[Progress]:
-    """A progress bar on stderr, or nothing when disabled (or with ``-q``)."""
+def progress_for_cli(enabled: bool = True, *, main: tuple[str, ...] | None = None) -> Iterator[Progress]:
+    """A progress bar on stderr, or nothing when disabled (or with ``-q``).
+
+    ``main``: the tasks that stay on screen (a lineup's bar); the others are the work in
+    flight, removed when done (see :class:`~bundler.progress.RichProgress`).
+    """
     from bundler.progress import NullProgress, RichProgress
 
     if not enabled or verbosity() < 0:
         yield NullProgress()
         return
-    with RichProgress() as progress:
+    with RichProgress(main=main, verbose=verbosity()) as progress:
         yield progress

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,14 +162,21 @@ def migrate_command(
         if threading.current_thread() is threading.main_thread()
         else None
     )
+    from bundler.report import RunRecorder
+
+    folder = Path(bundles)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"migrate-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    log_path = folder / f"{stem}.log"
     try:
-        with progress_for_cli() as progress:
+        with progress_for_cli(main=("lineup",)) as progress, log_path.open("w", encoding="utf-8") as log:
+            recorder = RunRecorder(progress, log)
             result = run_lineup(
                 source_engine,
                 connect(target),
                 selectors,
                 LineupOptions(
-                    Path(bundles),
+                    folder,
                     decisions=decisions,
                     xdrs=xdrs,
                     usage_only=usage_only,
@@ -176,19 +184,39 @@ def migrate_command(
                     max_failures=max_failures,
                 ),
                 workers=workers,
-                progress=progress,
+                progress=recorder,
                 stop=stop,
             )
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    summary = result.summary()
+    summary, paths = finish_run(result.summary(), recorder, folder, stem, log_path)
     if as_json:
         print_json(summary)
     else:
         print_summary(summary)
+        click.echo(f"bundles: {folder}")
+        for name, path in paths.items():
+            click.echo(f"{name}: {path}")
     if result.failed:
         raise BundlerError(f"{len(result.failed)} of {len(result.outcomes)} root(s) failed (listed above)")
+
+
+def finish_run(
+    summary: dict[str, Any], recorder: Any, folder: Path, stem: str, log_path: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The summary with roots as objects and failures grouped by cause; the report written."""
+    from bundler.report import failure_groups, report_data, write_report
+    from bundler.report.data import root_object
+
+    per_root = [{**r, "root": root_object(r["root"])} for r in summary["per_root"]]
+    summary = {**summary, "per_root": per_root, "failures": failure_groups(per_root)}
+    data = report_data(summary, recorder, folder)
+    page, doc = write_report(folder, stem, data, f"bundler migrate, {stem.removeprefix('migrate-')}")
+    paths = {"report": str(page), "report data": str(doc), "log": str(log_path)}
+    summary["bundles"] = str(folder)
+    summary["report"] = {"html": str(page), "json": str(doc), "log": str(log_path)}
+    return summary, paths
 
 
 def every_kind(engine: Any, spec: str | None, where: str | None) -> list[Any]:
@@ -220,18 +248,53 @@ def print_plan(plan: Any, as_json: bool) -> None:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    d = summary["downtime_s"]
+    """A table of the roots (kind, key, rows, bytes, downtime, outcome), the totals, and the
+    failures grouped by cause."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bundler.keys import describe
+    from bundler.plan import human_bytes
+    from bundler.report import failure_groups
+    from bundler.report.data import root_object
 
     def sec(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}s"
 
+    per_root = [
+        {**r, "root": root_object(r["root"]) if isinstance(r["root"], str) else r["root"]}
+        for r in summary["per_root"]
+    ]
+    table = Table("kind", "root", "rows", "bytes", "downtime", "outcome", box=None, pad_edge=False)
+    for r in per_root:
+        root = r["root"] if isinstance(r["root"], dict) else None
+        outcome = r["state"] if r["state"] == "done" else "FAILED"
+        if r.get("message") == "already in the target":
+            outcome = "already there"
+        table.add_row(
+            r["kind"],
+            describe(root) if root else str(r["root"]),
+            f"{r['rows']:,}",
+            human_bytes(r["bytes"]),
+            sec(r["downtime_s"]),
+            outcome,
+        )
+    console = Console(highlight=False, soft_wrap=True)
+    if per_root:
+        console.print(table)
+    d = summary["downtime_s"]
     click.echo(
         f"{summary['done']} root(s) migrated, {summary['failed']} failed, "
         f"{summary['skipped_already_migrated']} already in the target; "
-        f"{summary['rows']:,} rows, {summary['bytes']:,} bytes in {summary['seconds']:.1f}s"
+        f"{summary['rows']:,} rows, {human_bytes(summary['bytes'])} in {summary['seconds']:.1f}s"
     )
     click.echo(f"downtime per root: p50 {sec(d['p50'])}, p95 {sec(d['p95'])}, max {sec(d['max'])}")
-    for failure in summary["failures"]:
-        click.echo(f"  FAILED {failure['kind']} {failure['root']}: {failure['reason']}")
+    groups = failure_groups(per_root)
+    for group in groups:
+        names = ", ".join(
+            describe(g["root"]) if isinstance(g["root"], dict) else str(g["root"]) for g in group["roots"][:3]
+        )
+        more = f" and {group['count'] - 3} more" if group["count"] > 3 else ""
+        click.echo(f"  FAILED x{group['count']}: {group['cause']}  ({names}{more})")
     if summary["stopped_early"]:
         click.echo("stopped early: run the same command again to finish the rest")

@@ -72,6 +72,8 @@ class RootOutcome:
     bytes: int = 0
     message: str | None = None
     worker: str | None = None
+    #: shared rows the load reused although they differ: {"table", "key", "differs"}
+    differing: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class RootOutcome:
             "rows": self.rows,
             "bytes": self.bytes,
             "message": self.message,
+            "reused_with_differences": list(self.differing),
         }
 
 
@@ -292,7 +295,7 @@ def migrate_root(
         rows, bytes_ = exported.manifest.totals.rows, exported.manifest.totals.bytes
         crash_point("exported")
     try:
-        load_bundle(
+        loaded = load_bundle(
             target,
             path,
             decisions=options.decisions,
@@ -311,8 +314,19 @@ def migrate_root(
             **base, state="failed", bundle_id=bundle_id, message=reason + f" (bundle kept: {path})"
         )
     downtime = time.monotonic() - started
+    differing = tuple(
+        {"table": table, "key": item["key"], "differs": item["differs"]}
+        for table, plan in sorted(loaded.tables.items())
+        for item in plan.differing
+    )
     return RootOutcome(
-        **base, state="done", bundle_id=bundle_id, downtime_s=downtime, rows=rows, bytes=bytes_
+        **base,
+        state="done",
+        bundle_id=bundle_id,
+        downtime_s=downtime,
+        rows=rows,
+        bytes=bytes_,
+        differing=differing,
     )
 
 

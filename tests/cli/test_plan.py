@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
@@ -70,6 +74,46 @@ def test_list_plan_and_max_failures(new_db: Any, tmp_path: Path) -> None:
     assert stopped.exit_code == 1
     summary = json.loads(stopped.stdout)
     assert summary["stopped_early"] and summary["failed"] == 1
+    assert all(isinstance(r["root"], dict) for r in summary["per_root"])  # objects, not JSON in a string
+    [group] = summary["failures"]
+    assert group["count"] == 1 and group["roots"][0]["root"] in ({"name": "gone"}, {"name": "acme"})
+    check_report(summary)
+
+
+def check_report(summary: dict[str, Any]) -> None:
+    """The run's report: its data, its log, and its charts drawn by a real browser, offline."""
+    report = summary["report"]
+    data = json.loads(Path(report["json"]).read_text())
+    done = [r for r in data["roots"] if r["state"] == "done"]
+    assert done and all(r["end_s"] > r["start_s"] >= 0 for r in done)
+    assert sum(t["rows"] for t in data["tables"].values()) == summary["rows"] > 0
+    assert data["throughput"][-1]["rows"] == summary["rows"]
+    assert data["failures"] == summary["failures"]
+    log = Path(report["log"]).read_text()
+    assert "start lineup" in log and "FAILED" in log
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        assert not os.environ.get("BUNDLER_TEST_REQUIRE_SERVERS"), "chromium is missing: make chromium"
+        pytest.skip("chromium is not installed (make chromium)")
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--proxy-server=127.0.0.1:9",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            Path(report["html"]).as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
+    # plotly draws each chart as SVG when its inline script runs: 6 charts, none left empty
+    assert dom.count('class="main-svg"') >= 12 and dom.count('class="plot-container plotly"') == 6
+    assert 'class="trace bars"' in dom and "scatterlayer" in dom
 
 
 def fixture_statuses_unchanged(source: sa.Engine) -> bool:
