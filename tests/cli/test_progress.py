@@ -30,3 +30,17 @@ def test_finished_work_is_collapsed_and_only_main_tasks_stay() -> None:
     lines = plain.getvalue().splitlines()
     assert lines[0] == "lineup: started (1 to do)" and "customer acme: done" in lines
     assert not any(line.startswith("export b0") for line in lines)  # shown with -v only
+
+
+def test_bundle_ids_read_in_any_script_and_never_collide() -> None:
+    from datetime import datetime
+
+    from bundler.bundle import new_bundle_id
+
+    now = datetime(2026, 12, 1)
+    tokyo = new_bundle_id("customer", {"name": "東京テレコム株式会社 #17"}, now)
+    assert tokyo.startswith("customer-DongJingterekomu") and len(tokyo) <= 64
+    ana = [
+        new_bundle_id("customer", {"name": name}, now).rsplit("-", 2)[0] for name in ("Ana's #1", "Ana_s #1")
+    ]
+    assert ana[0] != ana[1]  # same slug, different key: the key's hash tells them apart
