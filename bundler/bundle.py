@@ -60,18 +60,33 @@ BUNDLE_ID_MAX = 64  # the bookkeeping tables' bundle_id columns
 
 
 def bundle_slug(name: Mapping[str, Any] | str) -> str:
-    """A natural key (or a text) as the readable middle of a bundle id."""
+    """A natural key (or a text) as the readable middle of a bundle id: transliterated to
+    ASCII (東京テレコム → DongJingterekomu, Société → Societe), other signs as ``_``."""
+    from anyascii import anyascii
+
     if isinstance(name, Mapping):
         name = "-".join(str(v if not isinstance(v, Mapping) else bundle_slug(v)) for v in name.values())
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.-")[:40]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", anyascii(name)).strip("_.-")[:40]
     return slug or "root"
 
 
+def _key_hash(name: Mapping[str, Any] | str) -> str:
+    """6 hex digits of the key: two keys that read alike still give different ids."""
+    import hashlib
+    import json
+
+    text = (
+        name if isinstance(name, str) else json.dumps(name, sort_keys=True, ensure_ascii=False, default=str)
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:6]
+
+
 def new_bundle_id(kind: str, name: Mapping[str, Any] | str, now: datetime) -> str:
-    """``kind-slug-YYYYmmddTHHMMSS-xxxxxx``, at most 64 characters (the slug is shortened)."""
-    room = BUNDLE_ID_MAX - len(kind) - len("-") - len("-YYYYmmddTHHMMSS-xxxxxx")
+    """``kind-slug-hhhhhh-YYYYmmddTHHMMSS-xxxxxx``, at most 64 characters (the slug is
+    shortened): ``hhhhhh`` is a hash of the key, ``xxxxxx`` random."""
+    room = BUNDLE_ID_MAX - len(kind) - len("-") - len("-hhhhhh-YYYYmmddTHHMMSS-xxxxxx")
     slug = bundle_slug(name)[:room].rstrip("_.-") or "root"
-    return f"{kind}-{slug}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    return f"{kind}-{slug}-{_key_hash(name)}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def manifest_sha256(bundle_path: Path) -> str:

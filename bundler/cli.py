@@ -53,7 +53,9 @@ class BundlerGroup(click.Group):
         except BundlerError as exc:
             if is_debug(ctx):
                 traceback.print_exc()
-            click.echo(f"error: {_one_line(exc.line()) or type(exc).__name__}", err=True)
+            line = _one_line(exc.line()) or type(exc).__name__
+            click.echo(f"error: {line}", err=True)
+            _json_error(ctx, exc, line, exc.exit_code)
             ctx.exit(int(exc.exit_code))
         except Exception as exc:
             if is_debug(ctx):
@@ -63,7 +65,18 @@ class BundlerGroup(click.Group):
                 message = _one_line(str(exc))
                 shown = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
                 click.echo(f"error: {shown} (run with --debug for the traceback)", err=True)
+            _json_error(ctx, exc, f"{type(exc).__name__}: {_one_line(str(exc))}", ExitCode.FAILED)
             ctx.exit(int(ExitCode.FAILED))
+
+
+def _json_error(ctx: click.Context, exc: BaseException, line: str, code: ExitCode) -> None:
+    """With ``--json``, the failure as a JSON object on stdout too, for the program reading it."""
+    from bundler.options import print_json, wants_json
+
+    if wants_json(ctx):
+        hint = exc.hint if isinstance(exc, BundlerError) else None
+        error = {"type": type(exc).__name__, "exit_code": int(code), "message": line, "hint": hint}
+        print_json({"error": error})
 
 
 def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -146,6 +159,7 @@ def _register() -> None:
     from bundler.inspect.commands import inspect
     from bundler.lineup.commands import migrate_command
     from bundler.load.commands import load_command
+    from bundler.plan_commands import list_command
     from bundler.recordings.commands import recordings
     from bundler.recover_commands import recover_command
     from bundler.reverse.commands import reverse
@@ -163,12 +177,16 @@ def _register() -> None:
         reverse,
         recover_command,
         usage,
+        list_command,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command
 
     db.add_command(init_command)
     db.add_command(seed_command)
+    from bundler.options import add_common_options
+
+    add_common_options(main)
 
 
 _register()

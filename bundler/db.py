@@ -19,6 +19,7 @@ DDL included.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -220,6 +221,7 @@ def connect(
     engine_kwargs: dict[str, Any] = {}
     if dialect == "mysql":
         connect_args["local_infile"] = True
+        connect_args.update(mysql_password_args(parsed))
         # Server-side idle timeouts (wait_timeout) close connections a long lineup keeps pooled.
         engine_kwargs["pool_recycle"] = 3600
     if connect_timeout is not None and dialect != "sqlite":
@@ -241,6 +243,19 @@ def connect(
                 f"cannot connect to {redact(parsed)}: {_reason(exc, parsed)}", hint=_hint(dialect)
             ) from exc
     return engine
+
+
+def mysql_password_args(url: URL) -> dict[str, Any]:
+    """For a MariaDB/MySQL URL without a password, the client's own conventions: ``MYSQL_PWD``,
+    then ``~/.my.cnf`` (its ``[client]`` section; what the URL gives wins)."""
+    if url.password is not None:
+        return {}
+    if os.environ.get("MYSQL_PWD"):
+        return {"password": os.environ["MYSQL_PWD"]}
+    my_cnf = Path.home() / ".my.cnf"
+    if my_cnf.is_file():
+        return {"read_default_file": str(my_cnf)}
+    return {}
 
 
 def _check_sqlite_file(url: URL, create: bool) -> None:

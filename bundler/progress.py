@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol, TextIO, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, runtime_checkable
 
 if TYPE_CHECKING:
     from rich.progress import Progress as _RichBar
@@ -139,10 +139,21 @@ class RichProgress:
     """
 
     def __init__(
-        self, file: TextIO | None = None, *, interval: float = 10.0, force_terminal: bool | None = None
+        self,
+        file: TextIO | None = None,
+        *,
+        interval: float = 10.0,
+        force_terminal: bool | None = None,
+        main: tuple[str, ...] | None = None,
+        verbose: int = 0,
     ) -> None:
         from rich.console import Console
 
+        #: with ``main``, the other tasks are the work in flight: drawn while they run and
+        #: removed when they finish (a line for them only with ``verbose``), so the live area
+        #: stays as tall as the work in flight and the finished roots are one note each
+        self._main = main
+        self._verbose = verbose
         self._file = file if file is not None else sys.stderr
         self._console = Console(file=self._file, highlight=False, force_terminal=force_terminal)
         self._interval = interval
@@ -151,13 +162,7 @@ class RichProgress:
         self._ids: dict[str, TaskID] = {}
         self._bar: _RichBar | None = None
         if self._console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichBar
 
             self._bar = RichBar(
@@ -165,7 +170,7 @@ class RichProgress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                _steady_eta_column(),
                 console=self._console,
             )
 
@@ -192,6 +197,14 @@ class RichProgress:
         self._file.write(text + "\n")
         self._file.flush()
 
+    def _sub(self, task: str) -> bool:
+        """A task of the work in flight (not one of the ``main`` tasks)."""
+        return self._main is not None and task not in self._main
+
+    def _quiet(self, task: str) -> bool:
+        """Plain lines of this task are left out (a task in flight, without ``verbose``)."""
+        return self._sub(task) and self._verbose <= 0
+
     def start(self, task: str, total: int | None = None) -> None:
         with self._lock:
             if self._bar is not None:
@@ -202,7 +215,8 @@ class RichProgress:
                 return
             now = time.monotonic()
             self._plain[task] = _PlainTask(total=total, started=now, last_line=now)
-            self._line(f"{task}: started" + (f" ({total:,} to do)" if total is not None else ""))
+            if not self._quiet(task):
+                self._line(f"{task}: started" + (f" ({total:,} to do)" if total is not None else ""))
 
     def advance(self, task: str, n: int = 1) -> None:
         with self._lock:
@@ -217,7 +231,7 @@ class RichProgress:
                 state = self._plain[task]
             state.done += n
             now = time.monotonic()
-            if now - state.last_line >= self._interval:
+            if now - state.last_line >= self._interval and not self._quiet(task):
                 state.last_line = now
                 of = f"/{state.total:,}" if state.total is not None else ""
                 self._line(f"{task}: {state.done:,}{of}")
@@ -228,11 +242,21 @@ class RichProgress:
                 task_id = self._ids.get(task)
                 if task_id is None:
                     task_id = self._ids[task] = self._bar.add_task(task, total=0)
-                done = self._bar.tasks[self._task_index(task_id)].completed
+                item = self._bar.tasks[self._task_index(task_id)]
+                done = item.completed
+                if self._sub(task):  # collapsed: gone from the live area
+                    seconds = item.elapsed or 0.0
+                    self._bar.remove_task(task_id)
+                    del self._ids[task]
+                    if self._verbose > 0:
+                        self._bar.console.print(f"{task}: done, {done:,.0f} in {seconds:.1f} s", markup=False)
+                    return
                 self._bar.update(task_id, total=done, completed=done)
                 self._bar.stop_task(task_id)
                 return
             state = self._plain.pop(task, None)
+            if self._quiet(task):
+                return
             if state is None:
                 self._line(f"{task}: done")
                 return
@@ -252,3 +276,31 @@ class RichProgress:
                 self._bar.console.print(message, markup=False, highlight=False)
             else:
                 self._line(message)
+
+
+def _steady_eta_column() -> Any:
+    """Time left from the average pace since the start (not the last seconds' speed), eased
+    toward each new estimate: it does not jump when one root is slower than the others."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class SteadyEta(ProgressColumn):
+        def __init__(self) -> None:
+            super().__init__()
+            self._shown: dict[Any, float] = {}
+
+        def render(self, task: Any) -> Text:
+            if task.finished:
+                return Text("done", style="progress.remaining")
+            elapsed, total, completed = task.elapsed, task.total, task.completed
+            if not elapsed or not total or not completed:
+                return Text("eta -:--:--", style="progress.remaining")
+            raw = elapsed / completed * (total - completed)
+            previous = self._shown.get(task.id)
+            eased = raw if previous is None else previous + 0.1 * (raw - previous)
+            self._shown[task.id] = eased
+            minutes, seconds = divmod(int(eased + 0.5), 60)
+            hours, minutes = divmod(minutes, 60)
+            return Text(f"eta {hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+    return SteadyEta()

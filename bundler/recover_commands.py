@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from bundler.options import json_option, print_json, progress_for_cli, spec_option
+from bundler.options import json_option, print_json, progress_for_cli, spec_option, url_option
 
 
 @click.command("recover")
-@click.option("--source", default=None, metavar="URL", help="Source database: its exports.")
-@click.option(
+@url_option("--source", side=None, required=False, help="Source database: its exports.")
+@url_option(
     "--target",
-    default=None,
-    metavar="URL",
+    side=None,
+    required=False,
     help="Target database: its reverse exports and the lineup rows of workers that died.",
 )
 @click.option(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bundler.errors import UsageError
-from bundler.options import json_option, print_json, progress_for_cli, spec_option
+from bundler.options import json_option, print_json, progress_for_cli, spec_option, url_option
 
 if TYPE_CHECKING:
     from bundler.clean.model import CleanPlan, CleanResult
@@ -41,8 +41,14 @@ def entity_pairs(
 
 
 @click.command("clean")
-@click.option(
-    "--db", "db_url", required=True, metavar="URL", help="The source or target database (SQLAlchemy URL)."
+@url_option(
+    "--db", side=None, dest="db_url", required=False, help="The source or target database (side inferred)."
+)
+@url_option(
+    "--source", side=None, required=False, help="The source database (same as --db URL --side source)."
+)
+@url_option(
+    "--target", side=None, required=False, help="The target database (same as --db URL --side target)."
 )
 @click.option(
     "--bundle",
@@ -80,7 +86,9 @@ def entity_pairs(
 @spec_option
 @json_option
 def clean_command(
-    db_url: str,
+    db_url: str | None,
+    source: str | None,
+    target: str | None,
     bundles: tuple[str, ...],
     customers: tuple[str, ...],
     kinds: tuple[str, ...],
@@ -109,7 +117,7 @@ def clean_command(
 
     \b
     Example:
-      bundler clean --db sqlite:///demo/target.db --customer acme --dry-run
+      bundler clean --target sqlite:///demo/target.db --customer 'Acme Widgets Inc. #1' --dry-run
       bundler clean --db sqlite:///demo/target.db --bundle customer-acme-20261115T120000-1a2b3c --yes
       bundler clean --db postgresql://billing@old/porta --side source --customer acme --customer bravo
       bundler clean --db sqlite:///demo/target.db --kind sim_card --id 8944000000000000001 --json --yes
@@ -118,7 +126,14 @@ def clean_command(
     from bundler.db import connect
 
     entities = entity_pairs(customers, kinds, ids)
-    engine = connect(db_url)
+    given = [(url, named) for url, named in ((db_url, None), (source, "source"), (target, "target")) if url]
+    if len(given) != 1:
+        raise UsageError("give one database: --source URL, --target URL or --db URL (the side inferred)")
+    url, implied = given[0]
+    if side and implied and side != implied:
+        raise UsageError(f"--side {side} contradicts --{implied}")
+    side = side or implied
+    engine = connect(url)
     plan = plan_clean(engine, entities=entities, bundles=bundles, side=side, spec=spec)
     if dry_run:
         if as_json:

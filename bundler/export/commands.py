@@ -28,7 +28,13 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
     help="Generic configuration: a whole table, or entries named by natural key (repeatable; one bundle).",
 )
 @click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write bundles into."
+    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Folder to write bundles into."
+)
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print the roots with their expected bundle sizes; mark and write nothing (no --out needed).",
 )
 @click.option(
     "--xdrs",
@@ -64,7 +70,8 @@ def export_command(
     resellers: tuple[str, ...],
     vendors: tuple[str, ...],
     configs: tuple[str, ...],
-    out_dir: str,
+    out_dir: str | None,
+    plan_only: bool,
     xdrs: str,
     usage_only: bool,
     no_mark: bool,
@@ -88,6 +95,7 @@ def export_command(
       bundler export --source sqlite:///demo/source.db --customer acme --usage-only --out bundles/
       bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
       bundler export --source sqlite:///demo/source.db --customer 17 --after bundles/config-*.bundle --out bundles/
+      bundler export --source sqlite:///demo/source.db --customer 16 --vendor 1 --plan
     """
     from bundler.db import connect
     from bundler.errors import UsageError
@@ -103,6 +111,20 @@ def export_command(
     if configs and (roots or usage_only):
         raise UsageError("--config exports configuration alone", hint="export roots in a separate call")
     engine = connect(source)
+    if plan_only:
+        from bundler.lineup import RootSelector
+        from bundler.lineup.commands import print_plan
+        from bundler.plan import plan_migration
+
+        if configs:
+            raise UsageError("--plan covers roots, not --config")
+        selectors = [RootSelector(kind, (i,)) for kind, i in roots]
+        with progress_for_cli() as progress:
+            plan = plan_migration(engine, None, selectors, xdrs=xdrs, spec=spec, progress=progress)
+        print_plan(plan, as_json)
+        return
+    if out_dir is None:
+        raise UsageError("--out is required", hint="the folder to write the bundles into")
     options = ExportOptions(
         xdrs=xdrs, usage_only=usage_only, mark=not no_mark, after=after, skip_empty=usage_only
     )
@@ -153,32 +175,55 @@ def _report(results: list[Any], as_json: bool) -> None:
 
 
 @click.command("pack")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "out", required=True, type=click.Path(), help="File (or folder) to write.")
-def pack_command(bundle: str, out: str) -> None:
-    """Pack a bundle folder into one zstandard-compressed tar file.
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(),
+    help="File (or folder; a folder for several) to write.",
+)
+@json_option
+def pack_command(bundles: tuple[str, ...], out: str, as_json: bool) -> None:
+    """Pack bundle folders into zstandard-compressed tar files (one per bundle).
 
     \b
     Example:
       bundler pack bundles/customer-acme-20261115T120000-1a2b3c.bundle -o acme.bundle.tar.zst
+      bundler pack demo/bundles/*.bundle -o packed/ --json
     """
+    from pathlib import Path
+
     from bundler.bundle import pack
 
-    click.echo(str(pack(bundle, out)))
+    if len(bundles) > 1:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    _paths([pack(bundle, out) for bundle in bundles], as_json)
 
 
 @click.command("unpack")
-@click.argument("packed", type=click.Path(exists=True, dir_okay=False))
+@click.argument("packed", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to unpack into."
 )
-def unpack_command(packed: str, out: str) -> None:
-    """Unpack a packed bundle and verify every checksum.
+@json_option
+def unpack_command(packed: tuple[str, ...], out: str, as_json: bool) -> None:
+    """Unpack packed bundles and verify every checksum.
 
     \b
     Example:
       bundler unpack acme.bundle.tar.zst -o incoming/
+      bundler unpack packed/*.bundle.tar.zst -o incoming/ --json
     """
     from bundler.bundle import unpack
 
-    click.echo(str(unpack(packed, out)))
+    _paths([unpack(p, out) for p in packed], as_json)
+
+
+def _paths(paths: list[Any], as_json: bool) -> None:
+    if as_json:
+        print_json([{"path": str(p)} for p in paths])
+    else:
+        for p in paths:
+            click.echo(str(p))

@@ -293,6 +293,8 @@ class _Run:
     def begin(self, out_dir: str | Path) -> None:
         """Record the export (who runs it, where its bundle goes) and mark the root, in one transaction."""
         root = self.root
+        if not self.recorded:
+            return  # an audit copy (--no-mark): the source's data and records stay as they are
         with begin_write(self.engine) as connection:
             if self.marking:
                 lock_unexported(connection, root)
@@ -351,6 +353,8 @@ class _Run:
                     hint="statuses were restored where the database could be reached; re-run the export",
                 ) from exc
             raise
+        if not self.recorded:
+            return path, doc
         try:
             self.manifest_sha256 = manifest_sha256(path)
             close_export_record(
@@ -387,10 +391,15 @@ class _Run:
             status_restored=body["restored"],
         )
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the source records this export in bundler_exports (not an audit copy)."""
+        return self.marking or self.options.usage_only
+
     def _undo(self, message: str) -> None:
         if self.marking:
             restore_marks(self.engine, self.graph, self.bundle_id, self.marks, message)
-        else:
+        elif self.recorded:
             close_export_record(self.engine, self.bundle_id, "failed", message=message[:2000])
 
 

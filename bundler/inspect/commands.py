@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bundler.errors import ExitCode, UsageError
+from bundler.options import remember_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -35,7 +36,11 @@ spec_option = click.option(
     help="Entity graph file to read the bundles with (default: the graph of each bundle's release).",
 )
 json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON for programs instead of tables."
+    "--json",
+    "as_json",
+    is_flag=True,
+    callback=remember_json,
+    help="Print JSON for programs instead of tables (and a failure as a JSON error).",
 )
 
 
@@ -297,8 +302,9 @@ def _echo_report(report: VerifyReport, *, as_json: bool) -> None:
     default=None,
     help="Print at most this many rows (default: 100 for --format table, all otherwise).",
 )
+@json_option
 @spec_option
-def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None) -> None:
+def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None, as_json: bool) -> None:
     """Run DuckDB SQL over bundles: each table is a view named after it.
 
     Over several bundles, each view holds the rows of every bundle, with a first column
@@ -309,6 +315,7 @@ def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None)
     Example:
       bundler inspect query out/customer-acme-*.bundle 'SELECT i_account, count(*) FROM xdrs GROUP BY ALL'
       bundler inspect query 'out/*.bundle' 'SELECT bundle_id, sum(charged_amount) FROM xdrs GROUP BY ALL' --format csv
+      bundler inspect query 'out/*.bundle' 'SELECT count(*) AS n FROM accounts' --json
     """
     from bundler.inspect.query import query as run_query
 
@@ -318,6 +325,8 @@ def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None)
         )
     *bundles, sql = args
     paths = _paths(bundles)
+    if as_json:
+        fmt = "json"  # --json is --format json
     if fmt == "table" and limit is None:
         limit = 100
     result = run_query(paths, sql, sys.stdout, fmt=fmt, spec=spec, limit=limit, table_writer=_print_rows)

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from bundler.options import json_option, print_json, progress_for_cli, spec_option
+from bundler.options import (
+    json_option,
+    print_json,
+    progress_for_cli,
+    source_option,
+    spec_option,
+    target_option,
+)
 
 
 @click.command("migrate")
-@click.option("--source", required=True, metavar="URL", help="Source database (SQLAlchemy URL).")
-@click.option("--target", required=True, metavar="URL", help="Target database (SQLAlchemy URL).")
+@source_option
+@target_option
 @click.option("--customer", "customers", multiple=True, metavar="ID_OR_NAME", help="A customer (repeatable).")
 @click.option("--reseller", "resellers", multiple=True, metavar="ID_OR_NAME", help="A reseller (repeatable).")
 @click.option(
@@ -28,9 +36,25 @@ from bundler.options import json_option, print_json, progress_for_cli, spec_opti
     "--all",
     "all_",
     is_flag=True,
-    help="Every top-level customer and reseller that is not terminated (with roots named too: each once).",
+    help="Every top-level root of every kind that is not terminated, kinds in the graph's order "
+    "(vendors first); with roots named too: each once.",
 )
-@click.option("--where", default=None, metavar="SQL", help="With --all: an SQL condition on the root table.")
+@click.option(
+    "--where", default=None, metavar="SQL", help="With --all: an SQL condition on each kind's root table."
+)
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print what would happen (roots, sizes, missing prerequisites, open decisions); change nothing.",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Stop claiming roots after N failures (the roots in flight finish).",
+)
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots migrated at a time."
 )
@@ -76,6 +100,8 @@ def migrate_command(
     xdrs: str,
     usage_only: bool,
     catch_up_usage: bool,
+    plan_only: bool,
+    max_failures: int | None,
     spec: str | None,
     as_json: bool,
 ) -> None:
@@ -93,6 +119,7 @@ def migrate_command(
 
     \b
     Example:
+      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --plan
       bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --workers 2
       bundler migrate --source postgresql://old/porta --target postgresql://new/porta \\
           --customer acme --customer 1042 --decisions decisions.json --json
@@ -114,15 +141,28 @@ def migrate_command(
         selectors.append(RootSelector("reseller", tuple(resellers)))
     if customers:
         selectors.append(RootSelector("customer", tuple(customers)))
+    source_engine = connect(source)
     if all_:
-        selectors += [
-            RootSelector("reseller", all=True, where=where),
-            RootSelector("customer", all=True, where=where),
-        ]
+        selectors += every_kind(source_engine, spec, where)
     elif where:
         raise UsageError("--where goes with --all")
     if not selectors:
         raise UsageError("name what to migrate", hint="--customer, --reseller, --vendor or --all")
+    if plan_only:
+        from bundler.plan import plan_migration
+
+        with progress_for_cli() as progress:
+            plan = plan_migration(
+                source_engine,
+                connect(target),
+                selectors,
+                xdrs=xdrs,
+                decisions=decisions,
+                spec=spec,
+                progress=progress,
+            )
+        print_plan(plan, as_json)
+        return
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -136,27 +176,42 @@ def migrate_command(
         if threading.current_thread() is threading.main_thread()
         else None
     )
+    from bundler.report import RunRecorder
+
+    folder = Path(bundles)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"migrate-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    log_path = folder / f"{stem}.log"
     try:
-        with progress_for_cli() as progress:
+        with progress_for_cli(main=("lineup",)) as progress, log_path.open("w", encoding="utf-8") as log:
+            recorder = RunRecorder(progress, log)
             result = run_lineup(
-                connect(source),
+                source_engine,
                 connect(target),
                 selectors,
                 LineupOptions(
-                    Path(bundles), decisions=decisions, xdrs=xdrs, usage_only=usage_only, spec=spec
+                    folder,
+                    decisions=decisions,
+                    xdrs=xdrs,
+                    usage_only=usage_only,
+                    spec=spec,
+                    max_failures=max_failures,
                 ),
                 workers=workers,
-                progress=progress,
+                progress=recorder,
                 stop=stop,
             )
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    summary = result.summary()
+    summary, paths = finish_run(result.summary(), recorder, folder, stem, log_path)
     if as_json:
         print_json(summary)
     else:
         print_summary(summary)
+        click.echo(f"bundles: {folder}")
+        for name, path in paths.items():
+            click.echo(f"{name}: {path}")
     if result.failed:
         raise BundlerError(f"{len(result.failed)} of {len(result.outcomes)} root(s) failed (listed above)")
 
@@ -209,20 +264,100 @@ def print_differences(summary: dict[str, Any], shown: int = 5) -> None:
             )
 
 
+def finish_run(
+    summary: dict[str, Any], recorder: Any, folder: Path, stem: str, log_path: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The summary with roots as objects and failures grouped by cause; the report written."""
+    from bundler.report import failure_groups, report_data, write_report
+    from bundler.report.data import root_object
+
+    per_root = [{**r, "root": root_object(r["root"])} for r in summary["per_root"]]
+    summary = {**summary, "per_root": per_root, "failures": failure_groups(per_root)}
+    data = report_data(summary, recorder, folder)
+    page, doc = write_report(folder, stem, data, f"bundler migrate, {stem.removeprefix('migrate-')}")
+    paths = {"report": str(page), "report data": str(doc), "log": str(log_path)}
+    summary["bundles"] = str(folder)
+    summary["report"] = {"html": str(page), "json": str(doc), "log": str(log_path)}
+    return summary, paths
+
+
+def every_kind(engine: Any, spec: str | None, where: str | None) -> list[Any]:
+    """``--all``: a selector per root kind of the source's graph, in the graph's order."""
+    from bundler.context import database_graph
+    from bundler.lineup import RootSelector
+
+    with engine.connect() as connection:
+        graph = database_graph(connection, spec)
+    return [RootSelector(kind, all=True, where=where) for kind in graph.roots]
+
+
+def print_plan(plan: Any, as_json: bool) -> None:
+    """A plan on stdout; exit 5 when prerequisites are missing, 3 when decisions are open."""
+    from bundler.errors import BundlerError, DecisionsNeeded, PrerequisitesMissing
+
+    if as_json:
+        print_json(plan.summary())
+    else:
+        for line in plan.lines():
+            click.echo(line)
+    if plan.missing:
+        raise PrerequisitesMissing(f"the plan: {len(plan.missing)} prerequisite(s) missing in the target")
+    if plan.decisions:
+        raise DecisionsNeeded(f"the plan: {len(plan.decisions)} open decision(s)")
+    problems = sum(1 for r in plan.roots if r.problem)
+    if problems:
+        raise BundlerError(f"the plan: {problems} root(s) cannot go (marked !! above)")
+
+
 def print_summary(summary: dict[str, Any]) -> None:
-    d = summary["downtime_s"]
+    """A table of the roots (kind, key, rows, bytes, downtime, outcome), the totals, and the
+    failures grouped by cause."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bundler.keys import describe
+    from bundler.plan import human_bytes
+    from bundler.report import failure_groups
+    from bundler.report.data import root_object
 
     def sec(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}s"
 
+    per_root = [
+        {**r, "root": root_object(r["root"]) if isinstance(r["root"], str) else r["root"]}
+        for r in summary["per_root"]
+    ]
+    table = Table("kind", "root", "rows", "bytes", "downtime", "outcome", box=None, pad_edge=False)
+    for r in per_root:
+        root = r["root"] if isinstance(r["root"], dict) else None
+        outcome = r["state"] if r["state"] == "done" else "FAILED"
+        if r.get("message") == "already in the target":
+            outcome = "already there"
+        table.add_row(
+            r["kind"],
+            describe(root) if root else str(r["root"]),
+            f"{r['rows']:,}",
+            human_bytes(r["bytes"]),
+            sec(r["downtime_s"]),
+            outcome,
+        )
+    console = Console(highlight=False, soft_wrap=True)
+    if per_root:
+        console.print(table)
+    d = summary["downtime_s"]
     click.echo(
         f"{summary['done']} root(s) migrated, {summary['failed']} failed, "
         f"{summary['skipped_already_migrated']} already in the target; "
-        f"{summary['rows']:,} rows, {summary['bytes']:,} bytes in {summary['seconds']:.1f}s"
+        f"{summary['rows']:,} rows, {human_bytes(summary['bytes'])} in {summary['seconds']:.1f}s"
     )
     click.echo(f"downtime per root: p50 {sec(d['p50'])}, p95 {sec(d['p95'])}, max {sec(d['max'])}")
-    for failure in summary["failures"]:
-        click.echo(f"  FAILED {failure['kind']} {failure['root']}: {failure['reason']}")
+    groups = failure_groups(per_root)
+    for group in groups:
+        names = ", ".join(
+            describe(g["root"]) if isinstance(g["root"], dict) else str(g["root"]) for g in group["roots"][:3]
+        )
+        more = f" and {group['count'] - 3} more" if group["count"] > 3 else ""
+        click.echo(f"  FAILED x{group['count']}: {group['cause']}  ({names}{more})")
     print_differences(summary)
     if summary["stopped_early"]:
         click.echo("stopped early: run the same command again to finish the rest")

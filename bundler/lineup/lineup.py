@@ -53,8 +53,8 @@ from bundler.lineup.queue import (
 )
 from bundler.lineup.queue import retry_failed as retry_failed_roots
 from bundler.load import TargetCache, load_bundle
-from bundler.load.load import Written
 from bundler.load.grants import check_target_writable
+from bundler.load.load import Written
 from bundler.marking import find_root
 from bundler.progress import NullProgress, Progress
 from bundler.recover import LEFT, crash_point, crash_progress, recover_root
@@ -218,6 +218,8 @@ class LineupOptions:
     #: configuration first: one bundle of the shared configuration, loaded before any root;
     #: then each root's bundle carries its own rows and refers to that layer for the rest
     layered: bool = True
+    #: stop claiming roots after this many failures (the roots in flight finish)
+    max_failures: int | None = None
 
 
 def _already_loaded(target: sa.Engine, source_system: str, kind: str, root_pk: str, phase: str) -> Any:
@@ -487,6 +489,10 @@ class _Run:
             rows = sum(o.rows for o in self.result.done)
             rate = rows / max(time.monotonic() - self.started, 1e-9)
             failed, in_flight = len(self.result.failed), self.in_flight
+            if self.options.max_failures is not None and failed >= self.options.max_failures:
+                if not self.stop.is_set():
+                    self.progress.note(f"{failed} failure(s): --max-failures reached, stopping")
+                self.stop.set()
         self.progress.advance("lineup", 1)
         state = "done" if outcome.state == "done" else f"FAILED: {outcome.message}"
         self.progress.note(

@@ -9,30 +9,63 @@ import click
 
 from bundler.options import json_option, print_json, progress_for_cli, spec_option, target_option
 
+KEYS = {"r": "reuse", "m": "merge", "c": "create", "a": "abort", "\r": "reuse", "\n": "reuse"}
+SUMMARY_SHOWN = 10
+
+
+def _key(prompt: str, allowed: dict[str, Any]) -> Any:
+    """One key press (Enter takes the default), asked again until it is one of ``allowed``."""
+    click.echo(prompt, nl=False, err=True)
+    while True:
+        key = click.getchar().lower()
+        if key in allowed:
+            click.echo(key.strip() or "", err=True)
+            return allowed[key]
+        if key in ("\x03", "\x04"):  # Ctrl-C, Ctrl-D
+            raise click.Abort
+
+
+class TerminalAsker:
+    """Asks at the terminal, one key per answer: both rows side by side, then ``[R/m/c/a]``
+    (reuse, merge, create, abort) and ``[y/N]`` for the rest of the table; "question 3 of 12"."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.total = total
+        self.asked = 0
+
+    def __call__(self, question: Any, row: dict[str, Any], match: dict[str, Any]) -> tuple[str, bool]:
+        from bundler.keys import describe, key_value
+
+        self.asked += 1
+        of = f" of {self.total}" if self.total else ""
+        click.echo(
+            f"\nquestion {self.asked}{of}: {question.table} {describe(question.key)} "
+            f"is already in the target ({question.target_pk}).",
+            err=True,
+        )
+        width = max((len(c) for c in row), default=10)
+        click.echo(f"  {'column':<{width}}  {'bundle':<30}  target", err=True)
+        for col in row:
+            mine, theirs = key_value(row.get(col)), key_value(match.get(col))
+            mark = "*" if col in question.differs else " "
+            click.echo(f"{mark} {col:<{width}}  {mine!s:<30}  {theirs!s}", err=True)
+        choice = _key(
+            "reuse the target's row, merge (reuse it and add the parts it lacks), create the bundle's "
+            "beside it, or abort? [R/m/c/a] ",
+            KEYS,
+        )
+        if choice == "abort":
+            return choice, False
+        whole = _key(
+            f"the same for the rest of {question.table}? [y/N] ",
+            {"y": True, "n": False, "\r": False, "\n": False},
+        )
+        return choice, bool(whole)
+
 
 def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) -> tuple[str, bool]:
-    """Ask at the terminal: both rows side by side, then reuse / create / abort."""
-    from bundler.keys import describe, key_value
-
-    click.echo(
-        f"\n{question.table} {describe(question.key)} is already in the target ({question.target_pk}).",
-        err=True,
-    )
-    width = max((len(c) for c in row), default=10)
-    click.echo(f"  {'column':<{width}}  {'bundle':<30}  target", err=True)
-    for col in row:
-        mine, theirs = key_value(row.get(col)), key_value(match.get(col))
-        mark = "*" if col in question.differs else " "
-        click.echo(f"{mark} {col:<{width}}  {mine!s:<30}  {theirs!s}", err=True)
-    choice = click.prompt(
-        "reuse the target's row, merge (reuse it and add the parts it lacks), create the bundle's beside it, "
-        "or abort?",
-        type=click.Choice(["reuse", "merge", "create", "abort"]),
-        default="reuse",
-        err=True,
-    )
-    whole = click.confirm(f"apply '{choice}' to the rest of {question.table}?", default=False, err=True)
-    return choice, whole
+    """Ask at the terminal without a count (see :class:`TerminalAsker`)."""
+    return TerminalAsker()(question, row, match)
 
 
 @click.command("load")
@@ -50,6 +83,12 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
     help="Ask at the terminal for open decisions, and save them to --decisions.",
 )
 @click.option("--dry-run", is_flag=True, help="Do everything but commit; print the plan.")
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print each bundle's size, the prerequisites missing and the open decisions; write nothing.",
+)
 @spec_option
 @json_option
 def load_command(
@@ -58,6 +97,7 @@ def load_command(
     decisions: str | None,
     interactive: bool,
     dry_run: bool,
+    plan_only: bool,
     spec: str | None,
     as_json: bool,
 ) -> None:
@@ -73,19 +113,26 @@ def load_command(
       bundler load --target sqlite:///demo/target.db bundles/customer-acme-*.bundle
       bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
       bundler load --target sqlite:///demo/target.db bundles/*.bundle --dry-run --json
+      bundler load --target sqlite:///demo/target.db demo/bundles/*.bundle --plan
     """
     from bundler.db import connect
     from bundler.load import load_bundle
 
     engine = connect(target)
+    if plan_only:
+        from bundler.lineup.commands import print_plan
+        from bundler.plan import plan_bundles
+
+        print_plan(plan_bundles(engine, bundles, decisions=decisions, spec=spec), as_json)
+        return
     results = []
-    asker = terminal_asker if interactive else None
     if interactive and decisions is None:
         decisions = str(
             Path(bundles[0]).with_name(Path(bundles[0]).name.removesuffix("/") + ".decisions.json")
         )
     with progress_for_cli() as progress:
         for path in bundles:
+            asker = _asker_for(engine, path, decisions, spec) if interactive else None
             result = load_bundle(
                 engine, path, decisions=decisions, dry_run=dry_run, spec=spec, progress=progress, asker=asker
             )
@@ -94,6 +141,18 @@ def load_command(
                 _print_result(result)
     if as_json:
         print_json([r.summary() for r in results])
+
+
+def _asker_for(engine: Any, path: str, decisions: str | None, spec: str | None) -> TerminalAsker:
+    """An asker that knows how many questions the bundle holds (a rolled-back check first)."""
+    from bundler.errors import BundlerError
+    from bundler.plan import check_bundle
+
+    try:
+        total = len(check_bundle(engine, path, decisions=decisions, spec=spec).questions)
+    except BundlerError:
+        total = None  # the load itself reports what is wrong
+    return TerminalAsker(total or None)
 
 
 def _print_result(result: Any) -> None:
@@ -108,8 +167,14 @@ def _print_result(result: Any) -> None:
         if plan.created or plan.reused or plan.skipped:
             extra = f", skipped {plan.skipped} the target's reused row lacks" if plan.skipped else ""
             click.echo(f"  {table:<28} created {plan.created:>9}  reused {plan.reused:>7}{extra}")
-    for d in result.decisions:
+    for d in result.decisions[:SUMMARY_SHOWN]:
         click.echo(f"  decision: {d['table']} {d['key']} → {d['action']} (by {d['by']})")
+    if len(result.decisions) > SUMMARY_SHOWN:
+        by_action: dict[str, int] = {}
+        for d in result.decisions[SUMMARY_SHOWN:]:
+            by_action[d["action"]] = by_action.get(d["action"], 0) + 1
+        counts = ", ".join(f"{n} {action}" for action, n in sorted(by_action.items()))
+        click.echo(f"  … and {len(result.decisions) - SUMMARY_SHOWN} more decision(s): {counts} (see --json)")
     for table, plan in sorted(result.tables.items()):
         for item in plan.differing[:5]:
             binding = f" (binding: {', '.join(item['binding'])})" if item.get("binding") else ""

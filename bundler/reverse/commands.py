@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from bundler.options import json_option, print_json, progress_for_cli, spec_option
+from bundler.options import json_option, print_json, progress_for_cli, spec_option, url_option
 
 _LIMITS_HELP = """\b
 Limits of a reverse transfer:
@@ -39,15 +39,13 @@ def reverse() -> None:
 
     \b
     Example:
-      bundler reverse export --db postgresql://billing@new/porta --customer acme --out back/
-      bundler reverse load --db postgresql://billing@old/porta back/reverse-acme-*.bundle
+      bundler reverse export --target postgresql://billing@new/porta --customer acme --out back/
+      bundler reverse load --source postgresql://billing@old/porta back/reverse-acme-*.bundle
     """
 
 
 @reverse.command("export")
-@click.option(
-    "--db", "db_url", required=True, metavar="TARGET_URL", help="The target the customer is in now."
-)
+@url_option("--target", "--db", side="target", dest="db_url", help="The target the customer is in now.")
 @click.option(
     "--customer", required=True, metavar="ID_OR_NAME", help="The customer: its id in the target, or its name."
 )
@@ -74,8 +72,8 @@ def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, a
 
     \b
     Example:
-      bundler reverse export --db sqlite:///demo/target.db --customer acme --out back/
-      bundler reverse export --db postgresql://billing@new/porta --customer 1042 --out back/ --json
+      bundler reverse export --target sqlite:///demo/target.db --customer acme --out back/
+      bundler reverse export --target postgresql://billing@new/porta --customer 1042 --out back/ --json
     """
     from bundler.db import connect
     from bundler.reverse import reverse_export
@@ -91,10 +89,8 @@ def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, a
 
 
 @reverse.command("load")
-@click.option(
-    "--db", "db_url", required=True, metavar="SOURCE_URL", help="The source the customer returns to."
-)
-@click.argument("bundle", type=click.Path(exists=True))
+@url_option("--source", "--db", side="source", dest="db_url", help="The source the customer returns to.")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--report-dir",
     type=click.Path(file_okay=False),
@@ -104,8 +100,10 @@ def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, a
 @spec_option
 @json_option
 @_with_limits
-def load_command(db_url: str, bundle: str, report_dir: str | None, spec: str | None, as_json: bool) -> None:
-    """Apply a reverse bundle to the source, in one transaction.
+def load_command(
+    db_url: str, bundles: tuple[str, ...], report_dir: str | None, spec: str | None, as_json: bool
+) -> None:
+    """Apply reverse bundles to the source, each in one transaction.
 
     Refuses a bundle made for another source system and a customer terminated in the
     source. Imports the returnable xDRs with new source ids, sets the balances of the
@@ -119,19 +117,23 @@ def load_command(db_url: str, bundle: str, report_dir: str | None, spec: str | N
 
     \b
     Example:
-      bundler reverse load --db sqlite:///demo/source.db back/reverse-acme-20261120T101500-1a2b3c.bundle
-      bundler reverse load --db postgresql://billing@old/porta reverse-acme.bundle.tar.zst --json
+      bundler reverse load --source sqlite:///demo/source.db back/reverse-acme-20261120T101500-1a2b3c.bundle
+      bundler reverse load --source postgresql://billing@old/porta reverse-acme.bundle.tar.zst --json
     """
     from bundler.db import connect
     from bundler.reverse import reverse_load
 
     engine = connect(db_url)
+    results = []
     with progress_for_cli() as progress:
-        result = reverse_load(engine, bundle, spec=spec, report_dir=report_dir, progress=progress)
-    if as_json:
-        print_json(result.summary())
-        return
-    for line in result.lines():
-        click.echo(line)
-    for path in result.report_paths:
-        click.echo(f"report: {path}")
+        for bundle in bundles:
+            result = reverse_load(engine, bundle, spec=spec, report_dir=report_dir, progress=progress)
+            results.append(result)
+            if not as_json:
+                for line in result.lines():
+                    click.echo(line)
+                for path in result.report_paths:
+                    click.echo(f"report: {path}")
+    if as_json:  # one bundle: its object; several: a list of them
+        summaries = [r.summary() for r in results]
+        print_json(summaries[0] if len(summaries) == 1 else summaries)

@@ -268,6 +268,8 @@ def test_no_mark_leaves_statuses(sqlite_source: sa.Engine, tmp_path: Path) -> No
     before = statuses(sqlite_source, "customers")
     export_root(sqlite_source, "customer", "acme", tmp_path, options=at(mark=False))
     assert statuses(sqlite_source, "customers") == before
+    with sqlite_source.connect() as conn:  # an audit copy leaves no record in the source either
+        assert conn.execute(sa.select(sa.func.count()).select_from(tracking.exports_table)).scalar_one() == 0
 
 
 def test_export_is_recorded(source: sa.Engine, tmp_path: Path) -> None:
