@@ -154,16 +154,40 @@ def collect_root(snapshot: Snapshot, run: _Run, writer: BundleWriter) -> dict[st
 
 
 def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, window: UsageWindow) -> None:
-    """Stream the usage of the window; what it references joins ``refs``."""
-    for spec in owned.graph.tables_in_order((Scope.USAGE,)):
-        where = owned.usage_selection(spec)
-        if where is None:
-            continue
-        # the rows that own the usage are in the closure already: no need to collect them
-        owners = owned.usage_owners[spec.name]
-        wanted = [r for r in spec.references if r not in owners or refs is not owned]
+    """Stream the usage of the window; what it references joins ``refs``.
+
+    A usage row that belongs to another usage row (an invoice line of its invoice) travels
+    in its parent's window: it is selected by its parent's selection, in the same snapshot.
+    """
+    graph = owned.graph
+    selected: dict[str, sa.ColumnElement[bool]] = {}
+    for spec in graph.tables_in_order((Scope.USAGE,)):
+        parent = graph.usage_parent(spec)
+        if parent is not None:
+            if parent.table not in selected:
+                continue
+            parent_t = table_clause(graph.table(parent.table))
+            where: sa.ColumnElement[bool] = (
+                table_clause(spec)
+                .c[parent.column]
+                .in_(sa.select(parent_t.c[parent.target_column]).where(selected[parent.table]))
+            )
+            owners: set[Any] = {parent}
+        else:
+            by_owner = owned.usage_selection(spec)
+            if by_owner is None:
+                continue
+            where = sa.and_(by_owner, *window_clause(spec, window))
+            # the rows that own the usage are in the closure already: no need to collect them
+            owners = set(owned.usage_owners[spec.name])
+        selected[spec.name] = where
+        wanted = [
+            r
+            for r in spec.references
+            if not graph.table(r.table).is_usage and (r not in owners or refs is not owned)
+        ]
         collect: dict[str, set[Any]] = {r.column: set() for r in wanted}
-        out.write(spec, sa.and_(where, *window_clause(spec, window)), collect)
+        out.write(spec, where, collect)
         for ref in wanted:
             refs.reference(ref.table, ref.target_column, collect[ref.column])
     refs.run()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bundler.options import json_option, print_json, progress_for_cli, spec_option
+from bundler.options import json_option, print_json, progress_for_cli, root_option, root_pairs, spec_option
 
 
 @click.command("migrate")
@@ -24,11 +24,13 @@ from bundler.options import json_option, print_json, progress_for_cli, spec_opti
     metavar="ID_OR_NAME",
     help="A vendor (repeatable); vendors go first (the graph says so).",
 )
+@root_option
 @click.option(
     "--all",
     "all_",
     is_flag=True,
-    help="Every top-level customer and reseller that is not terminated (with roots named too: each once).",
+    help="Every top-level root of the kinds the graph puts in --all (customers and resellers in the "
+    "billing graphs) that is not terminated (with roots named too: each once).",
 )
 @click.option("--where", default=None, metavar="SQL", help="With --all: an SQL condition on the root table.")
 @click.option(
@@ -55,6 +57,12 @@ from bundler.options import json_option, print_json, progress_for_cli, spec_opti
     "--usage-only", is_flag=True, help="Second phase: the usage of roots migrated earlier with --xdrs none."
 )
 @spec_option
+@click.option(
+    "--target-spec",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Entity graph of the target, when it differs from the source's (default: --spec).",
+)
 @json_option
 def migrate_command(
     source: str,
@@ -62,6 +70,7 @@ def migrate_command(
     customers: tuple[str, ...],
     resellers: tuple[str, ...],
     vendors: tuple[str, ...],
+    roots: tuple[str, ...],
     all_: bool,
     where: str | None,
     workers: int,
@@ -70,6 +79,7 @@ def migrate_command(
     xdrs: str,
     usage_only: bool,
     spec: str | None,
+    target_spec: str | None,
     as_json: bool,
 ) -> None:
     """Migrate roots one by one: export, load at once, next; N at a time, resumable.
@@ -90,25 +100,25 @@ def migrate_command(
       bundler migrate --source postgresql://old/porta --target postgresql://new/porta \\
           --customer acme --customer 1042 --decisions decisions.json --json
       bundler migrate --source … --target … --all --xdrs none      (then later: --usage-only)
+      bundler migrate --source sqlite:///library.db --target sqlite:///new.db --spec library.json --all
     """
     from bundler.db import connect
     from bundler.errors import BundlerError, UsageError
     from bundler.lineup import LineupOptions, RootSelector, run_lineup
 
-    selectors = [RootSelector("vendor", tuple(vendors))] if vendors else []
-    if resellers:
-        selectors.append(RootSelector("reseller", tuple(resellers)))
-    if customers:
-        selectors.append(RootSelector("customer", tuple(customers)))
+    named = root_pairs(roots, {"vendor": vendors, "reseller": resellers, "customer": customers})
+    selectors = [
+        RootSelector(kind, tuple(key for k, key in named if k == kind))
+        for kind in dict.fromkeys(k for k, _ in named)
+    ]
     if all_:
-        selectors += [
-            RootSelector("reseller", all=True, where=where),
-            RootSelector("customer", all=True, where=where),
-        ]
+        selectors += [RootSelector(kind, all=True, where=where) for kind in _all_kinds(source, spec)]
     elif where:
         raise UsageError("--where goes with --all")
     if not selectors:
-        raise UsageError("name what to migrate", hint="--customer, --reseller, --vendor or --all")
+        raise UsageError(
+            "name what to migrate", hint="--customer, --reseller, --vendor, --root KIND=KEY or --all"
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -129,7 +139,12 @@ def migrate_command(
                 connect(target),
                 selectors,
                 LineupOptions(
-                    Path(bundles), decisions=decisions, xdrs=xdrs, usage_only=usage_only, spec=spec
+                    Path(bundles),
+                    decisions=decisions,
+                    xdrs=xdrs,
+                    usage_only=usage_only,
+                    spec=spec,
+                    target_spec=target_spec or spec,
                 ),
                 workers=workers,
                 progress=progress,
@@ -145,6 +160,15 @@ def migrate_command(
         print_summary(summary)
     if result.failed:
         raise BundlerError(f"{len(result.failed)} of {len(result.outcomes)} root(s) failed (listed above)")
+
+
+def _all_kinds(source: str, spec: str | None) -> list[str]:
+    """The root kinds ``--all`` takes, in the order the source's graph gives them."""
+    from bundler.context import database_graph
+    from bundler.db import connect
+
+    with connect(source).connect() as conn:
+        return database_graph(conn, spec).all_kinds()
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -49,6 +49,11 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
     help="Ask at the terminal for open decisions, and save them to --decisions.",
 )
 @click.option("--dry-run", is_flag=True, help="Do everything but commit; print the plan.")
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Load a root of a graph without a status column that another bundle brought already (a fresh copy).",
+)
 @spec_option
 @json_option
 def load_command(
@@ -57,6 +62,7 @@ def load_command(
     decisions: str | None,
     interactive: bool,
     dry_run: bool,
+    again: bool,
     spec: str | None,
     as_json: bool,
 ) -> None:
@@ -86,7 +92,14 @@ def load_command(
     with progress_for_cli() as progress:
         for path in bundles:
             result = load_bundle(
-                engine, path, decisions=decisions, dry_run=dry_run, spec=spec, progress=progress, asker=asker
+                engine,
+                path,
+                decisions=decisions,
+                dry_run=dry_run,
+                spec=spec,
+                progress=progress,
+                asker=asker,
+                again=again,
             )
             results.append(result)
             if not as_json:
