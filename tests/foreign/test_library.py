@@ -3,6 +3,7 @@ load → re-export exact on and across SQLite, PostgreSQL and MariaDB, and migra
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from bundler.bundle import open_bundle
 from bundler.cli import main
 from bundler.errors import SpecError
 from bundler.export import ExportOptions, export_root
+from bundler.graph import parse_graph
 from bundler.graphtools.infer import infer_graph
 from bundler.load import load_bundle
 from tests.foreign import library
@@ -119,6 +121,23 @@ def test_round_trip_on_and_across_databases(new_db: Any, dialect: str, tmp_path:
         load_bundle(target, copy.path, spec=spec)
 
 
+def test_graph_types_and_usage_trees_are_checked() -> None:
+    doc = json.loads((Path(__file__).parent / "library.graph.json").read_text())
+    graph = parse_graph(copy.deepcopy(doc))
+    assert graph.usage_parent(graph.table("loan_lines")) == graph.table("loan_lines").ref_by_column["loan_id"]
+    assert graph.all_kinds() == ["member"]
+    wide = copy.deepcopy(doc)
+    wide["tables"]["titles"]["columns"][3]["type"] = "decimal(39,10)"
+    with pytest.raises(
+        SpecError, match="titles.price: column type 'decimal\\(39,10\\)': decimals take 1 to 38 digits"
+    ):
+        parse_graph(wide)
+    orphan = copy.deepcopy(doc)
+    orphan["tables"]["loans"].pop("time_column")
+    with pytest.raises(SpecError, match="loans: a usage table needs a time column"):
+        parse_graph(orphan)
+
+
 def test_migrate_with_spec_and_the_graph_checked_against_the_database(new_db: Any, tmp_path: Path) -> None:
     source = library.build(new_db("sqlite"), "sqlite")
     spec = _graph(source, tmp_path / "library.json")
@@ -138,6 +157,15 @@ def test_migrate_with_spec_and_the_graph_checked_against_the_database(new_db: An
         ["export", "--source", src_url, "--spec", str(spec), "--root", "member=C-18", "--out", str(tmp_path)],
     )
     assert result.exit_code == 1 and "was exported already by bundle" in result.stderr
+    # the target's copy of a member goes with its usage tree (lines before their loans)
+    result = runner.invoke(
+        main,
+        ["clean", "--db", target_url, "--side", "target", "--spec", str(spec), "--root", "member=C-17", "-y"],
+    )
+    assert result.exit_code == 0, result.output
+    with sa.create_engine(target_url).connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM loan_lines").scalar() == 1
+        assert conn.exec_driver_sql("SELECT count(*) FROM loans").scalar() == 1
 
     # a graph naming columns the database lacks: all of them named, before anything is done
     doc = json.loads(spec.read_text())
