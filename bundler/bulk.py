@@ -222,6 +222,8 @@ def _sample(array: pa.Array) -> pa.Array:
 
 def _converter(column: sa.Column[Any], array: pa.Array, dialect: sa.Dialect) -> Converter:
     """How to turn ``array`` into the Python values SQLAlchemy would hand the driver."""
+    if isinstance(base_type(column.type), sat.JSON) and pa.types.is_string(array.type):
+        return _as_python  # JSON text goes in as written (the JSON type's processor would quote it again)
     processor = column.type._cached_bind_processor(dialect)
     sample = _sample(array)
     python = sample.to_pylist()
@@ -449,11 +451,23 @@ def _insert_sqlalchemy(
     connection: Connection, table: sa.Table, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]
 ) -> int:
     count = 0
+    into = _json_as_text(table)
     for batch in _chain(first, rest):
         for chunk in _slices(batch, INSERT_CHUNK_ROWS):
-            connection.execute(table.insert(), chunk.to_pylist())
+            connection.execute(into.insert(), chunk.to_pylist())
             count += chunk.num_rows
     return count
+
+
+def _json_as_text(table: sa.Table) -> sa.Table | sa.TableClause:
+    """``table``, with its JSON columns bound as the text they hold (written as it is)."""
+    if not any(isinstance(base_type(c.type), sat.JSON) for c in table.columns):
+        return table
+    columns = [
+        sa.column(c.name, sat.NullType() if isinstance(base_type(c.type), sat.JSON) else c.type)
+        for c in table.columns
+    ]
+    return sa.table(table.name, *columns, schema=table.schema)
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

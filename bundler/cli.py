@@ -156,6 +156,7 @@ def db() -> None:
 def _register() -> None:
     from bundler.clean.commands import clean_command
     from bundler.export.commands import export_command, pack_command, unpack_command
+    from bundler.graphtools.commands import graph
     from bundler.inspect.commands import inspect
     from bundler.lineup.commands import migrate_command
     from bundler.load.commands import load_command
@@ -178,6 +179,7 @@ def _register() -> None:
         recover_command,
         usage,
         list_command,
+        graph,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command

@@ -33,6 +33,7 @@ def system_graph(connection: sa.Connection, spec: str | Path | None) -> tuple[Gr
     tracking.ensure_tables(connection)
     if spec is not None:
         graph = load_graph(spec)
+        fits_database(connection, graph)
         if connection.execute(sa.select(tracking.system_table)).first() is None:
             return graph, tracking.register_system(connection, graph.release)
         return graph, tracking.read_system(connection)
@@ -40,12 +41,30 @@ def system_graph(connection: sa.Connection, spec: str | Path | None) -> tuple[Gr
     return graph_for_release(system.release), system
 
 
+_FITTED: set[tuple[str, str]] = set()
+
+
+def fits_database(connection: sa.Connection, graph: Graph) -> None:
+    """Refuse a ``--spec`` graph that names tables or columns the database lacks (every
+    one of them, with the role the graph gives it), before any work; checked once per
+    database and graph."""
+    from bundler.graphtools.check import require_columns
+
+    key = (connection.engine.url.render_as_string(hide_password=True), graph.sha256)
+    if key in _FITTED:
+        return
+    require_columns(connection, graph, connection.dialect.name)
+    _FITTED.add(key)
+
+
 def database_graph(connection: sa.Connection, spec: str | Path | None) -> Graph:
     """The graph of a database that must already know its release (nothing is created)."""
     from bundler import tracking
 
     if spec is not None:
-        return load_graph(spec)
+        graph = load_graph(spec)
+        fits_database(connection, graph)
+        return graph
     return graph_for_release(tracking.read_system(connection).release)
 
 

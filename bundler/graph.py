@@ -59,6 +59,10 @@ SCOPES = tuple(Scope)
 # Scopes whose rows a bundle copies (prerequisites travel by natural key only).
 COPIED_SCOPES = tuple(s for s in Scope if s.copied)
 _DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
+#: Decimals up to this many digits (Arrow's decimal128).
+MAX_DECIMAL_DIGITS = 38
+#: A timestamp with a time zone: kept as a UTC instant.
+TIMESTAMP_TZ = "timestamp[us, tz=UTC]"
 
 
 def arrow_type(type_name: str) -> pa.DataType:
@@ -67,13 +71,24 @@ def arrow_type(type_name: str) -> pa.DataType:
 
     match = _DECIMAL.match(type_name)
     if match:
-        return pa.decimal128(int(match.group(1)), int(match.group(2)))
+        precision, scale = int(match.group(1)), int(match.group(2))
+        if not 0 < precision <= MAX_DECIMAL_DIGITS or scale > precision:
+            raise SpecError(
+                f"column type {type_name!r}: decimals take 1 to {MAX_DECIMAL_DIGITS} digits, "
+                "and no more decimal places than digits"
+            )
+        return pa.decimal128(precision, scale)
     simple = {
         "int32": pa.int32(),
         "int64": pa.int64(),
+        "float64": pa.float64(),
+        "bool": pa.bool_(),
         "string": pa.string(),
+        "json": pa.string(),  # JSON text, carried as the source wrote it
+        "binary": pa.binary(),
         "date32": pa.date32(),
         "timestamp[us]": pa.timestamp("us"),
+        TIMESTAMP_TZ: pa.timestamp("us", tz="UTC"),
     }
     try:
         return simple[type_name]
@@ -202,6 +217,8 @@ class RootSpec:
     table: str
     lookup: tuple[str, ...]
     where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: place in ``migrate --all`` (lower first); None: roots of this kind are named one by one
+    all: int | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +259,9 @@ class Graph:
             ) from None
 
     def entity(self, kind: str) -> EntitySpec:
+        if kind not in self.entities and kind in self.roots:  # every root kind is an entity too
+            root = self.roots[kind]
+            return EntitySpec(kind, root.table, root.lookup, root.where)
         try:
             return self.entities[kind]
         except KeyError:
@@ -249,6 +269,26 @@ class Graph:
             raise SpecError(
                 f"the entity graph {self.path} defines no entity kind {kind!r} (known kinds: {known})"
             ) from None
+
+    def all_kinds(self) -> list[str]:
+        """The root kinds ``migrate --all`` takes, in the graph's order: those with a place
+        in it (``"all"``), or every kind when the graph gives none a place."""
+        placed = [r for r in self.roots.values() if r.all is not None]
+        if not placed:
+            return list(self.roots)
+        return [r.kind for r in sorted(placed, key=lambda r: (r.all, r.kind))]
+
+    def usage_parent(self, spec: TableSpec) -> Reference | None:
+        """The owner reference of a usage row that belongs to another usage row (an invoice
+        line of its invoice): such rows travel in their parent's window."""
+        return next(
+            (
+                r
+                for r in spec.owner_refs
+                if spec.is_usage and r.table in self.tables and self.tables[r.table].is_usage
+            ),
+            None,
+        )
 
     def in_scope(self, *scopes: str) -> list[TableSpec]:
         return [t for t in self.tables.values() if t.scope in scopes]
@@ -426,10 +466,20 @@ def _table_problems(graph: Graph, spec: TableSpec) -> list[str]:
         for col, role in named.items()
         if col not in spec.column_map
     ]
+    for column in spec.columns:
+        try:
+            arrow_type(column.type)
+        except SpecError as exc:
+            problems.append(f"{spec.name}.{column.name}: {exc}")
     for ref in spec.references:
         problems.extend(_reference_problems(graph, spec, ref))
     if spec.is_usage and not spec.owner_refs:
         problems.append(f"{spec.name}: a usage table needs an owner reference")
+    if spec.is_usage and spec.time_column is None and graph.usage_parent(spec) is None:
+        problems.append(
+            f"{spec.name}: a usage table needs a time column, unless it belongs to a usage row "
+            "(then it travels in its parent's window)"
+        )
     return problems
 
 
@@ -443,8 +493,11 @@ def _reference_problems(graph: Graph, spec: TableSpec, ref: Reference) -> list[s
         return [*problems, f"{where}: references unknown table {ref.table!r}"]
     if ref.target_column not in target.column_map:
         problems.append(f"{where}: {ref.table} has no column {ref.target_column!r}")
-    if ref.owner and spec.scope.of_root and target.scope is not Scope.OWNED:
+    usage_tree = spec.is_usage and target.is_usage  # an invoice line of its invoice
+    if ref.owner and spec.scope.of_root and target.scope is not Scope.OWNED and not usage_tree:
         problems.append(f"{where}: an {spec.scope} row can only belong to an owned row")
+    if ref.owner and usage_tree and ref.table == spec.name:
+        problems.append(f"{where}: a usage row cannot belong to a row of its own table")
     if ref.owner and spec.is_shared and not target.is_shared:
         problems.append(f"{where}: a shared row can only belong to a shared row")
     return problems
@@ -501,7 +554,11 @@ def parse_graph(
         )
     roots = {
         kind: RootSpec(
-            kind, r["table"], tuple(r["lookup"]), {k: tuple(v) for k, v in r.get("where", {}).items()}
+            kind,
+            r["table"],
+            tuple(r["lookup"]),
+            {k: tuple(v) for k, v in r.get("where", {}).items()},
+            r.get("all"),
         )
         for kind, r in doc["roots"].items()
     }

@@ -73,6 +73,8 @@ def find_root(connection: sa.Connection, graph: Graph, kind: str, ident: str | i
 
 def mark_rows(connection: sa.Connection, graph: Graph, root: Root, bundle_id: str) -> Marks:
     """Set every owned row with a status to Exported; remember what it was."""
+    if not any(t.status for t in graph.tables.values()):
+        return Marks()  # no status column anywhere: the export records guard the root
     closure = Closure(connection, graph, follow_shared=False)
     closure.add(root.spec.name, [root.row])
     closure.run()
@@ -109,9 +111,12 @@ def mark_rows(connection: sa.Connection, graph: Graph, root: Root, bundle_id: st
 def lock_unexported(connection: sa.Connection, root: Root) -> None:
     """Lock the root's row and refuse it if another export marked it since it was checked."""
     status = root.spec.status
-    if status is None:
-        return
     t = table_clause(root.spec)
+    if status is None:  # no mark to check: the lock serialises the check of the export records
+        connection.execute(
+            sa.select(t.c[root.spec.pk[0]]).where(t.c[root.spec.pk[0]] == root.pk).with_for_update()
+        ).first()
+        return
     value = connection.execute(
         sa.select(t.c[status.column]).where(t.c[root.spec.pk[0]] == root.pk).with_for_update()
     ).scalar_one()

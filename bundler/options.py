@@ -182,3 +182,27 @@ def progress_for_cli(enabled: bool = True, *, main: tuple[str, ...] | None = Non
         return
     with RichProgress(main=main, verbose=verbosity()) as progress:
         yield progress
+
+
+def root_option(f: F) -> F:
+    return click.option(
+        "--root",
+        "roots",
+        multiple=True,
+        metavar="KIND=KEY",
+        help="A root of any kind the entity graph declares, by id or name (repeatable), e.g. member=C-17.",
+    )(f)
+
+
+def root_pairs(roots: tuple[str, ...], shortcuts: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """(kind, key) of every root named: the billing shortcuts (``--customer X``) first, then
+    each ``--root KIND=KEY``."""
+    from bundler.errors import UsageError
+
+    pairs = [(kind, key) for kind, keys in shortcuts.items() for key in keys]
+    for text in roots:
+        kind, sep, key = text.partition("=")
+        if not sep or not kind.strip() or not key.strip():
+            raise UsageError(f"--root {text!r}: expected KIND=KEY", hint="e.g. --root member=C-17")
+        pairs.append((kind.strip(), key.strip()))
+    return pairs

@@ -137,7 +137,7 @@ class Closure:
                 continue
             self.rows[table][pk] = row
             for col, value in row.items():
-                if value is not None:
+                if value is not None and not isinstance(value, dict | list):  # JSON a driver decoded
                     self._present[table][col].add(value)
             new.append(row)
         if new:

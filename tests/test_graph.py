@@ -94,7 +94,7 @@ def test_a_not_null_cycle_is_refused() -> None:
             lambda d: d["tables"]["accounts"].update(natural_key=["missing"]),
             "column 'missing' is not among its columns",
         ),
-        (lambda d: d["tables"]["xdrs"].pop("time_column"), "does not validate"),
+        (lambda d: d["tables"]["xdrs"].pop("time_column"), "xdrs: a usage table needs a time column"),
         (
             lambda d: d["tables"]["accounts"].update(scope="owned-ish"),
             "does not validate at tables/accounts/scope",

@@ -14,31 +14,17 @@ import json
 import sys
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, DateTime, Integer, MetaData, Numeric, String, Table, Text
+from sqlalchemy import Integer, MetaData, Table
 
-from bundler.billing.schema import CUSTOMER_TYPES, RELEASES, ExactNumeric, build_metadata
+from bundler.billing.schema import CUSTOMER_TYPES, RELEASES, build_metadata
 from bundler.graph import GRAPHS_DIR
+from bundler.graphtools.types import graph_type
 
 SYSTEM = "reference-billing"
 
 
 def _type_name(sa_type: Any) -> str:
-    impl = sa_type
-    if isinstance(impl, ExactNumeric):
-        return f"decimal({impl.precision},{impl.scale})"
-    if isinstance(impl, BigInteger):
-        return "int64"
-    if isinstance(impl, Integer):
-        return "int32"
-    if isinstance(impl, Numeric):
-        return f"decimal({impl.precision},{impl.scale})"
-    if isinstance(impl, String | Text):
-        return "string"
-    if isinstance(impl, DateTime):
-        return "timestamp[us]"
-    if isinstance(impl, Date):
-        return "date32"
-    raise TypeError(f"no graph type for {sa_type!r}")
+    return graph_type(sa_type)
 
 
 def _pk_kind(table: Table) -> str:
@@ -130,13 +116,15 @@ def graph_document(release: str) -> dict[str, Any]:
                 "table": "customers",
                 "lookup": lookup,
                 "where": {"i_customer_type": [CUSTOMER_TYPES["retail"], CUSTOMER_TYPES["distributor"]]},
+                "all": 3,
             },
             "reseller": {
                 "table": "customers",
                 "lookup": lookup,
                 "where": {"i_customer_type": [CUSTOMER_TYPES["reseller"]]},
+                "all": 2,
             },
-            "vendor": {"table": "vendors", "lookup": ["i_vendor", "name"]},
+            "vendor": {"table": "vendors", "lookup": ["i_vendor", "name"], "all": 1},
         },
         "entities": _entities(),
         "tables": {name: _table_doc(table) for name, table in md.tables.items()},

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 import click
 
 from bundler.errors import UsageError
-from bundler.options import json_option, print_json, progress_for_cli, spec_option, url_option
+from bundler.options import (
+    json_option,
+    print_json,
+    progress_for_cli,
+    root_option,
+    root_pairs,
+    spec_option,
+    url_option,
+)
 
 if TYPE_CHECKING:
     from bundler.clean.model import CleanPlan, CleanResult
@@ -73,6 +81,7 @@ def entity_pairs(
     "tariff, access_level, did_number, sim_card, cpe.",
 )
 @click.option("--id", "ids", multiple=True, metavar="ID_OR_NAME", help="An entity of --kind, by id or name.")
+@root_option
 @click.option(
     "--side",
     type=click.Choice(["source", "target"]),
@@ -93,6 +102,7 @@ def clean_command(
     customers: tuple[str, ...],
     kinds: tuple[str, ...],
     ids: tuple[str, ...],
+    roots: tuple[str, ...],
     side: str | None,
     dry_run: bool,
     yes: bool,
@@ -125,7 +135,7 @@ def clean_command(
     from bundler.clean import plan_clean, run_clean
     from bundler.db import connect
 
-    entities = entity_pairs(customers, kinds, ids)
+    entities = entity_pairs(customers, kinds, ids) + root_pairs(roots, {})
     given = [(url, named) for url, named in ((db_url, None), (source, "source"), (target, "target")) if url]
     if len(given) != 1:
         raise UsageError("give one database: --source URL, --target URL or --db URL (the side inferred)")

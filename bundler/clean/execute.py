@@ -71,5 +71,4 @@ def _delete_usage(cleanset: CleanSet, spec: TableSpec) -> tuple[int, int]:
     )
     if not n:
         return n, 0
-    bundles = sorted(set().union(*(p.bundles for p in cleanset.parts.get(spec.name, []))))
-    return n, cleanset.side.forget_usage(spec, bundles)
+    return n, cleanset.side.forget_usage(spec, cleanset.usage_bundles(spec.name))

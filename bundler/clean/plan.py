@@ -112,10 +112,28 @@ class CleanSet:
     def usage_clauses(
         self, table: str, only: dict[str, set[Any]] | None = None
     ) -> Iterator[sa.ColumnElement[bool]]:
-        """Disjoint clauses that together select the usage rows of ``table`` in the set."""
+        """Disjoint clauses that together select the usage rows of ``table`` in the set.
+
+        A usage row that belongs to another usage row (an invoice line of its invoice) is in
+        the set when its parent is."""
         spec = self.graph.tables[table]
+        parent = self.graph.usage_parent(spec)
+        if parent is not None:
+            of_parent = table_clause(self.graph.tables[parent.table]).c[parent.target_column]
+            column = table_clause(spec).c[parent.column]
+            for clause in self.usage_clauses(parent.table):
+                yield column.in_(sa.select(of_parent).where(clause))
+            return
         for owners, part in self._usage_slices(table, only):
             yield sa.and_(owners, self.side.transferred(spec, part.bundles))
+
+    def usage_bundles(self, table: str) -> list[str]:
+        """The bundles whose usage rows of ``table`` are in the set (a usage child: its parent's)."""
+        spec = self.graph.tables[table]
+        parent = self.graph.usage_parent(spec)
+        if parent is not None:
+            return self.usage_bundles(parent.table)
+        return sorted(set().union(*(p.bundles for p in self.parts.get(table, []))))
 
     def _usage_count(self, table: str) -> int:
         t = table_clause(self.graph.tables[table])

@@ -8,6 +8,7 @@ unchanged become references. Statuses the export marked are written as they were
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -164,19 +165,43 @@ def collect_root(snapshot: Snapshot, run: _Run, writer: BundleWriter) -> dict[st
 
 def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) -> None:
     """Stream the usage of the window (each owner's own, in mode current); what it references
-    joins ``refs``. Notes a window that selects nothing while the root has usage outside it."""
+    joins ``refs``. Notes a window that selects nothing while the root has usage outside it.
+
+    A usage row that belongs to another usage row (an invoice line of its invoice) travels
+    in its parent's window: it is selected by its parent's selection, in the same snapshot.
+    """
     plan, graph = run.usage, owned.graph
     groups: dict[str, Any] = {}
     if plan.window.mode == "current":
         groups, plan.windows = owner_windows(owned.connection, graph, owned, plan.window, run.now)
+    selected: dict[str, sa.ColumnElement[bool]] = {}
     for spec in graph.tables_in_order((Scope.USAGE,)):
-        owners = owned.usage_owners.get(spec.name)
-        if not owners:
-            continue
-        # the rows that own the usage are in the closure already: no need to collect them
-        wanted = [r for r in spec.references if r not in owners or refs is not owned]
+        parent = graph.usage_parent(spec)
+        owners: Collection[Any]
+        if parent is not None:
+            if parent.table not in selected:
+                continue
+            parent_t = table_clause(graph.table(parent.table))
+            where: sa.ColumnElement[bool] = (
+                table_clause(spec)
+                .c[parent.column]
+                .in_(sa.select(parent_t.c[parent.target_column]).where(selected[parent.table]))
+            )
+            owners = {parent}
+        else:
+            by_owner = owned.usage_owners.get(spec.name)
+            if not by_owner:
+                continue
+            where = usage_clause(spec, by_owner, plan, groups.get(spec.name))
+            # the rows that own the usage are in the closure already: no need to collect them
+            owners = by_owner
+        selected[spec.name] = where
+        wanted = [
+            r
+            for r in spec.references
+            if not graph.table(r.table).is_usage and (r not in owners or refs is not owned)
+        ]
         collect: dict[str, set[Any]] = {r.column: set() for r in wanted}
-        where = usage_clause(spec, owners, plan, groups.get(spec.name))
         plan.rows += out.write(spec, where, collect, late=plan.late, keys=plan.keys[spec.name])
         for ref in wanted:
             refs.reference(ref.table, ref.target_column, collect[ref.column])
@@ -184,9 +209,9 @@ def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) ->
     if plan.rows or plan.late is not None or plan.window.mode not in ("current", "since"):
         return
     if any(
-        outside_exists(owned.connection, spec, owners)
+        outside_exists(owned.connection, spec, by_ref)
         for spec in graph.tables_in_order((Scope.USAGE,))
-        if (owners := owned.usage_owners.get(spec.name))
+        if (by_ref := owned.usage_owners.get(spec.name))
     ):
         plan.warning = (
             f"the usage window ({plan.window.mode}, from {plan.window.start}) selects no usage, "

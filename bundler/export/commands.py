@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from bundler.options import json_option, print_json, progress_for_cli, source_option, spec_option
+from bundler.options import (
+    json_option,
+    print_json,
+    progress_for_cli,
+    root_option,
+    root_pairs,
+    source_option,
+    spec_option,
+)
 
 
 @click.command("export")
@@ -20,6 +28,7 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
     help="A reseller with everything under it (repeatable).",
 )
 @click.option("--vendor", "vendors", multiple=True, metavar="ID_OR_NAME", help="A vendor (repeatable).")
+@root_option
 @click.option(
     "--config",
     "configs",
@@ -69,6 +78,7 @@ def export_command(
     customers: tuple[str, ...],
     resellers: tuple[str, ...],
     vendors: tuple[str, ...],
+    roots: tuple[str, ...],
     configs: tuple[str, ...],
     out_dir: str | None,
     plan_only: bool,
@@ -91,6 +101,7 @@ def export_command(
     \b
     Example:
       bundler export --source sqlite:///demo/source.db --customer acme --out bundles/
+      bundler export --source sqlite:///library.db --spec library.json --root member=C-17 --out bundles/
       bundler export --source postgresql://billing@db/porta --reseller 42 --xdrs none --out bundles/
       bundler export --source sqlite:///demo/source.db --customer acme --usage-only --out bundles/
       bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
@@ -101,14 +112,12 @@ def export_command(
     from bundler.errors import UsageError
     from bundler.export import ConfigSelection, ExportOptions, export_config, export_many
 
-    roots = [
-        (kind, i)
-        for kind, idents in (("customer", customers), ("reseller", resellers), ("vendor", vendors))
-        for i in idents
-    ]
-    if not roots and not configs:
-        raise UsageError("name what to export", hint="--customer, --reseller, --vendor or --config")
-    if configs and (roots or usage_only):
+    named = root_pairs(roots, {"customer": customers, "reseller": resellers, "vendor": vendors})
+    if not named and not configs:
+        raise UsageError(
+            "name what to export", hint="--customer, --reseller, --vendor, --root KIND=KEY or --config"
+        )
+    if configs and (named or usage_only):
         raise UsageError("--config exports configuration alone", hint="export roots in a separate call")
     engine = connect(source)
     if plan_only:
@@ -118,7 +127,7 @@ def export_command(
 
         if configs:
             raise UsageError("--plan covers roots, not --config")
-        selectors = [RootSelector(kind, (i,)) for kind, i in roots]
+        selectors = [RootSelector(kind, (i,)) for kind, i in named]
         with progress_for_cli() as progress:
             plan = plan_migration(engine, None, selectors, xdrs=xdrs, spec=spec, progress=progress)
         print_plan(plan, as_json)
@@ -133,8 +142,8 @@ def export_command(
         if configs:
             selections = [ConfigSelection.parse(c) for c in configs]
             results.append(export_config(engine, selections, out_dir, spec=spec, progress=progress))
-        for kind in dict.fromkeys(k for k, _ in roots):
-            idents = [i for k, i in roots if k == kind]
+        for kind in dict.fromkeys(k for k, _ in named):
+            idents = [i for k, i in named if k == kind]
             results.extend(
                 export_many(
                     engine,

@@ -159,6 +159,8 @@ def _check_root_status(connection: sa.Connection, root: Root, options: ExportOpt
                 f"{root.kind} {name} is already Exported{by}",
                 hint="load that bundle, or export with --no-mark for an audit copy",
             )
+    elif not options.usage_only and options.mark:
+        _refuse_claimed(connection, root)
     if not options.usage_only:
         return None
     base = connection.execute(
@@ -178,6 +180,26 @@ def _check_root_status(connection: sa.Connection, root: Root, options: ExportOpt
             hint="its usage now belongs to the source again; export it anew",
         )
     return str(base.bundle_id)
+
+
+def _refuse_claimed(connection: sa.Connection, root: Root) -> None:
+    """Without a status column, the export records guard the root: a root that a running or
+    finished export claimed (and that was not restored since) is refused."""
+    exports = tracking.exports_table
+    previous = connection.execute(
+        sa.select(exports.c.bundle_id, exports.c.status)
+        .where(exports.c.root_table == root.spec.name, exports.c.root_pk == str(root.pk))
+        .where(exports.c.status.in_(("running", "done")), exports.c.marked == 1)
+        .where(exports.c.kind != "usage")
+        .order_by(exports.c.started_at.desc())
+    ).first()
+    if previous is not None:
+        state = "is being exported" if previous.status == "running" else "was exported already"
+        raise RootError(
+            f"{root.kind} {describe(root.key)} {state} by bundle {previous.bundle_id} "
+            f"({root.spec.name} has no status column: the export records keep it)",
+            hint="load that bundle, or export with --no-mark for a fresh copy",
+        )
 
 
 # -- the snapshot read ----------------------------------------------------------------------
@@ -298,6 +320,8 @@ class _Run:
         with begin_write(self.engine) as connection:
             if self.marking:
                 lock_unexported(connection, root)
+                if root.spec.status is None:  # the records are the guard: checked in this transaction
+                    _refuse_claimed(connection, root)
             connection.execute(
                 tracking.exports_table.insert().values(
                     bundle_id=self.bundle_id,
@@ -380,7 +404,8 @@ class _Run:
             source=source_ref(self.system),
             graph=graph_ref(self.graph),
             created_at=created_at(self.now),
-            marked=self.marking,
+            # a status changed only where the graph has one: no bundle claims a mark that did not happen
+            marked=self.marking and self.root.spec.status is not None,
             usage=self.window.manifest(
                 self.usage.windows, self.usage.warning, self.usage.manifest_late_after()
             ),

@@ -11,6 +11,10 @@ bounded by the batch size:
   (timestamps, dates and exact decimals are stored as text there);
 - MariaDB and others: an unbuffered DBAPI cursor, ``fetchmany`` into Arrow arrays.
 
+Text becomes the graph's type in one place, :func:`cast_text`: timestamps written as text
+(ISO 8601 with ``T``, ``Z`` or an offset, as SQLite and foreign schemas keep them) become
+UTC instants exactly; PostgreSQL's ``bytea`` arrives as hex text.
+
 Every path runs on the caller's SQLAlchemy connection, inside its transaction, so all
 tables of a bundle come from one consistent snapshot.
 """
@@ -111,6 +115,9 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
 
     raw = connection.connection.driver_connection
     assert raw is not None
+    # zoned timestamps (any offset) and bytea (hex) are read as text and cast by cast_text
+    as_text = {f.name for f in schema if _text_first(f.type)}
+    read_types = {f.name: pa.string() if f.name in as_text else f.type for f in schema}
     with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
         stream = _CopyStream(copy)
         if not stream.peek():
@@ -122,7 +129,7 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
             read_options=pcsv.ReadOptions(column_names=schema.names, block_size=1 << 20),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
-                column_types={f.name: f.type for f in schema},
+                column_types=read_types,
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
                 null_values=[""],
@@ -132,10 +139,64 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
         )
         for batch in reader:
             if batch.num_rows:
+                if as_text:
+                    batch = _cast_columns(batch, schema, as_text)
                 yield _with_schema(batch, schema)
         # drain whatever the reader did not ask for, so the connection is usable again
         while copy.read():
             pass
+
+
+def _text_first(type_: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_timestamp(type_) and type_.tz is not None) or pa.types.is_binary(type_)
+
+
+def _cast_columns(batch: pa.RecordBatch, schema: pa.Schema, names: set[str]) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    arrays = [
+        cast_text(column, field.type, hex_binary=True) if field.name in names else column
+        for column, field in zip(batch.columns, schema, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+#: an ISO 8601 time of day followed by a zone: ``Z``, ``+02``, ``+0530``, ``-05:00``
+_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*(Z|z|[+-]\d\d(:?\d\d)?)$"
+
+
+def cast_text(array: pa.Array, type_: pa.DataType, *, hex_binary: bool = False) -> pa.Array:
+    """Text values as ``type_``, exactly.
+
+    Timestamps: ``T`` or a space between date and time; a value with a zone (``Z`` or an
+    offset) is that UTC instant, one without is taken as UTC for a zoned column and as it is
+    for a column without a zone (so ``2008-03-10T00:00:00Z`` is midnight UTC in both).
+    Binary: PostgreSQL's hex form (``\\x0aff``) when ``hex_binary``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_binary(type_) and hex_binary:
+        return pa.array(
+            [
+                None if v is None else bytes.fromhex(v[2:] if v.startswith("\\x") else v)
+                for v in array.to_pylist()
+            ],
+            type=type_,
+        )
+    if not pa.types.is_timestamp(type_):
+        return array.cast(type_)
+    try:
+        return array.cast(type_)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass  # a zone where the column has none, or none where it has one
+    text = pc.utf8_trim_whitespace(array)
+    zoned = pc.match_substring_regex(text, _ZONED)
+    text = pc.if_else(zoned, text, pc.binary_join_element_wise(text, pa.scalar("Z"), ""))
+    instants = text.cast(pa.timestamp(type_.unit, tz="UTC"))
+    return instants.cast(type_)
 
 
 def _with_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -217,7 +278,9 @@ def _to_array(values: list[Any], type_: pa.DataType) -> pa.Array:
             return pa.array(values, type=type_)
         sample = next((v for v in values if v is not None), None)
         if isinstance(sample, str):  # SQLite's timestamps, dates and decimals; MariaDB's text
-            return pa.array(values, type=pa.string()).cast(type_)
+            return cast_text(pa.array(values, type=pa.string()), type_)
+        if isinstance(sample, int) and pa.types.is_boolean(type_):  # SQLite's and MariaDB's 0/1
+            return pa.array(values, type=pa.int64()).cast(type_)
         return pa.array(values, type=type_)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         return pa.array([_coerce(v, type_) for v in values], type=type_)
@@ -232,7 +295,13 @@ def _coerce(value: Any, type_: pa.DataType) -> Any:
     if pa.types.is_decimal(type_):
         return Decimal(str(value)).quantize(Decimal(1).scaleb(-type_.scale))
     if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
-        return pa.scalar(str(value)).cast(type_).as_py() if isinstance(value, str) else value
+        return cast_text(pa.array([value]), type_)[0].as_py() if isinstance(value, str) else value
+    if pa.types.is_boolean(type_):
+        return value if isinstance(value, bool) else bool(int(value))
+    if pa.types.is_floating(type_):
+        return float(value)
+    if pa.types.is_binary(type_):
+        return value.encode() if isinstance(value, str) else bytes(value)
     if pa.types.is_string(type_):
         return value if isinstance(value, str) else str(value)
     if pa.types.is_integer(type_):

@@ -40,7 +40,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
-from bundler.export.reader import BATCH_ROWS, literal_sql, read_arrow
+from bundler.export.reader import BATCH_ROWS, cast_text, literal_sql, read_arrow
 from bundler.sql import table_clause
 
 if TYPE_CHECKING:
@@ -261,7 +261,12 @@ def _exact(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     for column, field in zip(batch.columns, schema, strict=True):
         if isinstance(column.type, pa.ExtensionType):
             column = column.storage
-        arrays.append(column if column.type == field.type else column.cast(field.type))
+        if column.type == field.type:
+            arrays.append(column)
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            arrays.append(cast_text(column, field.type))  # text timestamps (a zone, a T) too
+        else:
+            arrays.append(column.cast(field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 

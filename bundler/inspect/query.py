@@ -57,6 +57,11 @@ _SIMPLE_TYPES = {
     "string": "VARCHAR",
     "date32": "DATE",
     "timestamp[us]": "TIMESTAMP",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+    "float64": "DOUBLE",
+    "bool": "BOOLEAN",
+    "json": "VARCHAR",
+    "binary": "BLOB",
 }
 
 

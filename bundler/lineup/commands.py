@@ -14,6 +14,8 @@ from bundler.options import (
     json_option,
     print_json,
     progress_for_cli,
+    root_option,
+    root_pairs,
     source_option,
     spec_option,
     target_option,
@@ -32,6 +34,7 @@ from bundler.options import (
     metavar="ID_OR_NAME",
     help="A vendor (repeatable); vendors go first (the graph says so).",
 )
+@root_option
 @click.option(
     "--all",
     "all_",
@@ -85,6 +88,12 @@ from bundler.options import (
     help="Catch up every migrated root: the usage that reached the source since, each row once.",
 )
 @spec_option
+@click.option(
+    "--target-spec",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Entity graph of the target, when it differs from the source's (default: --spec).",
+)
 @json_option
 def migrate_command(
     source: str,
@@ -92,6 +101,7 @@ def migrate_command(
     customers: tuple[str, ...],
     resellers: tuple[str, ...],
     vendors: tuple[str, ...],
+    roots: tuple[str, ...],
     all_: bool,
     where: str | None,
     workers: int,
@@ -103,6 +113,7 @@ def migrate_command(
     plan_only: bool,
     max_failures: int | None,
     spec: str | None,
+    target_spec: str | None,
     as_json: bool,
 ) -> None:
     """Migrate roots one by one: export, load at once, next; N at a time, resumable.
@@ -125,29 +136,32 @@ def migrate_command(
           --customer acme --customer 1042 --decisions decisions.json --json
       bundler migrate --source … --target … --all --xdrs none      (then later: --usage-only)
       bundler migrate --source … --target … --usage      (late usage of every migrated root)
+      bundler migrate --source sqlite:///library.db --target sqlite:///new.db --spec library.json --all
     """
     from bundler.db import connect
     from bundler.errors import BundlerError, UsageError
     from bundler.lineup import LineupOptions, RootSelector, run_lineup
 
     if catch_up_usage:
-        if customers or resellers or vendors or all_ or usage_only:
+        if customers or resellers or vendors or roots or all_ or usage_only:
             raise UsageError("--usage catches up every migrated root", hint="name no roots with it")
         _catch_up(source, target, bundles, decisions, xdrs, spec, as_json)
         return
 
-    selectors = [RootSelector("vendor", tuple(vendors))] if vendors else []
-    if resellers:
-        selectors.append(RootSelector("reseller", tuple(resellers)))
-    if customers:
-        selectors.append(RootSelector("customer", tuple(customers)))
+    named = root_pairs(roots, {"vendor": vendors, "reseller": resellers, "customer": customers})
+    selectors = [
+        RootSelector(kind, tuple(key for k, key in named if k == kind))
+        for kind in dict.fromkeys(k for k, _ in named)
+    ]
     source_engine = connect(source)
     if all_:
         selectors += every_kind(source_engine, spec, where)
     elif where:
         raise UsageError("--where goes with --all")
     if not selectors:
-        raise UsageError("name what to migrate", hint="--customer, --reseller, --vendor or --all")
+        raise UsageError(
+            "name what to migrate", hint="--customer, --reseller, --vendor, --root KIND=KEY or --all"
+        )
     if plan_only:
         from bundler.plan import plan_migration
 
@@ -196,6 +210,7 @@ def migrate_command(
                     usage_only=usage_only,
                     spec=spec,
                     max_failures=max_failures,
+                    target_spec=target_spec or spec,
                 ),
                 workers=workers,
                 progress=recorder,
@@ -288,7 +303,7 @@ def every_kind(engine: Any, spec: str | None, where: str | None) -> list[Any]:
 
     with engine.connect() as connection:
         graph = database_graph(connection, spec)
-    return [RootSelector(kind, all=True, where=where) for kind in graph.roots]
+    return [RootSelector(kind, all=True, where=where) for kind in graph.all_kinds()]
 
 
 def print_plan(plan: Any, as_json: bool) -> None:

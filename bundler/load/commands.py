@@ -89,6 +89,11 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
     is_flag=True,
     help="Print each bundle's size, the prerequisites missing and the open decisions; write nothing.",
 )
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Load a root of a graph without a status column that another bundle brought already (a fresh copy).",
+)
 @spec_option
 @json_option
 def load_command(
@@ -98,6 +103,7 @@ def load_command(
     interactive: bool,
     dry_run: bool,
     plan_only: bool,
+    again: bool,
     spec: str | None,
     as_json: bool,
 ) -> None:
@@ -134,7 +140,14 @@ def load_command(
         for path in bundles:
             asker = _asker_for(engine, path, decisions, spec) if interactive else None
             result = load_bundle(
-                engine, path, decisions=decisions, dry_run=dry_run, spec=spec, progress=progress, asker=asker
+                engine,
+                path,
+                decisions=decisions,
+                dry_run=dry_run,
+                spec=spec,
+                progress=progress,
+                asker=asker,
+                again=again,
             )
             results.append(result)
             if not as_json:

@@ -34,7 +34,8 @@ from bundler import tracking
 from bundler.bundle import Bundle, open_bundle
 from bundler.context import bundle_graph, system_graph
 from bundler.db import analyze, contended, written_enough
-from bundler.errors import BundleInvalid, BundlerError, DatabaseError, SpecError
+from bundler.errors import BundleInvalid, BundlerError, DatabaseError, RootError, SpecError
+from bundler.keys import describe
 from bundler.load.cache import TargetCache
 from bundler.load.charges import apply_charges
 from bundler.load.charges import metadata as charges_metadata
@@ -136,6 +137,7 @@ class _Request:
     batch_rows: int
     cache: TargetCache | None
     steps: dict[str, float] = field(default_factory=dict)
+    again: bool = False
 
 
 def load_bundle(
@@ -151,12 +153,14 @@ def load_bundle(
     verify: bool = True,
     cache: TargetCache | None = None,
     written: Written | None = None,
+    again: bool = False,
 ) -> LoadResult:
     """Load one bundle into the target (see the module docstring for the steps).
 
     ``cache``: what to share with the other loads of a run into the same target (see
     :class:`TargetCache`; a lineup passes one for its whole run). ``written``: the bundle was
-    just written by this process (see :class:`Written`): checked, not verified again.
+    just written by this process (see :class:`Written`): checked, not verified again. ``again``: load a root
+    whose graph has no status column although another bundle of it was loaded (a fresh copy).
 
     Loads running at the same time may race for the same new shared row (two customers
     bringing the same destination): the loser's transaction is rolled back and run again,
@@ -169,7 +173,9 @@ def load_bundle(
             _check_written(bundle, written)
         elif verify:
             _verify(bundle, spec)
-        request = _Request(bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows, cache)
+        request = _Request(
+            bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows, cache, again=again
+        )
         request.steps["verify"] = time.monotonic() - started
         result = _attempts(engine, request)
         result.seconds = time.monotonic() - started
@@ -217,6 +223,8 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
             done = _already_loaded(connection, request)
             if done is not None:
                 return done
+            if not request.again:
+                _refuse_loaded_root(connection, graph, request)
             translator = translator_for(bundle_graph(bundle.manifest.graph.release, request.spec), graph)
             state = LoadState(
                 connection,
@@ -289,6 +297,33 @@ def _already_loaded(connection: sa.Connection, request: _Request) -> LoadResult 
         )
     root_pk = typed(done.root_target_pk) if done.root_target_pk else None
     return LoadResult(bundle.bundle_id, str(request.bundle_path), "already-loaded", {}, [], 0.0, root_pk)
+
+
+def _refuse_loaded_root(connection: sa.Connection, graph: Graph, request: _Request) -> None:
+    """Without a status column, the load records guard the root: a root of the same source
+    that another bundle brought (and no clean removed since) is refused."""
+    manifest = request.bundle.manifest
+    root = manifest.root
+    if root is None or manifest.kind not in graph.roots:
+        return
+    spec = graph.tables.get(root.table)
+    if spec is None or spec.status is not None:
+        return
+    loads = tracking.loads_table
+    earlier = connection.execute(
+        sa.select(loads.c.bundle_id).where(
+            loads.c.source_system == manifest.source.system_id,
+            loads.c.kind == manifest.kind,
+            loads.c.root_source_pk == str(root.source_pk),
+            loads.c.outcome == "loaded",
+        )
+    ).first()
+    if earlier is not None:
+        raise RootError(
+            f"bundle {request.bundle.bundle_id}: {manifest.kind} {describe(root.natural_key)} was loaded "
+            f"already by bundle {earlier.bundle_id} ({root.table} has no status column: the load records keep it)",
+            hint="clean that load from the target first (bundler clean), or load with --again for a fresh copy",
+        )
 
 
 class _Clock:

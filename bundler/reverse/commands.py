@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from bundler.options import json_option, print_json, progress_for_cli, spec_option, url_option
+from bundler.options import (
+    json_option,
+    print_json,
+    progress_for_cli,
+    root_option,
+    root_pairs,
+    spec_option,
+    url_option,
+)
 
 _LIMITS_HELP = """\b
 Limits of a reverse transfer:
@@ -46,9 +54,8 @@ def reverse() -> None:
 
 @reverse.command("export")
 @url_option("--target", "--db", side="target", dest="db_url", help="The target the customer is in now.")
-@click.option(
-    "--customer", required=True, metavar="ID_OR_NAME", help="The customer: its id in the target, or its name."
-)
+@click.option("--customer", metavar="ID_OR_NAME", help="The customer: its id in the target, or its name.")
+@root_option
 @click.option(
     "--out",
     "out_dir",
@@ -59,7 +66,9 @@ def reverse() -> None:
 @spec_option
 @json_option
 @_with_limits
-def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, as_json: bool) -> None:
+def export_command(
+    db_url: str, customer: str | None, roots: tuple[str, ...], out_dir: str, spec: str | None, as_json: bool
+) -> None:
     """Write the reverse bundle of a customer a load brought into this target.
 
     Refuses a customer no load brought (no ledger). Marks the customer Exported in the
@@ -74,13 +83,19 @@ def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, a
     Example:
       bundler reverse export --target sqlite:///demo/target.db --customer acme --out back/
       bundler reverse export --target postgresql://billing@new/porta --customer 1042 --out back/ --json
+      bundler reverse export --target sqlite:///new.db --spec library.json --root member=C-17 --out back/
     """
     from bundler.db import connect
+    from bundler.errors import UsageError
     from bundler.reverse import reverse_export
 
+    named = root_pairs(roots, {"customer": (customer,) if customer else ()})
+    if len(named) != 1:
+        raise UsageError("name one root to carry back", hint="--customer ID_OR_NAME or --root KIND=KEY")
+    ((kind, key),) = named
     engine = connect(db_url)
     with progress_for_cli() as progress:
-        result = reverse_export(engine, customer, out_dir, spec=spec, progress=progress)
+        result = reverse_export(engine, key, out_dir, spec=spec, progress=progress, kind=kind)
     if as_json:
         print_json(result.summary())
     else:

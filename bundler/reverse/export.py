@@ -39,12 +39,12 @@ from bundler.sql import lookup_row, natural_keys, table_clause
 
 
 def _origin(connection: sa.Connection, root: Root) -> Origin:
-    """The load that brought ``root`` as a customer of its own (RootError, naming why, if none)."""
+    """The load that brought ``root`` as a root of its own (RootError, naming why, if none)."""
     loads = tracking.loads_table
     row = connection.execute(
         sa.select(loads.c.bundle_id, loads.c.source_system, loads.c.root_source_pk)
         .where(loads.c.root_table == root.spec.name, loads.c.root_target_pk == str(root.pk))
-        .where(loads.c.kind == ROOT_KIND, loads.c.outcome == "loaded")
+        .where(loads.c.kind == root.kind, loads.c.outcome == "loaded")
         .order_by(loads.c.loaded_at.desc())
     ).first()
     if row is None:
@@ -55,7 +55,7 @@ def _origin(connection: sa.Connection, root: Root) -> Origin:
 def _not_loaded(connection: sa.Connection, root: Root) -> RootError:
     """Why no load brought ``root`` as a customer of its own: inside another bundle, or none at all."""
     loads, ledger = tracking.loads_table, tracking.ledger_table
-    name = f"{ROOT_KIND} {describe(root.key)} ({root.spec.pk[0]}={root.pk})"
+    name = f"{root.kind} {describe(root.key)} ({root.spec.pk[0]}={root.pk})"
     within = connection.execute(
         sa.select(loads.c.bundle_id, loads.c.kind)
         .join(ledger, ledger.c.bundle_id == loads.c.bundle_id)
@@ -73,46 +73,49 @@ def _not_loaded(connection: sa.Connection, root: Root) -> RootError:
     )
 
 
-def _find_root(connection: sa.Connection, graph: Graph, ident: str | int) -> Root:
-    """The customer named by id or name in the target."""
-    root = graph.root(ROOT_KIND)
+def _find_root(connection: sa.Connection, graph: Graph, ident: str | int, kind: str = ROOT_KIND) -> Root:
+    """The root (a customer in the billing graphs) named by id or name in the target."""
+    root = graph.root(kind)
     spec = graph.table(root.table)
     text = str(ident).strip()
     row = lookup_row(connection, spec, root.lookup, ident)
     if row is None:
         raise RootError(
-            f"no {ROOT_KIND} {text!r} in the target ({spec.name} has no row with "
+            f"no {kind} {text!r} in the target ({spec.name} has no row with "
             f"{' or '.join(root.lookup)} = {text!r})",
             hint="name it by its id in the target or by its name",
         )
     data = row
     for col, allowed in root.where.items():
         if data[col] not in allowed:
-            raise RootError(f"{spec.name} {text!r} is not a {ROOT_KIND} ({col} = {data[col]!r})")
+            raise RootError(f"{spec.name} {text!r} is not a {kind} ({col} = {data[col]!r})")
     pk = data[spec.pk[0]]
     key = natural_keys(connection, graph, spec.name, spec.pk[0], [pk])[pk]
-    return Root(ROOT_KIND, spec, data, key)
+    return Root(kind, spec, data, key)
 
 
 def _check_target_state(connection: sa.Connection, root: Root) -> None:
     """Refuse a customer already Exported in the target (by a reverse export or otherwise)."""
     status = root.spec.status
-    if status is None or root.row[status.column] != status.exported:
+    if status is not None and root.row[status.column] != status.exported:
         return
     exports = tracking.exports_table
     earlier = connection.execute(
         sa.select(exports.c.bundle_id)
         .where(exports.c.root_table == root.spec.name, exports.c.root_pk == str(root.pk))
-        .where(exports.c.kind == REVERSE_KIND, exports.c.status == "done")
+        .where(exports.c.kind == REVERSE_KIND, exports.c.status.in_(("running", "done")))
         .order_by(exports.c.started_at.desc())
     ).first()
+    if status is None and earlier is None:
+        return  # no status column: the export records are the guard, and none claims it
     if earlier is not None:
         raise RootError(
-            f"{ROOT_KIND} {describe(root.key)} is already Exported in the target by reverse bundle {earlier.bundle_id}",
+            f"{root.kind} {describe(root.key)} is already Exported in the target by reverse bundle {earlier.bundle_id}",
             hint="apply that bundle to the source with bundler reverse load",
         )
+    assert status is not None
     raise RootError(
-        f"{ROOT_KIND} {describe(root.key)} is Exported in the target ({status.column} = {status.exported!r})",
+        f"{root.kind} {describe(root.key)} is Exported in the target ({status.column} = {status.exported!r})",
         hint="a reverse transfer starts from a customer active in the target",
     )
 
@@ -130,7 +133,7 @@ def _claim_and_mark(
         .mappings()
         .one()
     )
-    root = Root(ROOT_KIND, root.spec, dict(fresh), root.key)
+    root = Root(root.kind, root.spec, dict(fresh), root.key)
     _check_target_state(connection, root)
     connection.execute(
         tracking.exports_table.insert().values(
@@ -175,7 +178,7 @@ def _draft(
         source=source_ref(system),
         graph=graph_ref(graph),
         created_at=created_at(now),
-        marked=True,
+        marked=root.spec.status is not None,  # no status column: nothing was marked
         usage=UsageRef("all", None, None, None, has_period=True),
         prerequisites=reader.prerequisites(),
         depends_on=(origin.export_bundle,),
@@ -214,8 +217,9 @@ def reverse_export(
     now: datetime | None = None,
     progress: Progress | None = None,
     batch_rows: int = 65_536,
+    kind: str = ROOT_KIND,
 ) -> ReverseExportResult:
-    """Write the reverse bundle of a customer that a load brought into this target.
+    """Write the reverse bundle of a customer (or a root of ``kind``) that a load brought into this target.
 
     Marks the customer Exported in the target. See :mod:`bundler.reverse` for what the
     bundle holds and how each usage row is sorted.
@@ -226,7 +230,7 @@ def reverse_export(
     with begin_write(target_engine) as connection:
         graph, system = system_graph(connection, spec)
     with begin_write(target_engine) as connection:
-        root = _find_root(connection, graph, customer)
+        root = _find_root(connection, graph, customer, kind)
         origin = _origin(connection, root)
     root = recover_before_export(target_engine, graph, root, "--target", progress)
     with begin_write(target_engine) as connection:
@@ -238,7 +242,8 @@ def reverse_export(
     bundle_id = new_bundle_id(REVERSE_KIND, root.key, now)
     with begin_write(target_engine) as connection:
         root, marks = _claim_and_mark(connection, graph, root, origin, bundle_id, out_dir)
-    progress.note(f"{bundle_id}: marked {marks.count} row(s) Exported in the target")
+    if marks.count:
+        progress.note(f"{bundle_id}: marked {marks.count} row(s) Exported in the target")
     crash_point("marked")
     period_start = _period_start(root, now)
     writer: BundleWriter | None = None

@@ -23,7 +23,7 @@ from bundler.reverse.compat import check_compatible
 from bundler.reverse.report import ReverseLoadResult, write_report
 
 
-def _verified(bundle: Bundle) -> Manifest:
+def _verified(bundle: Bundle, spec: str | Path | None = None) -> Manifest:
     """The manifest of a reverse bundle that verifies (UsageError for another kind of bundle)."""
     from bundler.inspect.verify import verify_bundle
 
@@ -33,7 +33,7 @@ def _verified(bundle: Bundle) -> Manifest:
             f"bundle {bundle.name} is a {kind!r} bundle, not a reverse bundle",
             hint="load it with bundler load; bundler reverse load takes what bundler reverse export wrote",
         )
-    report = verify_bundle(bundle)
+    report = verify_bundle(bundle, spec=spec)
     if report.problems:
         raise BundleInvalid(
             bundle.name,
@@ -110,8 +110,8 @@ def reverse_load(
     progress = progress or NullProgress()
     started = time.monotonic()
     with open_bundle(bundle_path) as bundle:
-        manifest = _verified(bundle)
-        theirs = bundle_graph(manifest.graph.release)
+        manifest = _verified(bundle, spec)
+        theirs = bundle_graph(manifest.graph.release, spec)
         with begin_write(source_engine) as connection:
             graph, system = system_graph(connection, spec)
         root = root_of(manifest, bundle.name)

@@ -92,6 +92,12 @@ class Reader:
         owned.run()
         self._rows(owned)
         for spec in self.graph.tables_in_order((Scope.USAGE,)):
+            parent = self.graph.usage_parent(spec)
+            if parent is not None and self.returnable.get(parent.table):
+                self.warnings.append(
+                    f"{spec.name}: rows that belong to {parent.table} rows are not carried back by a reverse "
+                    f"transfer; the {self.returnable[parent.table]} returned {parent.table} row(s) go without theirs"
+                )
             where = owned.usage_selection(spec)
             if where is not None:
                 self._usage(spec, where)

@@ -58,7 +58,9 @@ class ReverseExportResult:
             f"reverse bundle {self.bundle_id}: {root.table} {describe(root.natural_key)} "
             f"for source system {rev['source_system']} "
             f"(export {rev['export_bundle']})",
-            f"  marked Exported in the target: {self.marked_rows} row(s)",
+            f"  marked Exported in the target: {self.marked_rows} row(s)"
+            if self.manifest.marked
+            else "  no status column: nothing marked; the export records keep the root from a second transfer",
         ]
         for table in sorted(set(self.returnable) | set(self.from_source)):
             out.append(
