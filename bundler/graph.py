@@ -138,6 +138,7 @@ class TableSpec:
     billing_period: BillingPeriod | None = None
     doc: str = ""
     balance: Balance | None = None
+    amount: str | None = None  # the column holding a row's money amount (a charge, a payment)
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -403,6 +404,7 @@ def _table_problems(graph: Graph, spec: TableSpec) -> list[str]:
         ("status column", spec.status.column if spec.status else None),
         ("billing period column", spec.billing_period.column if spec.billing_period else None),
         ("balance column", spec.balance.column if spec.balance else None),
+        ("amount column", spec.amount),
     ):
         if col is not None:
             named.setdefault(col, role)
@@ -477,6 +479,7 @@ def parse_graph(
             )
             if t.get("balance")
             else None,
+            amount=t.get("amount"),
         )
     roots = {
         kind: RootSpec(

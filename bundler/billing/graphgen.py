@@ -85,7 +85,7 @@ def _table_doc(table: Table) -> dict[str, Any]:
         columns=columns,
         references=references,
     )
-    for key in ("time_column", "sensitive", "status", "billing_period", "balance"):
+    for key in ("time_column", "sensitive", "status", "billing_period", "balance", "amount"):
         if key in info:
             doc[key] = info[key]
     return doc

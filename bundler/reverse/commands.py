@@ -58,10 +58,19 @@ def reverse() -> None:
     type=click.Path(file_okay=False),
     help="Folder to write the bundle into.",
 )
+@click.option(
+    "--source",
+    "source_url",
+    default=None,
+    metavar="SOURCE_URL",
+    help="The source the customer returns to: check it first, so a refusal marks nothing.",
+)
 @spec_option
 @json_option
 @_with_limits
-def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, as_json: bool) -> None:
+def export_command(
+    db_url: str, customer: str, out_dir: str, source_url: str | None, spec: str | None, as_json: bool
+) -> None:
     """Write the reverse bundle of a customer a load brought into this target.
 
     Refuses a customer no load brought (no ledger). Marks the customer Exported in the
@@ -76,13 +85,15 @@ def export_command(db_url: str, customer: str, out_dir: str, spec: str | None, a
     Example:
       bundler reverse export --db sqlite:///demo/target.db --customer acme --out back/
       bundler reverse export --db postgresql://billing@new/porta --customer 1042 --out back/ --json
+      bundler reverse export --db sqlite:///demo/target.db --customer acme --out back/ --source sqlite:///demo/source.db
     """
     from bundler.db import connect
     from bundler.reverse import reverse_export
 
     engine = connect(db_url)
+    source = connect(source_url) if source_url else None
     with progress_for_cli() as progress:
-        result = reverse_export(engine, customer, out_dir, spec=spec, progress=progress)
+        result = reverse_export(engine, customer, out_dir, spec=spec, progress=progress, source=source)
     if as_json:
         print_json(result.summary())
     else:
@@ -135,3 +146,43 @@ def load_command(db_url: str, bundle: str, report_dir: str | None, spec: str | N
         click.echo(line)
     for path in result.report_paths:
         click.echo(f"report: {path}")
+
+
+@reverse.command("undo")
+@click.option(
+    "--db", "db_url", required=True, metavar="TARGET_URL", help="The target the reverse export marked."
+)
+@click.option(
+    "--customer", required=True, metavar="ID_OR_NAME", help="The customer: its id in the target, or its name."
+)
+@click.option(
+    "--source",
+    "source_url",
+    default=None,
+    metavar="SOURCE_URL",
+    help="The source: refuse if it applied the reverse bundle already.",
+)
+@spec_option
+@json_option
+def undo_command(db_url: str, customer: str, source_url: str | None, spec: str | None, as_json: bool) -> None:
+    """Lift the Exported status a reverse export set in the target (when the reverse load cannot go on).
+
+    Every row the customer's last reverse export marked gets its status back, in one
+    transaction; the reverse export is recorded as restored. Do not load its bundle after.
+
+    \b
+    Example:
+      bundler reverse undo --db sqlite:///demo/target.db --customer acme
+      bundler reverse undo --db postgresql://billing@new/porta --customer acme --source postgresql://billing@old/porta
+    """
+    from bundler.db import connect
+    from bundler.reverse.undo import reverse_undo
+
+    result = reverse_undo(
+        connect(db_url), customer, source=connect(source_url) if source_url else None, spec=spec
+    )
+    if as_json:
+        print_json(result.summary())
+    else:
+        for line in result.lines():
+            click.echo(line)
