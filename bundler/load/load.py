@@ -35,6 +35,7 @@ from bundler.bundle import Bundle, open_bundle
 from bundler.context import bundle_graph, system_graph
 from bundler.db import analyze, contended, written_enough
 from bundler.errors import BundleInvalid, BundlerError, DatabaseError, SpecError
+from bundler.keys import describe
 from bundler.load.cache import TargetCache
 from bundler.load.decide import decide
 from bundler.load.decisions import load_decisions, template, write_sidecar
@@ -255,6 +256,7 @@ def _run_steps(state: LoadState, decisions: str | Path | None) -> Any:
     """Preflight, decide, write, activate and record; the root's target key."""
     try:
         preflight(state)
+        _replace_returned(state)
         check_owned_conflicts(state)
         decide(state)
         if state.asker is not None and state.asked and decisions is not None:
@@ -273,6 +275,25 @@ def _run_steps(state: LoadState, decisions: str | Path | None) -> Any:
             raise Contended(first_line(exc.orig)) from exc
         raise
     return root_pk
+
+
+def _replace_returned(state: LoadState) -> None:
+    """A root a reverse transfer returned to the source comes again: its stale copy in the
+    target goes first, in this load's transaction (:mod:`bundler.clean.returned`)."""
+    from bundler.clean.returned import remove_returned, returned_copy
+
+    manifest = state.bundle.manifest
+    root = manifest.root
+    if root is None or manifest.kind not in state.graph.roots or root.table not in state.graph.tables:
+        return
+    copy = returned_copy(state.conn, state.graph, root.table, root.natural_key)
+    if copy is None:
+        return
+    removed = remove_returned(state.conn, state.graph, copy, state.progress)
+    state.progress.note(
+        f"{state.bundle_id}: removed the stale copy of {root.table} {describe(root.natural_key)} "
+        f"(returned by {copy.reverse_bundle}): " + ", ".join(f"{n} {t}" for t, n in sorted(removed.items()))
+    )
 
 
 # -- 1. verify -------------------------------------------------------------------------------

@@ -664,3 +664,41 @@ def test_a_rehearsed_load_reports_what_the_source_will_not_take(world: World, tm
     sql = "SELECT count(*) FROM bundler_loads WHERE bundle_id = :b"
     assert scalar(world.source, sql, b=exported.bundle_id) == 0  # rolled back
     assert reverse_load(world.source, exported.path).imported == {"xdrs": 3}
+
+
+# -- migrated again --------------------------------------------------------------------------
+
+
+def test_a_returned_customer_migrates_again_exactly(new_db: Any, dialect: str, tmp_path: Path) -> None:
+    """Return, then migrate: the stale copy goes (with what was made on the target), the new copy is exact."""
+    from bundler.lineup import LineupOptions, RootSelector, run_lineup
+    from tests.load.compare import differences
+
+    world = migrate(new_db, dialect, tmp_path / "out")
+    use_on_target(world)
+    reverse_load(world.source, reverse_export(world.target, "acme", tmp_path / "back", now=NOW).path)
+    options = LineupOptions(bundles=tmp_path / "again", xdrs="all", now=NOW, layered=False)
+
+    result = run_lineup(world.source, world.target, [RootSelector("customer", ("acme",))], options)
+
+    (outcome,) = result.outcomes
+    assert outcome.state == "done" and outcome.message != "already in the target", outcome
+    bundle = tmp_path / "again" / f"{outcome.bundle_id}.bundle"
+    again = export_root(
+        world.target,
+        "customer",
+        "acme",
+        tmp_path / "check",
+        options=ExportOptions(now=NOW, xdrs="all", mark=False),
+    )
+    assert differences(bundle, world.target, again.path, graph_for_release("r2")) == []
+    assert again.manifest.tables["xdrs"].rows == 8  # the five migrated first and the three returned
+    with world.target.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers WHERE name = 'acme'")).scalar() == 1
+        accounts = set(conn.execute(sa.text("SELECT id FROM accounts")).scalars())
+        calls = set(conn.execute(sa.text("SELECT call_id FROM xdrs")).scalars())
+        assert conn.execute(sa.text("SELECT bill_status FROM customers WHERE name = 'acme'")).scalar() == "O"
+    assert "acme-3" not in accounts and {"t-3", "t-4", "t-5"}.isdisjoint(calls)  # the stale copy's own rows
+    # a second run finds it in the target: nothing to do
+    second = run_lineup(world.source, world.target, [RootSelector("customer", ("acme",))], options)
+    assert second.outcomes == [] and second.skipped == 1
