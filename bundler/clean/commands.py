@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bundler.clean.model import CleanPlan, CleanResult
 
 KEPT_SHOWN = 20
+WINDOW = "outside the exported usage window"  # the reason a source row is kept for untravelled usage
 
 
 def entity_pairs(
@@ -74,6 +75,20 @@ def entity_pairs(
     help="Which side the database is; inferred from its export and load records when left out.",
 )
 @click.option(
+    "--target",
+    "target_url",
+    default=None,
+    metavar="URL",
+    help="Source side: the target; a root it has loaded goes with all its usage, outside the exported "
+    "windows too.",
+)
+@click.option(
+    "--all-usage",
+    is_flag=True,
+    help="Source side: remove the roots' usage outside the exported windows too (the target has it, "
+    "or it is not wanted).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the plan (rows per table, kept rows) and remove nothing."
 )
 @click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
@@ -86,6 +101,8 @@ def clean_command(
     kinds: tuple[str, ...],
     ids: tuple[str, ...],
     side: str | None,
+    target_url: str | None,
+    all_usage: bool,
     dry_run: bool,
     yes: bool,
     spec: str | None,
@@ -97,7 +114,8 @@ def clean_command(
     bundles depending on them), the entity and everything that belongs to it, and the shared
     configuration those loads created for it. Rows a load reused, and rows the ledger does not
     name, are never removed. On the source: the entity's closure as it was exported (its root
-    must be Exported), and its usage inside the exported windows. A row that data outside the
+    must be Exported), and its usage inside the exported windows (all its usage with
+    --all-usage, or with --target naming the target that loaded it). A row that data outside the
     set still references is kept, with whatever belongs to it, and listed with what holds it.
     Rows go children first, in one transaction. A target load all of whose rows are gone is
     forgotten, so the bundle can be loaded again; on the source, the exports of a removed root
@@ -112,6 +130,7 @@ def clean_command(
       bundler clean --db sqlite:///demo/target.db --customer acme --dry-run
       bundler clean --db sqlite:///demo/target.db --bundle customer-acme-20261115T120000-1a2b3c --yes
       bundler clean --db postgresql://billing@old/porta --side source --customer acme --customer bravo
+      bundler clean --db sqlite:///demo/source.db --customer acme --target sqlite:///demo/target.db --yes
       bundler clean --db sqlite:///demo/target.db --kind sim_card --id 8944000000000000001 --json --yes
     """
     from bundler.clean import plan_clean, run_clean
@@ -119,7 +138,15 @@ def clean_command(
 
     entities = entity_pairs(customers, kinds, ids)
     engine = connect(db_url)
-    plan = plan_clean(engine, entities=entities, bundles=bundles, side=side, spec=spec)
+    plan = plan_clean(
+        engine,
+        entities=entities,
+        bundles=bundles,
+        side=side,
+        spec=spec,
+        all_usage=all_usage,
+        target=connect(target_url) if target_url else None,
+    )
     if dry_run:
         if as_json:
             print_json({**plan.summary(), "outcome": "dry-run"})
@@ -182,6 +209,11 @@ def _kept_lines(plan: CleanPlan) -> Iterator[str]:
         yield f"  {row.line()}"
     if len(plan.kept) > KEPT_SHOWN:
         yield f"  … and {len(plan.kept) - KEPT_SHOWN} more kept row(s) (see --json)"
+    if plan.side == "source" and any(WINDOW in k.reason for k in plan.kept):
+        yield (
+            "  usage outside the exported window keeps rows: add --target TARGET_URL (where the root is loaded) "
+            "or --all-usage to remove it too"
+        )
 
 
 def _bookkeeping_lines(plan: CleanPlan) -> Iterator[str]:
@@ -201,6 +233,9 @@ def _print_result(result: CleanResult) -> None:
         f"removed {result.rows} row(s) from {len(result.deleted)} table(s) of the {plan.side}"
         + (f"; kept {len(plan.kept)} row(s) still in use" if plan.kept else "")
     )
+    for table, n in result.deleted.items():
+        if n:
+            click.echo(f"  {table}: {n}")
     if result.closed:
         verb = "forgot load(s)" if plan.side == "target" else "closed export(s)"
         click.echo(f"{verb}: {', '.join(result.closed)}")

@@ -178,9 +178,11 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
         with connection.begin():
             graph, system = system_graph(connection, request.spec)
         with connection.begin() as txn:
-            done = _already_loaded(connection, request)
+            done = _already_loaded(connection, request, graph)
             if done is not None:
                 return done
+            # a record left: a clean removed the root and kept some rows; load it again, reusing them
+            reload = _recorded(connection, bundle.bundle_id)
             translator = translator_for(bundle_graph(bundle.manifest.graph.release, request.spec), graph)
             state = LoadState(
                 connection,
@@ -194,7 +196,7 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
                 request.batch_rows,
                 request.cache,
             )
-            root_pk = _run_steps(state, request.decisions)
+            root_pk = _run_steps(state, request.decisions, reload)
             outcome = "loaded"
             if request.dry_run:
                 txn.rollback()
@@ -235,8 +237,19 @@ def _refresh_statistics(engine: sa.Engine, state: LoadState, result: LoadResult)
         )
 
 
-def _already_loaded(connection: sa.Connection, request: _Request) -> LoadResult | None:
-    """The result of a load of this very bundle the target recorded (a different one refused)."""
+def _recorded(connection: sa.Connection, bundle_id: str) -> bool:
+    loads = tracking.loads_table
+    return (
+        connection.execute(sa.select(loads.c.bundle_id).where(loads.c.bundle_id == bundle_id)).first()
+        is not None
+    )
+
+
+def _already_loaded(connection: sa.Connection, request: _Request, graph: Graph) -> LoadResult | None:
+    """The result of a load of this very bundle the target recorded (a different one refused);
+    None also when a clean has removed the root it brought (:mod:`bundler.load.reload`)."""
+    from bundler.load.reload import root_cleaned
+
     bundle = request.bundle
     loads = tracking.loads_table
     done = connection.execute(sa.select(loads).where(loads.c.bundle_id == bundle.bundle_id)).first()
@@ -248,12 +261,19 @@ def _already_loaded(connection: sa.Connection, request: _Request) -> LoadResult 
             [f"a different bundle with id {bundle.bundle_id} was loaded on {done.loaded_at}"],
             hint="bundle ids are unique: this one was altered or re-made by hand",
         )
+    if root_cleaned(connection, graph, done):
+        return None
     root_pk = typed(done.root_target_pk) if done.root_target_pk else None
     return LoadResult(bundle.bundle_id, str(request.bundle_path), "already-loaded", {}, [], 0.0, root_pk)
 
 
-def _run_steps(state: LoadState, decisions: str | Path | None) -> Any:
-    """Preflight, decide, write, activate and record; the root's target key."""
+def _run_steps(state: LoadState, decisions: str | Path | None, reload: bool = False) -> Any:
+    """Preflight, decide, write, activate and record; the root's target key.
+
+    ``reload``: the target recorded this bundle, and a clean removed its root since.
+    """
+    from bundler.load.reload import drop_record, restore_created
+
     try:
         preflight(state)
         _replace_returned(state)
@@ -261,7 +281,13 @@ def _run_steps(state: LoadState, decisions: str | Path | None) -> Any:
         decide(state)
         if state.asker is not None and state.asked and decisions is not None:
             write_sidecar(Path(decisions), template(state.bundle_id, state.asked, state.decisions))
+        kept = drop_record(state.conn, state.bundle_id) if reload else {}
         write(state)
+        if kept:
+            restored = restore_created(state.conn, state.bundle_id, kept)
+            state.progress.note(
+                f"{state.bundle_id}: loaded again after a clean; reused {restored} row(s) it had kept"
+            )
         root_pk = activate(state)
         record(state, root_pk)
     except sa.exc.DBAPIError as exc:
