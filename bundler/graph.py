@@ -161,6 +161,7 @@ class TableSpec:
     billing_period: BillingPeriod | None = None
     doc: str = ""
     balance: Balance | None = None
+    amount: str | None = None  # the column holding a row's money amount (a charge, a payment)
     #: usage tables: the column holding a row's charge (moves the owners' balances)
     charge: str | None = None
     #: shared tables: the columns whose difference changes money (a currency, a price); a match
@@ -457,6 +458,7 @@ def _table_problems(graph: Graph, spec: TableSpec) -> list[str]:
         ("billing period column", spec.billing_period.column if spec.billing_period else None),
         ("balance column", spec.balance.column if spec.balance else None),
         ("time zone column", spec.billing_period.time_zone if spec.billing_period else None),
+        ("amount column", spec.amount),
         ("charge column", spec.charge),
     ):
         if col is not None:
@@ -549,6 +551,7 @@ def parse_graph(
             )
             if t.get("balance")
             else None,
+            amount=t.get("amount"),
             charge=t.get("charge"),
             binding=tuple(t.get("binding", ())),
         )

@@ -71,7 +71,16 @@ def _table_doc(table: Table) -> dict[str, Any]:
         columns=columns,
         references=references,
     )
-    for key in ("time_column", "charge", "sensitive", "status", "billing_period", "balance", "binding"):
+    for key in (
+        "time_column",
+        "charge",
+        "sensitive",
+        "status",
+        "billing_period",
+        "balance",
+        "binding",
+        "amount",
+    ):
         if key in info:
             doc[key] = info[key]
     return doc

@@ -154,6 +154,7 @@ def _table(
     balance: dict[str, Any] | None = None,
     time_zone: str | None = None,
     charge: str | None = None,
+    amount: str | None = None,
 ) -> Table:
     info: dict[str, Any] = {"scope": scope, "natural_key": natural_key, "doc": doc}
     if time_column:
@@ -166,6 +167,8 @@ def _table(
         info["status"] = status
     if balance:
         info["balance"] = balance
+    if amount:
+        info["amount"] = amount
     if billing_period:
         info["billing_period"] = {
             "column": billing_period,
@@ -512,6 +515,7 @@ def _vendors(md: MetaData) -> None:
         Column("charged_amount", MONEY, nullable=False),
         time_column="bill_time",
         doc="What each vendor charged for a call.",
+        amount="charged_amount",
     )
 
 
@@ -659,6 +663,7 @@ def _customers(md: MetaData, release: str) -> None:
         Column("amount_net", MONEY, nullable=False),
         Column("amount_due", MONEY, nullable=False),
         Column("amount_paid", MONEY, nullable=False, server_default="0"),
+        amount="amount_due",
     )
     _table(
         md,
@@ -688,6 +693,7 @@ def _customers(md: MetaData, release: str) -> None:
         Column("payment_time", TIMESTAMP, nullable=False),
         Column("transaction_id", String(64), nullable=False, unique=True),
         Column("notes", String(255)),
+        amount="amount",
     )
     _table(
         md,
@@ -850,6 +856,7 @@ def _customers(md: MetaData, release: str) -> None:
         time_column="bill_time",
         charge="charged_amount",
         doc="Account usage records (calls, data sessions, messages).",
+        amount="charged_amount",
     )
     _table(
         md,

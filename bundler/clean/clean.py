@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -131,18 +132,47 @@ def plan_clean(
     bundles: Iterable[str] = (),
     side: str | None = None,
     spec: str | Path | None = None,
+    all_usage: bool = False,
+    target: sa.Engine | None = None,
 ) -> CleanPlan:
-    """What cleaning the named bundles and entities would remove and keep (writes nothing)."""
+    """What cleaning the named bundles and entities would remove and keep (writes nothing).
+
+    On the source, a root's usage outside its exported windows stays (it never travelled)
+    unless ``all_usage`` says to remove it too, or ``target`` is the target that loaded the
+    root's export (then the target has the root, and its usage there is the reference).
+    """
     request = CleanRequest(
         tuple((str(k), str(i)) for k, i in entities),
         tuple(str(b) for b in bundles),
         side,
         str(spec) if spec is not None else None,
+        all_usage,
     )
     refresh_stale_statistics(engine)
     with engine.connect() as connection, connection.begin():
         plan, _ = _plan_on(connection, request)
+    if plan.side == "source" and target is not None and not all_usage:
+        loaded = _loaded_in(target, {b for s in plan.selected for b in s.bundles})
+        if loaded:
+            request = replace(request, loaded=tuple(sorted(loaded)))
+            with engine.connect() as connection, connection.begin():
+                plan, _ = _plan_on(connection, request)
     return plan
+
+
+def _loaded_in(target: sa.Engine, bundles: set[str]) -> set[str]:
+    """Those of the source's ``bundles`` that ``target`` records as loaded."""
+    loads = tracking.loads_table
+    with target.connect() as connection:
+        if not bundles or not sa.inspect(connection).has_table(loads.name):
+            return set()
+        return set(
+            connection.execute(
+                sa.select(loads.c.bundle_id).where(
+                    loads.c.bundle_id.in_(sorted(bundles)), loads.c.outcome == "loaded"
+                )
+            ).scalars()
+        )
 
 
 def run_clean(engine: sa.Engine, plan: CleanPlan, *, progress: Progress | None = None) -> CleanResult:

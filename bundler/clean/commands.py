@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bundler.clean.model import CleanPlan, CleanResult
 
 KEPT_SHOWN = 20
+WINDOW = "outside the exported usage window"  # the reason a source row is kept for untravelled usage
 
 
 def entity_pairs(
@@ -56,7 +57,11 @@ def entity_pairs(
     "--source", side=None, required=False, help="The source database (same as --db URL --side source)."
 )
 @url_option(
-    "--target", side=None, required=False, help="The target database (same as --db URL --side target)."
+    "--target",
+    side=None,
+    required=False,
+    help="The target database (same as --db URL --side target); beside --source or --db of a source: "
+    "the target, whose loaded roots go with all their usage, outside the exported windows too.",
 )
 @click.option(
     "--bundle",
@@ -89,6 +94,12 @@ def entity_pairs(
     help="Which side the database is; inferred from its export and load records when left out.",
 )
 @click.option(
+    "--all-usage",
+    is_flag=True,
+    help="Source side: remove the roots' usage outside the exported windows too (the target has it, "
+    "or it is not wanted).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the plan (rows per table, kept rows) and remove nothing."
 )
 @click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
@@ -104,6 +115,7 @@ def clean_command(
     ids: tuple[str, ...],
     roots: tuple[str, ...],
     side: str | None,
+    all_usage: bool,
     dry_run: bool,
     yes: bool,
     spec: str | None,
@@ -115,7 +127,8 @@ def clean_command(
     bundles depending on them), the entity and everything that belongs to it, and the shared
     configuration those loads created for it. Rows a load reused, and rows the ledger does not
     name, are never removed. On the source: the entity's closure as it was exported (its root
-    must be Exported), and its usage inside the exported windows. A row that data outside the
+    must be Exported), and its usage inside the exported windows (all its usage with
+    --all-usage, or with --target naming the target that loaded it). A row that data outside the
     set still references is kept, with whatever belongs to it, and listed with what holds it.
     Rows go children first, in one transaction. A target load all of whose rows are gone is
     forgotten, so the bundle can be loaded again; on the source, the exports of a removed root
@@ -130,12 +143,16 @@ def clean_command(
       bundler clean --target sqlite:///demo/target.db --customer 'Acme Widgets Inc. #1' --dry-run
       bundler clean --db sqlite:///demo/target.db --bundle customer-acme-20261115T120000-1a2b3c --yes
       bundler clean --db postgresql://billing@old/porta --side source --customer acme --customer bravo
+      bundler clean --db sqlite:///demo/source.db --customer acme --target sqlite:///demo/target.db --yes
       bundler clean --db sqlite:///demo/target.db --kind sim_card --id 8944000000000000001 --json --yes
     """
     from bundler.clean import plan_clean, run_clean
     from bundler.db import connect
 
     entities = entity_pairs(customers, kinds, ids) + root_pairs(roots, {})
+    target_url = None
+    if target and (source or db_url):  # the target beside the source: consulted, not cleaned
+        target_url, target = target, None
     given = [(url, named) for url, named in ((db_url, None), (source, "source"), (target, "target")) if url]
     if len(given) != 1:
         raise UsageError("give one database: --source URL, --target URL or --db URL (the side inferred)")
@@ -143,8 +160,18 @@ def clean_command(
     if side and implied and side != implied:
         raise UsageError(f"--side {side} contradicts --{implied}")
     side = side or implied
+    if target_url and side == "target":
+        raise UsageError("--target beside the database to clean is for a source-side clean")
     engine = connect(url)
-    plan = plan_clean(engine, entities=entities, bundles=bundles, side=side, spec=spec)
+    plan = plan_clean(
+        engine,
+        entities=entities,
+        bundles=bundles,
+        side=side,
+        spec=spec,
+        all_usage=all_usage,
+        target=connect(target_url) if target_url else None,
+    )
     if dry_run:
         if as_json:
             print_json({**plan.summary(), "outcome": "dry-run"})
@@ -207,6 +234,11 @@ def _kept_lines(plan: CleanPlan) -> Iterator[str]:
         yield f"  {row.line()}"
     if len(plan.kept) > KEPT_SHOWN:
         yield f"  … and {len(plan.kept) - KEPT_SHOWN} more kept row(s) (see --json)"
+    if plan.side == "source" and any(WINDOW in k.reason for k in plan.kept):
+        yield (
+            "  usage outside the exported window keeps rows: add --target TARGET_URL (where the root is loaded) "
+            "or --all-usage to remove it too"
+        )
 
 
 def _bookkeeping_lines(plan: CleanPlan) -> Iterator[str]:
@@ -226,6 +258,9 @@ def _print_result(result: CleanResult) -> None:
         f"removed {result.rows} row(s) from {len(result.deleted)} table(s) of the {plan.side}"
         + (f"; kept {len(plan.kept)} row(s) still in use" if plan.kept else "")
     )
+    for table, n in result.deleted.items():
+        if n:
+            click.echo(f"  {table}: {n}")
     if result.closed:
         verb = "forgot load(s)" if plan.side == "target" else "closed export(s)"
         click.echo(f"{verb}: {', '.join(result.closed)}")

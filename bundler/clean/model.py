@@ -33,6 +33,10 @@ class CleanRequest:
     bundles: tuple[str, ...] = ()
     side: str | None = None
     spec: str | None = None
+    # source side: remove a root's usage outside its exported windows too, for every root
+    # (``all_usage``) or for those whose export the target has loaded (``loaded``: export ids)
+    all_usage: bool = False
+    loaded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

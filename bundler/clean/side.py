@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bundler.clean.plan import CleanSet
 
 SIDES = ("source", "target")
+_REVERSE = "reverse"  # the kind of a reverse transfer's records (bundler.reverse.common)
 
 
 @dataclass
@@ -191,18 +192,27 @@ def _side_of_bundles(
 
 
 def _count(connection: sa.Connection, table: sa.Table, inspector: Any) -> int:
+    """How many records ``table`` holds, reverse transfers left out: a reverse export is
+    recorded by a target, a reverse load by a source, and neither changes which side it is."""
     if not inspector.has_table(table.name):
         return 0
-    return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+    stmt = sa.select(sa.func.count()).select_from(table).where(table.c.kind != _REVERSE)
+    return int(connection.execute(stmt).scalar_one())
 
 
 def _side_of_database(connection: sa.Connection, inspector: Any) -> tuple[str, str]:
     n_loads = _count(connection, tracking.loads_table, inspector)
     n_exports = _count(connection, tracking.exports_table, inspector)
     if n_loads and not n_exports:
-        return "target", f"inferred: this database recorded {n_loads} load(s) and no export"
+        return (
+            "target",
+            f"inferred: this database recorded {n_loads} load(s) and no export",
+        )
     if n_exports and not n_loads:
-        return "source", f"inferred: this database recorded {n_exports} export(s) and no load"
+        return (
+            "source",
+            f"inferred: this database recorded {n_exports} export(s) and no load",
+        )
     if not n_loads and not n_exports:
         raise UsageError(
             "cannot tell the side: this database recorded neither exports nor loads, so nothing was "

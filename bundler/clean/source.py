@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from bundler import tracking
-from bundler.clean.model import NOT_A_CLEANER, PK, CleanPlan, CleanRefused, pk_text
+from bundler.clean.model import NOT_A_CLEANER, PK, CleanPlan, CleanRefused, CleanRequest, pk_text
 from bundler.clean.side import CleanScope, Side
 from bundler.graph import EntitySpec, Graph, Scope, TableSpec
 from bundler.sql import Closure, chunks, table_clause
@@ -37,6 +37,13 @@ class SourceSide(Side):
         super().__init__(connection, graph)
         # export -> its usage mode and window
         self.windows: dict[str, tuple[str, datetime | None, datetime | None]] = {}
+        # exports whose root's usage goes whole, windows or not (the target has the root)
+        self.whole: set[str] = set()
+        self.request: CleanRequest | None = None
+
+    def resolve(self, request: CleanRequest) -> None:
+        self.request = request
+        super().resolve(request)
 
     # -- scopes ------------------------------------------------------------------------------
 
@@ -98,6 +105,9 @@ class SourceSide(Side):
     ) -> CleanScope:
         for bundle_id, rec in bundles.items():
             self.windows[bundle_id] = (rec.usage_mode, rec.window_from, rec.window_to)
+        request = self.request
+        if candidates and request is not None and (request.all_usage or set(bundles) & set(request.loaded)):
+            self.whole |= set(bundles)
         closure = Closure(self.conn, self.graph, follow_shared=candidates)
         for table, rows in seeds.items():
             spec = self.graph.table(table)
@@ -159,6 +169,8 @@ class SourceSide(Side):
         """Usage rows of ``spec`` inside the usage window of one of ``bundles``."""
         t = table_clause(spec)
         assert spec.time_column is not None
+        if bundles & self.whole:
+            return sa.true()
         clauses: list[sa.ColumnElement[bool]] = []
         for bundle_id in sorted(bundles):
             mode, start, end = self.windows[bundle_id]

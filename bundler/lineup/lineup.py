@@ -52,6 +52,7 @@ from bundler.lineup.queue import (
     worker_name,
 )
 from bundler.lineup.queue import retry_failed as retry_failed_roots
+from bundler.lineup.returned import reopen_returned, reversed_exports
 from bundler.load import TargetCache, load_bundle
 from bundler.load.grants import check_target_writable
 from bundler.load.load import Written
@@ -283,7 +284,7 @@ def migrate_root(
     kind, root_pk, phase = row.kind, row.root_pk, row.phase
     base = {"kind": kind, "root_pk": root_pk, "root_key": row.root_key}
     loaded = _already_loaded(target, source_system, kind, root_pk, phase)
-    if loaded is not None:
+    if loaded is not None and not reversed_exports(source, {str(loaded.bundle_id)}):
         return RootOutcome(**base, state="done", bundle_id=loaded.bundle_id, message="already in the target")
     if graph is None:
         with source.connect() as conn:
@@ -545,6 +546,12 @@ def run_lineup(
     release_stale_claims(target, system.system_id, stale_after=stale_after)
     if retry_failed:
         retry_failed_roots(target, system.system_id, phase, wanted)
+    if phase == "full":
+        reopened = reopen_returned(source, target, system.system_id, phase, wanted)
+        if reopened:
+            progress.note(
+                f"{reopened} root(s) returned to the source by a reverse transfer: migrating them again"
+            )
     with target.connect() as conn:
         t = lineup_table
         already = conn.execute(

@@ -220,11 +220,13 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
             if bundle.manifest.usage.late_after:  # DDL outside the load's transaction (MariaDB commits it)
                 tracking.create_tables(connection, charges_metadata)
         with connection.begin() as txn:
-            done = _already_loaded(connection, request)
+            done = _already_loaded(connection, request, graph)
             if done is not None:
                 return done
             if not request.again:
                 _refuse_loaded_root(connection, graph, request)
+            # a record left: a clean removed the root and kept some rows; load it again, reusing them
+            reload = _recorded(connection, bundle.bundle_id)
             translator = translator_for(bundle_graph(bundle.manifest.graph.release, request.spec), graph)
             state = LoadState(
                 connection,
@@ -239,7 +241,7 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
                 request.cache,
             )
             clock.lap("begin")
-            root_pk = _run_steps(state, request.decisions, clock)
+            root_pk = _run_steps(state, request.decisions, clock, reload)
             outcome = "loaded"
             if request.dry_run:
                 txn.rollback()
@@ -282,8 +284,19 @@ def _refresh_statistics(engine: sa.Engine, state: LoadState, result: LoadResult)
         )
 
 
-def _already_loaded(connection: sa.Connection, request: _Request) -> LoadResult | None:
-    """The result of a load of this very bundle the target recorded (a different one refused)."""
+def _recorded(connection: sa.Connection, bundle_id: str) -> bool:
+    loads = tracking.loads_table
+    return (
+        connection.execute(sa.select(loads.c.bundle_id).where(loads.c.bundle_id == bundle_id)).first()
+        is not None
+    )
+
+
+def _already_loaded(connection: sa.Connection, request: _Request, graph: Graph) -> LoadResult | None:
+    """The result of a load of this very bundle the target recorded (a different one refused);
+    None also when a clean has removed the root it brought (:mod:`bundler.load.reload`)."""
+    from bundler.load.reload import root_cleaned
+
     bundle = request.bundle
     loads = tracking.loads_table
     done = connection.execute(sa.select(loads).where(loads.c.bundle_id == bundle.bundle_id)).first()
@@ -295,6 +308,8 @@ def _already_loaded(connection: sa.Connection, request: _Request) -> LoadResult 
             [f"a different bundle with id {bundle.bundle_id} was loaded on {done.loaded_at}"],
             hint="bundle ids are unique: this one was altered or re-made by hand",
         )
+    if root_cleaned(connection, graph, done):
+        return None
     root_pk = typed(done.root_target_pk) if done.root_target_pk else None
     return LoadResult(bundle.bundle_id, str(request.bundle_path), "already-loaded", {}, [], 0.0, root_pk)
 
@@ -339,18 +354,32 @@ class _Clock:
         return now
 
 
-def _run_steps(state: LoadState, decisions: str | Path | None, clock: _Clock | None = None) -> Any:
-    """Preflight, decide, write, activate and record; the root's target key."""
+def _run_steps(
+    state: LoadState, decisions: str | Path | None, clock: _Clock | None = None, reload: bool = False
+) -> Any:
+    """Preflight, decide, write, activate and record; the root's target key.
+
+    ``reload``: the target recorded this bundle, and a clean removed its root since.
+    """
+    from bundler.load.reload import drop_record, restore_created
+
     clock = clock or _Clock({})
     try:
         preflight(state)
+        _replace_returned(state)
         check_owned_conflicts(state)
         clock.lap("preflight")
         decide(state)
         if state.asker is not None and state.asked and decisions is not None:
             write_sidecar(Path(decisions), template(state.bundle_id, state.asked, state.decisions))
         clock.lap("decide")
+        kept = drop_record(state.conn, state.bundle_id) if reload else {}
         write(state)
+        if kept:
+            restored = restore_created(state.conn, state.bundle_id, kept)
+            state.progress.note(
+                f"{state.bundle_id}: loaded again after a clean; reused {restored} row(s) it had kept"
+            )
         apply_charges(state)  # late usage: its charges move the balances, in this transaction
         clock.lap("write")
         root_pk = activate(state)
@@ -367,6 +396,25 @@ def _run_steps(state: LoadState, decisions: str | Path | None, clock: _Clock | N
             raise Contended(first_line(exc.orig)) from exc
         raise
     return root_pk
+
+
+def _replace_returned(state: LoadState) -> None:
+    """A root a reverse transfer returned to the source comes again: its stale copy in the
+    target goes first, in this load's transaction (:mod:`bundler.clean.returned`)."""
+    from bundler.clean.returned import remove_returned, returned_copy
+
+    manifest = state.bundle.manifest
+    root = manifest.root
+    if root is None or manifest.kind not in state.graph.roots or root.table not in state.graph.tables:
+        return
+    copy = returned_copy(state.conn, state.graph, root.table, root.natural_key)
+    if copy is None:
+        return
+    removed = remove_returned(state.conn, state.graph, copy, state.progress)
+    state.progress.note(
+        f"{state.bundle_id}: removed the stale copy of {root.table} {describe(root.natural_key)} "
+        f"(returned by {copy.reverse_bundle}): " + ", ".join(f"{n} {t}" for t, n in sorted(removed.items()))
+    )
 
 
 # -- 1. verify -------------------------------------------------------------------------------

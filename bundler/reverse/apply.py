@@ -12,13 +12,14 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.bundle import Bundle
-from bundler.errors import BundlerError, RootError
+from bundler.errors import BundlerError
 from bundler.graph import Graph, TableSpec
 from bundler.keys import describe, key_text, key_value
 from bundler.ledger import IdAllocator
 from bundler.manifest import Outside
 from bundler.progress import Progress
-from bundler.reverse.common import REVERSE_KIND, REVERSED, ROOT_KIND, reverse_section, root_of
+from bundler.reverse.checks import check_export_record, check_root_row
+from bundler.reverse.common import REVERSE_KIND, REVERSED, reverse_section, root_of
 from bundler.reverse.report import ReverseLoadResult
 from bundler.sql import chunks, db_values, match_keys, natural_keys, sorted_values, table_clause
 
@@ -98,57 +99,11 @@ class Apply:
 
     def root_row(self) -> None:
         """Refuse a customer the source no longer has, has terminated, or has taken back."""
-        root = self.root
-        spec = self.graph.table(root.table)
-        t = table_clause(spec)
-        pk = spec.from_text(spec.pk[0], str(root.source_pk))
-        row = self.conn.execute(sa.select(t).where(t.c[spec.pk[0]] == pk)).mappings().first()
-        name = f"{ROOT_KIND} {describe(root.natural_key)}"
-        if row is None:
-            raise RootError(
-                f"{name} ({spec.pk[0]}={pk}) is no longer in the source",
-                hint="it cannot be returned; settle it by hand",
-            )
-        status = spec.status
-        if status is not None:
-            value = row[status.column]
-            if value in status.terminated:
-                raise RootError(
-                    f"{name} was terminated in the source ({status.column} = {value!r}): "
-                    "a customer terminated in the source cannot be restored",
-                    hint="settle its usage and balance by hand, or reopen it in the source first",
-                )
-            if value != status.exported:
-                raise RootError(
-                    f"{name} is not Exported in the source ({status.column} = {value!r})",
-                    hint="the source has taken it back already (a restored export?); nothing to return",
-                )
+        check_root_row(self.conn, self.graph, self.root)
 
     def check_export(self, system_id: str) -> None:
         """Refuse an export this source did not make, or one already reversed."""
-        exports, loads = tracking.exports_table, tracking.loads_table
-        export_id = self.rev["export_bundle"]
-        row = self.conn.execute(sa.select(exports).where(exports.c.bundle_id == export_id)).first()
-        root = self.root
-        if row is None or row.root_table != root.table or row.root_pk != str(root.source_pk):
-            raise RootError(
-                f"reverse bundle {self.bundle.bundle_id} is not for this source system: it returns "
-                f"{ROOT_KIND} {describe(root.natural_key)} of export {export_id}, which this source "
-                f"({system_id}) did not make",
-                hint="apply it to the source the customer was exported from",
-            )
-        if row.status == REVERSED:
-            other = self.conn.execute(
-                sa.select(loads.c.bundle_id).where(
-                    loads.c.depends_on == export_id,
-                    loads.c.kind == REVERSE_KIND,
-                    loads.c.bundle_id != self.bundle.bundle_id,
-                )
-            ).first()
-            by = f" by reverse bundle {other.bundle_id}" if other else ""
-            raise RootError(
-                f"export {export_id} was already reversed{by}", hint="a customer is returned once per export"
-            )
+        check_export_record(self.conn, self.root, self.rev["export_bundle"], system_id, self.bundle.bundle_id)
 
     # -- prerequisites -------------------------------------------------------------------------
 
@@ -231,7 +186,13 @@ class Apply:
                 idx, batch.schema.field(idx), pa.array(mapped, batch.schema.field(idx).type)
             )
         for i in sorted(reasons):
-            self.result.not_returned.append(self._report_row(spec, original, i, reasons[i]))
+            item = self._report_row(spec, original, i, reasons[i])
+            self.result.not_returned.append(item)
+            amount = item.get("amount", {}).get("value")
+            if amount is not None:
+                self.result.dropped[spec.name] = key_value(
+                    Decimal(self.result.dropped.get(spec.name, "0")) + Decimal(amount)
+                )
         return batch, [i not in reasons for i in range(batch.num_rows)]
 
     def _skip_present(self, spec: TableSpec, batch: pa.RecordBatch, keep: list[bool]) -> int:
@@ -299,13 +260,16 @@ class Apply:
         self, spec: TableSpec, batch: pa.RecordBatch, i: int, reasons: list[str]
     ) -> dict[str, Any]:
         when = batch.column(spec.time_column)[i].as_py() if spec.time_column else None
-        return {
+        item = {
             "table": spec.name,
             "natural_key": {c: key_value(batch.column(c)[i].as_py()) for c in spec.natural_key},
             "target_pk": key_value(batch.column(spec.pk[0])[i].as_py()),
             "time": key_value(when) if when is not None else None,
             "reasons": reasons,
         }
+        if spec.amount is not None:
+            item["amount"] = {"column": spec.amount, "value": key_value(batch.column(spec.amount)[i].as_py())}
+        return item
 
     def _ledger(self, table: str, bundle_pks: pa.Array, source_pks: pa.Array) -> None:
         import pyarrow as pa
@@ -335,6 +299,39 @@ class Apply:
         for row in self.rev["rows"]:
             if row["balance"] is not None:
                 self._balance(row)
+            elif row.get("held") is not None:
+                self._held(row)
+
+    def _held(self, row: dict[str, Any]) -> None:
+        """Report a balance the bundle does not carry that the target changed: it is not returned."""
+        spec = self.graph.table(row["table"])
+        held = row["held"]
+        column = held["column"]
+        pk = spec.from_text(spec.pk[0], str(row["source_pk"]))
+        t = table_clause(spec)
+        here = self.conn.execute(sa.select(t.c[column]).where(t.c[spec.pk[0]] == pk)).first()
+        if here is None or held["value"] is None:
+            return
+        theirs = Decimal(_decimal_text(spec, column, held["value"]))
+        ours = Decimal(_decimal_text(spec, column, here[0])) if here[0] is not None else None
+        if ours == theirs:
+            return
+        self.result.not_returned.append(
+            {
+                "table": spec.name,
+                "natural_key": row["natural_key"],
+                "target_pk": row["source_pk"],
+                "time": None,
+                "amount": {"column": column, "value": key_value(theirs)},
+                "reasons": [
+                    f"its {column} changed on the target to {key_value(theirs)} (the source's is {key_value(ours)}): "
+                    f"a reverse bundle carries the {column} only of rows with "
+                    + ", ".join(
+                        f"{c} in {list(v)}" for c, v in (spec.balance.where if spec.balance else {}).items()
+                    )
+                ],
+            }
+        )
 
     def _balance(self, row: dict[str, Any]) -> None:
         spec = self.graph.table(row["table"])
@@ -363,6 +360,7 @@ class Apply:
                 "before": key_value(old),
                 "after": key_value(after),
                 "difference": key_value(after - old) if old is not None else None,
+                "explained": row["balance"].get("explained"),
             }
         )
 

@@ -63,11 +63,24 @@ def reverse() -> None:
     type=click.Path(file_okay=False),
     help="Folder to write the bundle into.",
 )
+@url_option(
+    "--source",
+    side="source",
+    dest="source_url",
+    required=False,
+    help="The source the customer returns to: check it first, so a refusal marks nothing.",
+)
 @spec_option
 @json_option
 @_with_limits
 def export_command(
-    db_url: str, customer: str | None, roots: tuple[str, ...], out_dir: str, spec: str | None, as_json: bool
+    db_url: str,
+    customer: str | None,
+    roots: tuple[str, ...],
+    out_dir: str,
+    source_url: str | None,
+    spec: str | None,
+    as_json: bool,
 ) -> None:
     """Write the reverse bundle of a customer a load brought into this target.
 
@@ -84,6 +97,7 @@ def export_command(
       bundler reverse export --target sqlite:///demo/target.db --customer acme --out back/
       bundler reverse export --target postgresql://billing@new/porta --customer 1042 --out back/ --json
       bundler reverse export --target sqlite:///new.db --spec library.json --root member=C-17 --out back/
+      bundler reverse export --target sqlite:///demo/target.db --customer acme --out back/ --source sqlite:///demo/source.db
     """
     from bundler.db import connect
     from bundler.errors import UsageError
@@ -94,8 +108,9 @@ def export_command(
         raise UsageError("name one root to carry back", hint="--customer ID_OR_NAME or --root KIND=KEY")
     ((kind, key),) = named
     engine = connect(db_url)
+    source = connect(source_url) if source_url else None
     with progress_for_cli() as progress:
-        result = reverse_export(engine, key, out_dir, spec=spec, progress=progress, kind=kind)
+        result = reverse_export(engine, key, out_dir, spec=spec, progress=progress, kind=kind, source=source)
     if as_json:
         print_json(result.summary())
     else:
@@ -152,3 +167,41 @@ def load_command(
     if as_json:  # one bundle: its object; several: a list of them
         summaries = [r.summary() for r in results]
         print_json(summaries[0] if len(summaries) == 1 else summaries)
+
+
+@reverse.command("undo")
+@url_option("--target", "--db", side="target", dest="db_url", help="The target the reverse export marked.")
+@click.option(
+    "--customer", required=True, metavar="ID_OR_NAME", help="The customer: its id in the target, or its name."
+)
+@url_option(
+    "--source",
+    side="source",
+    dest="source_url",
+    required=False,
+    help="The source: refuse if it applied the reverse bundle already.",
+)
+@spec_option
+@json_option
+def undo_command(db_url: str, customer: str, source_url: str | None, spec: str | None, as_json: bool) -> None:
+    """Lift the Exported status a reverse export set in the target (when the reverse load cannot go on).
+
+    Every row the customer's last reverse export marked gets its status back, in one
+    transaction; the reverse export is recorded as restored. Do not load its bundle after.
+
+    \b
+    Example:
+      bundler reverse undo --target sqlite:///demo/target.db --customer acme
+      bundler reverse undo --target postgresql://billing@new/porta --customer acme --source postgresql://billing@old/porta
+    """
+    from bundler.db import connect
+    from bundler.reverse.undo import reverse_undo
+
+    result = reverse_undo(
+        connect(db_url), customer, source=connect(source_url) if source_url else None, spec=spec
+    )
+    if as_json:
+        print_json(result.summary())
+    else:
+        for line in result.lines():
+            click.echo(line)

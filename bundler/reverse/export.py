@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -111,7 +112,7 @@ def _check_target_state(connection: sa.Connection, root: Root) -> None:
     if earlier is not None:
         raise RootError(
             f"{root.kind} {describe(root.key)} is already Exported in the target by reverse bundle {earlier.bundle_id}",
-            hint="apply that bundle to the source with bundler reverse load",
+            hint="apply that bundle to the source with bundler reverse load, or lift the mark with bundler reverse undo",
         )
     assert status is not None
     raise RootError(
@@ -192,6 +193,39 @@ def _draft(
     )
 
 
+def _check_source(source: sa.Engine, root: Root, origin: Origin, spec: str | Path | None) -> None:
+    """Refuse, before anything is marked, what ``reverse load`` would refuse on the source:
+    another source system, an export it did not make or has reversed already, a customer it
+    no longer has, has terminated or has taken back."""
+    from bundler.reverse.checks import check_export_record, check_root_row
+
+    with begin_write(source) as connection:
+        graph, system = system_graph(connection, spec)
+    if system.system_id != origin.source_system:
+        raise RootError(
+            f"{ROOT_KIND} {describe(root.key)} came from source system {origin.source_system}; "
+            f"the database given as its source is system {system.system_id}",
+            hint="name the source the customer was exported from",
+        )
+    ref = RootRef(
+        root.spec.name, key_value(root.spec.from_text(root.spec.pk[0], origin.root_source_pk)), root.key
+    )
+    with source.connect() as connection:
+        check_export_record(
+            connection, ref, origin.export_bundle, system.system_id, f"of {describe(root.key)}"
+        )
+        check_root_row(connection, graph, ref)
+
+
+def _rehearse(
+    source: sa.Engine, path: Path, spec: str | Path | None, batch_rows: int
+) -> list[dict[str, Any]]:
+    """Apply the bundle to the source and roll it back: what the source would not take."""
+    from bundler.reverse.load import reverse_load
+
+    return reverse_load(source, path, spec=spec, batch_rows=batch_rows, rehearse=True).not_returned
+
+
 def _finish(
     target_engine: sa.Engine, graph: Graph, bundle_id: str, marks: Marks, path: Path, manifest: Manifest
 ) -> None:
@@ -218,11 +252,16 @@ def reverse_export(
     progress: Progress | None = None,
     batch_rows: int = 65_536,
     kind: str = ROOT_KIND,
+    source: sa.Engine | None = None,
 ) -> ReverseExportResult:
     """Write the reverse bundle of a customer (or a root of ``kind``) that a load brought into this target.
 
     Marks the customer Exported in the target. See :mod:`bundler.reverse` for what the
-    bundle holds and how each usage row is sorted.
+    bundle holds and how each usage row is sorted. With ``source`` (the source the
+    customer returns to), everything ``reverse load`` checks is checked first: the
+    customer and its export there before anything is marked, and the finished bundle by
+    a rehearsed load that is rolled back; a refusal removes the bundle and gives the
+    marked rows their status back.
     """
     progress = progress or NullProgress()
     started = time.monotonic()
@@ -235,6 +274,8 @@ def reverse_export(
     root = recover_before_export(target_engine, graph, root, "--target", progress)
     with begin_write(target_engine) as connection:
         _check_target_state(connection, root)
+    if source is not None:
+        _check_source(source, root, origin, spec)
     # a freshly loaded target may have no planner statistics: the reads below would not end
     refreshed = refresh_stale_statistics(target_engine)
     if refreshed:
@@ -260,6 +301,16 @@ def reverse_export(
             writer.abort()
         restore_marks(target_engine, graph, bundle_id, marks, f"{type(exc).__name__}: {exc}")
         raise
+    at_load: list[dict[str, Any]] = []
+    if source is not None:
+        try:
+            at_load = _rehearse(source, path, spec, batch_rows)
+        except BaseException as exc:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+            restore_marks(target_engine, graph, bundle_id, marks, f"refused by the source: {exc}")
+            raise
     _finish(target_engine, graph, bundle_id, marks, path, manifest)
     for warning in reader.warnings:
         progress.note(f"{bundle_id}: {warning}")
@@ -274,4 +325,5 @@ def reverse_export(
         warnings=reader.warnings,
         marked_rows=marks.count,
         seconds=time.monotonic() - started,
+        at_load=at_load,
     )

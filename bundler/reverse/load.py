@@ -93,6 +93,10 @@ def _apply(apply: Apply, system_id: str, graph: Graph, theirs: Graph, usage: lis
     apply.record()
 
 
+class _Rehearsed(Exception):
+    """Raised at the end of a rehearsal, so that its transaction rolls back."""
+
+
 def reverse_load(
     source_engine: sa.Engine,
     bundle_path: str | Path,
@@ -101,11 +105,14 @@ def reverse_load(
     report_dir: str | Path | None = None,
     progress: Progress | None = None,
     batch_rows: int = 65_536,
+    rehearse: bool = False,
 ) -> ReverseLoadResult:
     """Apply a reverse bundle to the source it returns a customer to, in one transaction.
 
     Writes the report (``<bundle id>.report.json`` and ``.report.txt``) into
     ``report_dir`` (default: beside the bundle). See :mod:`bundler.reverse` for the steps.
+    ``rehearse``: make every check and write, then roll it all back and write no report
+    (what ``reverse export --source`` does before it lets the marks in the target stand).
     """
     progress = progress or NullProgress()
     started = time.monotonic()
@@ -117,13 +124,20 @@ def reverse_load(
         root = root_of(manifest, bundle.name)
         result = ReverseLoadResult(bundle.bundle_id, str(bundle_path), "returned", root.to_doc())
         usage = _usage_tables(bundle, manifest, theirs, graph, system.system_id)
-        with begin_write(source_engine) as connection:
-            if _applied_before(connection, bundle):
-                result.outcome = "already-returned"
-                result.seconds = time.monotonic() - started
-                return result
-            apply = Apply(connection, bundle, graph, progress, batch_rows, result)
-            _apply(apply, system.system_id, graph, theirs, usage)
+        try:
+            with begin_write(source_engine) as connection:
+                if _applied_before(connection, bundle):
+                    result.outcome = "already-returned"
+                    result.seconds = time.monotonic() - started
+                    return result
+                apply = Apply(connection, bundle, graph, progress, batch_rows, result)
+                _apply(apply, system.system_id, graph, theirs, usage)
+                if rehearse:
+                    raise _Rehearsed
+        except _Rehearsed:
+            result.outcome = "rehearsed"
+            result.seconds = time.monotonic() - started
+            return result
         result.not_returned[:0] = reverse_section(manifest, bundle.name)["not_returned"]
         result.report_paths = write_report(
             result, Path(report_dir) if report_dir else Path(bundle.source).parent

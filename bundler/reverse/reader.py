@@ -7,6 +7,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,20 @@ from bundler.sql import Closure, chunks, natural_keys, sorted_values, table_clau
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+
+class _Explained:
+    """What a travelling balance holds: the returned usage, and the items not returned, by table."""
+
+    def __init__(self) -> None:
+        self.returned = Decimal(0)
+        self.not_returned: dict[str, Decimal] = {}
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "returned_usage": format(self.returned, "f"),
+            "not_returned": {t: format(v, "f") for t, v in sorted(self.not_returned.items())},
+        }
 
 
 class _Ledger:
@@ -84,13 +99,20 @@ class Reader:
         # referenced table -> (column, values used in the bundle)
         self.used: dict[str, tuple[str, set[Any]]] = {}
         self.before_period = 0
+        self.owned: Closure | None = None
+        # (table, target pk) of each row whose balance travels -> the amounts its figure holds
+        self.explained: dict[tuple[str, Any], _Explained] = {}
 
     def run(self) -> None:
         """Read everything; the findings stay on the reader (``rows``, ``returnable``, …)."""
         owned = Closure(self.conn, self.graph, follow_shared=False)
         owned.add(self.root.spec.name, [self.root.row])
         owned.run()
+        self.owned = owned
         self._rows(owned)
+        for spec in owned.tables((Scope.OWNED,)):
+            if len(spec.pk) == 1:
+                self._made_on_target(spec, owned)
         for spec in self.graph.tables_in_order((Scope.USAGE,)):
             parent = self.graph.usage_parent(spec)
             if parent is not None and self.returnable.get(parent.table):
@@ -101,6 +123,10 @@ class Reader:
             where = owned.usage_selection(spec)
             if where is not None:
                 self._usage(spec, where)
+        for row in self.rows:
+            found = self.explained.get((row["table"], row.pop("_target_pk")))
+            if found is not None and row["balance"] is not None:
+                row["balance"]["explained"] = found.to_doc()
         if self.before_period and self.period_start is not None:
             self.warnings.append(
                 f"{self.before_period} returnable row(s) are from before the current billing period "
@@ -123,13 +149,15 @@ class Reader:
                 self._row(spec, pk, found[pk], keys.get(pk, {}), back.get(str(pk)), marked)
 
     def _state(self, spec: TableSpec, pks: list[Any]) -> dict[Any, dict[str, Any]]:
-        """The pk, status and balance columns of the rows of ``spec`` with these pks, by pk."""
+        """The pk, status, balance and amount columns of the rows of ``spec`` with these pks, by pk."""
         pk_col = spec.pk[0]
         wanted = [pk_col]
         if spec.status:
             wanted.append(spec.status.column)
         if spec.balance:
             wanted += [spec.balance.column, *spec.balance.where]
+        if spec.amount:
+            wanted.append(spec.amount)
         t = table_clause(spec)
         found: dict[Any, dict[str, Any]] = {}
         for part in chunks(sorted_values(pks)):
@@ -153,17 +181,19 @@ class Reader:
         balance = None
         if spec.balance and all(row[c] in allowed for c, allowed in spec.balance.where.items()):
             balance = {"column": spec.balance.column, "value": key_value(row[spec.balance.column])}
+            self.explained[(spec.name, pk)] = _Explained()
         if source_pk is None:
             held = f"; its {balance['column']} {balance['value']} stays in the target" if balance else ""
-            self.not_returned.append(
-                {
-                    "table": spec.name,
-                    "natural_key": key,
-                    "target_pk": key_value(pk),
-                    "time": None,
-                    "reasons": [f"made on the target: the source has no such row{held}"],
-                }
-            )
+            item: dict[str, Any] = {
+                "table": spec.name,
+                "natural_key": key,
+                "target_pk": key_value(pk),
+                "time": None,
+                "reasons": [f"made on the target: the source has no such row{held}"],
+            }
+            if balance:
+                item["amount"] = {"column": balance["column"], "value": balance["value"]}
+            self.not_returned.append(item)
             return
         self.rows.append(
             {
@@ -172,8 +202,84 @@ class Reader:
                 "natural_key": key,
                 "status": status,
                 "balance": balance,
+                "_target_pk": pk,  # dropped once the balances are explained
             }
         )
+        if spec.balance and balance is None:
+            # not carried (a credit account's): reverse load reports it if it differs in the source
+            self.rows[-1]["held"] = {
+                "column": spec.balance.column,
+                "value": key_value(row[spec.balance.column]),
+            }
+
+    def _made_on_target(self, spec: TableSpec, owned: Closure) -> None:
+        """Report the root's rows of ``spec`` that no load brought (a payment, an invoice made on the target).
+
+        Tables with a status or a balance are reported by :meth:`_row` already.
+        """
+        if spec.status is not None or spec.balance is not None:
+            return
+        rows = owned.rows.get(spec.name, {})
+        if not rows:
+            return
+        came = self.ledger.map(spec.name, [pk[0] for pk in rows])
+        made = [pk[0] for pk in rows if str(pk[0]) not in came]
+        if not made:
+            return
+        keys = natural_keys(self.conn, self.graph, spec.name, spec.pk[0], made)
+        amounts = self._state(spec, made) if spec.amount is not None else {}
+        for pk in sorted_values(made):
+            row = {**rows[(pk,)], **amounts.get(pk, {})}
+            item: dict[str, Any] = {
+                "table": spec.name,
+                "natural_key": keys.get(pk, {}),
+                "target_pk": key_value(pk),
+                "time": None,
+                "reasons": ["made on the target: the source has no such row"],
+            }
+            if spec.amount is not None:
+                item["amount"] = {"column": spec.amount, "value": key_value(row[spec.amount])}
+                self._attribute(spec, row, row[spec.amount], returned=False)
+            self.not_returned.append(item)
+
+    def _holder(self, spec: TableSpec, row: dict[str, Any]) -> tuple[str, Any] | None:
+        """The nearest row up ``row``'s owners whose balance travels (its charges are that balance's)."""
+        assert self.owned is not None
+        for _ in range(len(self.graph.tables)):
+            for ref in spec.owner_refs:
+                value = row.get(ref.column)
+                parent = self.owned.rows.get(ref.table, {}).get((value,)) if value is not None else None
+                if parent is None:
+                    continue
+                if (ref.table, value) in self.explained:
+                    return (ref.table, value)
+                spec, row = self.graph.table(ref.table), parent
+                break
+            else:
+                return None
+        return None
+
+    def _attribute(self, spec: TableSpec, row: dict[str, Any], amount: Any, *, returned: bool) -> None:
+        """Count ``amount`` into the explanation of the balance that holds ``row``."""
+        holder = self._holder(spec, row) if amount is not None else None
+        if holder is None:
+            return
+        found = self.explained[holder]
+        if returned:
+            found.returned += Decimal(amount)
+        else:
+            found.not_returned[spec.name] = found.not_returned.get(spec.name, Decimal(0)) + Decimal(amount)
+
+    def _attribute_batch(
+        self, spec: TableSpec, batch: pa.RecordBatch, rows: list[int], *, returned: bool
+    ) -> None:
+        """Count the amounts of ``rows`` of ``batch`` (target values) into the balances that hold them."""
+        if spec.amount is None or not rows:
+            return
+        amounts = batch.column(spec.amount).to_pylist()
+        owners = {ref.column: batch.column(ref.column).to_pylist() for ref in spec.owner_refs}
+        for i in rows:
+            self._attribute(spec, {c: v[i] for c, v in owners.items()}, amounts[i], returned=returned)
 
     # -- usage --------------------------------------------------------------------------------
 
@@ -219,6 +325,7 @@ class Reader:
             kept = self._returnable(spec, batch)
             if kept.num_rows == 0:
                 continue
+            self._attribute_batch(spec, kept, list(range(kept.num_rows)), returned=True)
             kept = self._to_source(spec, kept)
             self._count_before_period(spec, kept)
             out.write(kept)
@@ -255,6 +362,7 @@ class Reader:
         ]
         if reasons:
             self.not_returned.append(self._report_row(spec, batch, i, reasons))
+            self._attribute_batch(spec, batch, [i], returned=False)
         return not reasons
 
     def _to_source(self, spec: TableSpec, kept: pa.RecordBatch) -> pa.RecordBatch:
@@ -323,13 +431,16 @@ class Reader:
                 self.keys[ref.table].get(value) if ref is not None and value is not None else key_value(value)
             )
         when = batch.column(spec.time_column)[i].as_py() if spec.time_column else None
-        return {
+        item = {
             "table": spec.name,
             "natural_key": key,
             "target_pk": key_value(batch.column(spec.pk[0])[i].as_py()),
             "time": key_value(when) if when is not None else None,
             "reasons": reasons,
         }
+        if spec.amount is not None:
+            item["amount"] = {"column": spec.amount, "value": key_value(batch.column(spec.amount)[i].as_py())}
+        return item
 
     def prerequisites(self) -> dict[str, Outside]:
         """Every outside row the returnable rows reference: value in the bundle → natural key."""

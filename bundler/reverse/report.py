@@ -29,6 +29,8 @@ class ReverseExportResult:
     warnings: list[str]
     marked_rows: int
     seconds: float
+    # with a source to check against: the returnable rows it would not take (a rehearsed load)
+    at_load: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         m = self.manifest
@@ -45,6 +47,7 @@ class ReverseExportResult:
             "not_returned": self.not_returned,
             "rows": self.rows,
             "marked_in_target": self.marked_rows,
+            "not_taken_by_source": self.at_load,
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
         }
@@ -71,7 +74,12 @@ class ReverseExportResult:
             balance = row["balance"]
             shown = f", {balance['column']} {balance['value']}" if balance else ""
             out.append(f"  {row['table']} {describe(row['natural_key'])}: status {row['status']!r}{shown}")
+            if balance and balance.get("explained"):
+                out.append(f"    {explain_line(balance['value'], balance['explained'])}")
         out.extend(not_returned_lines(self.not_returned))
+        if self.at_load:
+            out.append("  the source will not take these (a rehearsed reverse load said so):")
+            out.extend(not_returned_lines(self.at_load)[1:])
         out.extend(f"  warning: {w}" for w in self.warnings)
         return out
 
@@ -82,7 +90,7 @@ class ReverseLoadResult:
 
     bundle_id: str
     bundle: str
-    outcome: str  # returned | already-returned
+    outcome: str  # returned | already-returned | rehearsed
     root: dict[str, Any]
     imported: dict[str, int] = field(default_factory=dict)
     already_in_source: dict[str, int] = field(default_factory=dict)
@@ -90,6 +98,8 @@ class ReverseLoadResult:
     balances: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # table -> amount of the rows the export counted as returned usage that this load could not return
+    dropped: dict[str, str] = field(default_factory=dict)
     report_paths: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -103,6 +113,7 @@ class ReverseLoadResult:
             "already_in_source": dict(self.already_in_source),
             "not_returned": self.not_returned,
             "balance_adjustments": self.balances,
+            "returnable_not_returned": dict(self.dropped),
             "statuses": self.statuses,
             "warnings": list(self.warnings),
             "report": [str(p) for p in self.report_paths],
@@ -144,6 +155,13 @@ class ReverseLoadResult:
                 f"    {b['table']} {describe(b['natural_key'])} {b['column']}: "
                 f"{b['before']} → {b['after']} ({_signed(b['difference'])})"
             )
+            if b.get("explained"):
+                out.append(f"      {explain_line(b['after'], b['explained'])}")
+        if self.dropped:
+            held = ", ".join(f"{t} {_signed(v)}" for t, v in sorted(self.dropped.items()))
+            out.append(
+                f"    of the usage counted as returned above, not returned by this load: {held} (listed below)"
+            )
         return out
 
 
@@ -153,14 +171,27 @@ def _signed(text: str | None) -> str:
     return text if text.startswith("-") else f"+{text}"
 
 
+def explain_line(figure: Any, explained: dict[str, Any]) -> str:
+    """What a balance set to the target's figure holds: returned usage, and items not returned."""
+    held = ", ".join(f"{table} {_signed(amount)}" for table, amount in explained["not_returned"].items())
+    return (
+        f"the target's figure {figure}: of which usage returned now {_signed(explained['returned_usage'])}; "
+        f"items made on the target and not returned: {held or 'none'}"
+    )
+
+
 def not_returned_lines(items: list[dict[str, Any]]) -> list[str]:
-    """The rows that cannot be returned, with the reasons, as report lines."""
+    """The rows that cannot be returned, with the reasons (and amounts), as report lines."""
     if not items:
         return ["  not returned: nothing"]
     out = [f"  not returned ({len(items)}):"]
     for item in items:
         when = f" ({item['time']})" if item.get("time") else ""
-        out.append(f"    {item['table']} {describe(item['natural_key'])}{when}: {'; '.join(item['reasons'])}")
+        amount = item.get("amount")
+        money = f" [{amount['column']} {amount['value']}]" if amount else ""
+        out.append(
+            f"    {item['table']} {describe(item['natural_key'])}{when}{money}: {'; '.join(item['reasons'])}"
+        )
     return out
 
 

@@ -321,7 +321,7 @@ def test_side_is_stated_or_inferred(source: sa.Engine, target: sa.Engine, tmp_pa
     load_bundle(target, vendor.path)
     load_bundle(target, acme.path)
     assert plan_clean(source, entities=[("customer", "acme")]).side == "source"
-    with target.begin() as conn:  # a target that also exported (a reverse transfer, say)
+    with target.begin() as conn:  # a target that also exported: a reverse transfer does not count
         conn.execute(
             tracking.exports_table.insert().values(
                 bundle_id="reverse-x",
@@ -332,8 +332,21 @@ def test_side_is_stated_or_inferred(source: sa.Engine, target: sa.Engine, tmp_pa
                 started_at=NOW,
             )
         )
-    with pytest.raises(UsageError, match=r"cannot tell the side: .* 1 export\(s\) and 2 load\(s\)"):
+    assert plan_clean(target, entities=[("customer", "acme")]).side == "target"
+    with target.begin() as conn:  # one that exported a customer of its own: the operator says
+        conn.execute(
+            tracking.exports_table.insert().values(
+                bundle_id="customer-x",
+                kind="customer",
+                usage_mode="none",
+                marked=1,
+                status="done",
+                started_at=NOW,
+            )
+        )
+    with pytest.raises(UsageError, match=r"cannot tell the side: .* 1 export\(s\) and 2 load\(s\)") as exc:
         plan_clean(target, entities=[("customer", "acme")])
+    assert "--side source or --side target" in str(exc.value.hint)
     plan = plan_clean(target, bundles=[acme.bundle_id])  # a bundle id names its side
     assert plan.side == "target" and "recorded as a load" in plan.side_reason
     assert plan_clean(target, entities=[("customer", "acme")], side="target").side_reason == "stated"
@@ -536,3 +549,84 @@ def test_command_dry_run_prompt_json_and_exit_codes(
     assert unpaired.exit_code == 2 and "--kind needs --id" in unpaired.stderr
     helped = runner.invoke(clean_command, ["--help"])
     assert "Example:" in helped.output and "--dry-run" in helped.output
+
+
+# -- finishing the job ------------------------------------------------------------------------------
+
+
+def test_a_cleaned_customer_loads_again_reusing_what_was_kept(
+    source: sa.Engine, target: sa.Engine, tmp_path: Path
+) -> None:
+    from tests.load.compare import differences
+
+    vendor = export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS)
+    bravo = export_root(source, "customer", "bravo", tmp_path, options=OPTIONS)
+    distri = export_root(source, "customer", "distri", tmp_path, options=OPTIONS)
+    for bundle in (vendor, bravo, distri):
+        load_bundle(target, bundle.path)
+    before = {(t, a) for t, _, a in ledger(target, bravo.bundle_id)}
+    counted = len(ledger(target, bravo.bundle_id))
+    plan = plan_clean(target, entities=[("customer", "bravo")])
+    assert plan.kept and "customers" in plan.tables  # the shared rows distri uses stay
+    run_clean(target, plan)
+    kept = {(t, pk) for t, pk, a in ledger(target, bravo.bundle_id) if a == "created"}
+    assert kept == kept_keys(plan)
+
+    again = load_bundle(target, bravo.path)
+
+    assert again.outcome == "loaded"
+    assert again.tables["products"].reused == 1 and again.tables["products"].created == 0  # the kept one
+    assert {(t, a) for t, _, a in ledger(target, bravo.bundle_id)} == before
+    assert len(ledger(target, bravo.bundle_id)) == counted
+    assert kept <= {(t, pk) for t, pk, a in ledger(target, bravo.bundle_id) if a == "created"}
+    check = export_root(
+        target,
+        "customer",
+        "bravo",
+        tmp_path / "check",
+        options=ExportOptions(now=NOW, xdrs="all", mark=False),
+    )
+    assert differences(bravo.path, target, check.path, graph_for_release("r2")) == []
+    assert dangling(target, graph_for_release("r2")) == []
+    assert load_bundle(target, bravo.path).outcome == "already-loaded"
+
+
+def test_source_clean_of_a_migrated_root_takes_all_its_usage(
+    source: sa.Engine, target: sa.Engine, tmp_path: Path
+) -> None:
+    vendor = export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS)
+    bravo = export_root(source, "customer", "bravo", tmp_path, options=ExportOptions(now=NOW, xdrs="none"))
+    s = snapshot(source, "r1")
+    # the target does not have it yet: its usage outside the window holds its accounts, and the way out is named
+    plan = plan_clean(source, entities=[("customer", "bravo")], target=target)
+    assert plan.rows == 0 and plan.kept
+    out = CliRunner().invoke(
+        clean_command,
+        ["--db", source.url.render_as_string(hide_password=False), "--customer", "bravo", "--dry-run"],
+    )
+    assert (
+        out.exit_code == 0
+        and "add --target TARGET_URL (where the root is loaded) or --all-usage" in out.output
+    )
+    load_bundle(target, vendor.path)
+    load_bundle(target, bravo.path)
+
+    plan = plan_clean(source, entities=[("customer", "bravo")], target=target)
+
+    r1 = graph_for_release("r1")
+    assert all(r1.table(k.table).is_shared for k in plan.kept)  # only configuration others use stays
+    assert plan.tables["xdrs"] == 2 and plan.closes == [bravo.bundle_id]
+    result = run_clean(source, plan)
+    assert result.deleted["xdrs"] == 2 and result.deleted["customers"] == 1
+    after = snapshot(source, "r1")
+    owned = {(t, pk) for t, pk in bundle_rows(bravo) if r1.table(t).scope == "owned"}
+    assert owned and all(pk not in after[t] for t, pk in owned)  # its whole owned closure is gone
+    assert sum(len(v) for v in s.values()) - sum(len(v) for v in after.values()) == result.rows
+    assert dangling(source, r1) == []
+    assert export_status(source, bravo.bundle_id) == "cleaned"
+    # with the flag, no target is needed
+    acme = export_root(source, "customer", "acme", tmp_path, options=ExportOptions(now=NOW, xdrs="none"))
+    assert plan_clean(source, entities=[("customer", "acme")]).kept != []
+    plan = plan_clean(source, bundles=[acme.bundle_id], all_usage=True)
+    assert all(r1.table(k.table).is_shared for k in plan.kept)
+    assert plan.tables["xdrs"] == 5 and plan.closes == [acme.bundle_id]

@@ -215,14 +215,22 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
             "source_pk": 4,
             "natural_key": {"name": "acme"},
             "status": "O",
-            "balance": {"column": "balance", "value": "99.87654"},
+            "balance": {
+                "column": "balance",
+                "value": "99.87654",
+                "explained": {"returned_usage": "2.00000", "not_returned": {}},  # t-2, on the credit account
+            },
         },
         ("accounts", "acme-1"): {
             "table": "accounts",
             "source_pk": 1,
             "natural_key": {"id": "acme-1"},
             "status": "O",
-            "balance": {"column": "balance", "value": "1.50000"},
+            "balance": {
+                "column": "balance",
+                "value": "1.50000",
+                "explained": {"returned_usage": "5.41111", "not_returned": {"xdrs": "0.20000"}},  # t-4
+            },
         },
         ("accounts", "acme-2"): {
             "table": "accounts",
@@ -230,6 +238,7 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
             "natural_key": {"id": "acme-2"},
             "status": "C",
             "balance": None,  # a credit account: its usage is the customer's balance
+            "held": {"column": "balance", "value": "7.00000"},  # reported by reverse load: changed here
         },
         ("accounts", "acme-closed"): {
             "table": "accounts",
@@ -237,6 +246,7 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
             "natural_key": {"id": "acme-closed"},
             "status": "C",
             "balance": None,
+            "held": {"column": "balance", "value": "0.00000"},
         },
     }
     # marked Exported in the target (a terminated row stays terminated)
@@ -263,7 +273,11 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
     assert loaded.outcome == "returned"
     assert loaded.imported == {"xdrs": 3} and loaded.already_in_source == {"xdrs": 0}
     missing = {n["natural_key"].get("call_id") or n["natural_key"].get("id"): n for n in loaded.not_returned}
-    assert set(missing) == {"t-3", "t-4", "t-5", "acme-3"}
+    assert set(missing) == {"t-3", "t-4", "t-5", "acme-3", "acme-2"}
+    assert missing["t-4"]["amount"] == {"column": "charged_amount", "value": "0.20000"}
+    assert missing["acme-2"]["amount"] == {"column": "balance", "value": "7.00000"}
+    assert "changed on the target to 7.00000 (the source's is 0.00000)" in missing["acme-2"]["reasons"][0]
+    assert loaded.dropped == {"xdrs": "5.00000"}  # t-3: counted as returned by the export, not taken
     (reason,) = missing["t-3"]["reasons"]
     assert reason.startswith("i_service = ") and reason.endswith(
         "services name='IPTV' does not exist in the source"
@@ -538,3 +552,153 @@ def test_cli_round_trip_and_help(new_db: Any, tmp_path: Path) -> None:
     assert "report: " in applied.stdout
     again = runner.invoke(reverse, ["load", "--db", source_url, summary["path"], "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["outcome"] == "already-returned"
+
+
+# -- safe both ways ---------------------------------------------------------------------------
+
+
+def _payment_and_invoice(target: sa.Engine) -> None:
+    """A payment and an invoice made on the target: never returned, reported with their amounts."""
+    acme = scalar(target, "SELECT i_customer FROM customers WHERE name = 'acme'")
+    template = scalar(target, "SELECT min(i_template) FROM templates")
+    with target.begin() as conn:
+        conn.execute(
+            R2.tables["payments"]
+            .insert()
+            .values(
+                i_customer=acme,
+                i_payment_method=None,
+                iso_4217="USD",
+                amount=D("-100.00000"),
+                payment_time=datetime(2026, 11, 16, 12, 0),
+                transaction_id="pay-on-target",
+                notes=None,
+            )
+        )
+        conn.execute(
+            R2.tables["invoices"]
+            .insert()
+            .values(
+                i_customer=acme,
+                invoice_number="INV-on-target",
+                i_template=template,
+                iso_4217="USD",
+                period_from=date(2026, 11, 1),
+                period_to=date(2026, 11, 30),
+                issue_date=datetime(2026, 11, 16, 12, 0),
+                amount_net=D("10.00000"),
+                amount_due=D("12.30000"),
+                amount_paid=D("0.00000"),
+            )
+        )
+
+
+def business(engine: sa.Engine, md: sa.MetaData = R1) -> dict[str, Any]:
+    """The rows a refused or undone reverse transfer must leave exactly as they were."""
+    with engine.connect() as conn:
+        exports = conn.execute(sa.text("SELECT count(*) FROM bundler_exports")).scalar_one()
+    return {
+        "customers": rows(engine, md, "customers", "name"),
+        "accounts": rows(engine, md, "accounts", "id"),
+        "xdrs": rows(engine, md, "xdrs", "call_id"),
+        "exports": exports,
+    }
+
+
+def test_retrop_refused_or_undone_leaves_both_sides_as_before(
+    new_db: Any, dialect: str, tmp_path: Path
+) -> None:
+    world = migrate(new_db, dialect, tmp_path / "out")
+    use_on_target(world)
+    _payment_and_invoice(world.target)
+    with world.source.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET bill_status = 'C' WHERE name = 'acme'"))
+    source_before, target_before = business(world.source), business(world.target, R2)
+
+    # checked on the source before anything is marked: nothing changes on either side
+    with pytest.raises(RootError, match="terminated in the source .* cannot be restored"):
+        reverse_export(world.target, "acme", tmp_path / "back", now=NOW, source=world.source)
+    assert business(world.target, R2) == target_before and business(world.source) == source_before
+    assert not (tmp_path / "back").exists() or not list((tmp_path / "back").glob("*.bundle"))
+
+    # without the source to check: marked, the load refused, and one command lifts the mark
+    exported = reverse_export(world.target, "acme", tmp_path / "back", now=NOW)
+    made = {
+        n["natural_key"].get("transaction_id") or n["natural_key"].get("invoice_number"): n
+        for n in exported.not_returned
+    }
+    assert made["pay-on-target"]["amount"] == {"column": "amount", "value": "-100.00000"}
+    assert made["INV-on-target"]["amount"] == {"column": "amount_due", "value": "12.30000"}
+    (customer,) = [r for r in exported.rows if r["table"] == "customers"]
+    assert customer["balance"]["explained"] == {
+        "returned_usage": "2.00000",
+        "not_returned": {"invoices": "12.30000", "payments": "-100.00000"},
+    }
+    assert "payments -100.00000" in "\n".join(exported.lines())
+    with pytest.raises(RootError, match="terminated in the source"):
+        reverse_load(world.source, exported.path)
+    assert business(world.source) == source_before
+    assert scalar(world.target, "SELECT bill_status FROM customers WHERE name = 'acme'") == "E"
+    out = CliRunner().invoke(
+        reverse,
+        ["undo", "--db", world.target.url.render_as_string(hide_password=False), "--customer", "acme"],
+    )
+    assert out.exit_code == 0, out.output
+    assert "active in the target again" in out.output
+    after = business(world.target, R2)
+    assert after["exports"] == target_before["exports"] + 1  # the reverse export, recorded as restored
+    assert {k: v for k, v in after.items() if k != "exports"} == {
+        k: v for k, v in target_before.items() if k != "exports"
+    }
+    with pytest.raises(RootError, match="no finished reverse export"):
+        from bundler.reverse.undo import reverse_undo
+
+        reverse_undo(world.target, "acme")
+
+
+def test_a_rehearsed_load_reports_what_the_source_will_not_take(world: World, tmp_path: Path) -> None:
+    use_on_target(world)
+    exported = reverse_export(world.target, "acme", tmp_path / "back", now=NOW, source=world.source)
+    # t-3: IPTV is not in the source; acme-2: its balance (a credit account's) changed on the target
+    assert [n["natural_key"] for n in exported.at_load] == [{"call_id": "t-3"}, {"id": "acme-2"}]
+    sql = "SELECT count(*) FROM bundler_loads WHERE bundle_id = :b"
+    assert scalar(world.source, sql, b=exported.bundle_id) == 0  # rolled back
+    assert reverse_load(world.source, exported.path).imported == {"xdrs": 3}
+
+
+# -- migrated again --------------------------------------------------------------------------
+
+
+def test_a_returned_customer_migrates_again_exactly(new_db: Any, dialect: str, tmp_path: Path) -> None:
+    """Return, then migrate: the stale copy goes (with what was made on the target), the new copy is exact."""
+    from bundler.lineup import LineupOptions, RootSelector, run_lineup
+    from tests.load.compare import differences
+
+    world = migrate(new_db, dialect, tmp_path / "out")
+    use_on_target(world)
+    reverse_load(world.source, reverse_export(world.target, "acme", tmp_path / "back", now=NOW).path)
+    options = LineupOptions(bundles=tmp_path / "again", xdrs="all", now=NOW, layered=False)
+
+    result = run_lineup(world.source, world.target, [RootSelector("customer", ("acme",))], options)
+
+    (outcome,) = result.outcomes
+    assert outcome.state == "done" and outcome.message != "already in the target", outcome
+    bundle = tmp_path / "again" / f"{outcome.bundle_id}.bundle"
+    again = export_root(
+        world.target,
+        "customer",
+        "acme",
+        tmp_path / "check",
+        options=ExportOptions(now=NOW, xdrs="all", mark=False),
+    )
+    assert differences(bundle, world.target, again.path, graph_for_release("r2")) == []
+    assert again.manifest.tables["xdrs"].rows == 8  # the five migrated first and the three returned
+    with world.target.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers WHERE name = 'acme'")).scalar() == 1
+        accounts = set(conn.execute(sa.text("SELECT id FROM accounts")).scalars())
+        calls = set(conn.execute(sa.text("SELECT call_id FROM xdrs")).scalars())
+        assert conn.execute(sa.text("SELECT bill_status FROM customers WHERE name = 'acme'")).scalar() == "O"
+    assert "acme-3" not in accounts and {"t-3", "t-4", "t-5"}.isdisjoint(calls)  # the stale copy's own rows
+    # a second run finds it in the target: nothing to do
+    second = run_lineup(world.source, world.target, [RootSelector("customer", ("acme",))], options)
+    assert second.outcomes == [] and second.skipped == 1
