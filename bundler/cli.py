@@ -142,6 +142,7 @@ def _register() -> None:
     from bundler.recordings.commands import recordings
     from bundler.recover_commands import recover_command
     from bundler.reverse.commands import reverse
+    from bundler.secure.commands import keys
 
     for command in (
         export_command,
@@ -154,6 +155,7 @@ def _register() -> None:
         clean_command,
         reverse,
         recover_command,
+        keys,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from bundler.options import json_option, print_json, progress_for_cli, source_option, spec_option
+from bundler.secure.options import BUNDLE_LOCATION, security_options
 
 
 @click.command("export")
@@ -28,7 +29,11 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
     help="Generic configuration: a whole table, or entries named by natural key (repeatable; one bundle).",
 )
 @click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write bundles into."
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write bundles into (or s3://bucket/prefix).",
 )
 @click.option(
     "--xdrs",
@@ -57,6 +62,7 @@ from bundler.options import json_option, print_json, progress_for_cli, source_op
 )
 @spec_option
 @json_option
+@security_options("sign", "encrypt")
 def export_command(
     source: str,
     customers: tuple[str, ...],
@@ -86,10 +92,12 @@ def export_command(
       bundler export --source postgresql://billing@db/porta --reseller 42 --xdrs none --out bundles/
       bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
       bundler export --source sqlite:///demo/source.db --customer 17 --after bundles/config-*.bundle --out bundles/
+      bundler export --source sqlite:///s.db --customer acme --sign-with keys/site-a.key --encrypt-to keys/site-b.age.pub --out s3://moves/
     """
     from bundler.db import connect
     from bundler.errors import UsageError
     from bundler.export import ConfigSelection, ExportOptions, export_config, export_many
+    from bundler.secure.transfer import Staging
 
     roots = [
         (kind, i)
@@ -103,7 +111,8 @@ def export_command(
     engine = connect(source)
     options = ExportOptions(xdrs=xdrs, usage_only=usage_only, mark=not no_mark, after=after)
     results: list[Any] = []
-    with progress_for_cli() as progress:
+    with Staging(out_dir) as stage, progress_for_cli() as progress:
+        out_dir = stage.local
         if configs:
             selections = [ConfigSelection.parse(c) for c in configs]
             results.append(export_config(engine, selections, out_dir, spec=spec, progress=progress))
@@ -121,6 +130,7 @@ def export_command(
                     progress=progress,
                 )
             )
+        stage.deliver(results)
     _report(results, as_json)
 
 
@@ -145,32 +155,43 @@ def _report(results: list[Any], as_json: bool) -> None:
 
 
 @click.command("pack")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "out", required=True, type=click.Path(), help="File (or folder) to write.")
+@click.argument("bundle", type=BUNDLE_LOCATION)
+@click.option(
+    "-o", "--out", "out", required=True, type=click.Path(), help="File (or folder, or s3://…) to write."
+)
+@security_options("encrypt", "trust")
 def pack_command(bundle: str, out: str) -> None:
-    """Pack a bundle folder into one zstandard-compressed tar file.
+    """Pack a bundle folder into one zstandard-compressed tar file (age-encrypted with --encrypt-to).
 
     \b
     Example:
       bundler pack bundles/customer-acme-20261115T120000-1a2b3c.bundle -o acme.bundle.tar.zst
+      bundler pack bundles/customer-acme-20261115T120000-1a2b3c.bundle -o out/ --encrypt-to keys/site-b.age.pub
     """
-    from bundler.bundle import pack
+    from bundler.secure.transfer import pack_anywhere
 
-    click.echo(str(pack(bundle, out)))
+    click.echo(pack_anywhere(bundle, out))
 
 
 @click.command("unpack")
-@click.argument("packed", type=click.Path(exists=True, dir_okay=False))
+@click.argument("packed", type=BUNDLE_LOCATION)
 @click.option(
-    "-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to unpack into."
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder (or s3://…) to unpack into.",
 )
+@security_options("identity", "trust")
 def unpack_command(packed: str, out: str) -> None:
-    """Unpack a packed bundle and verify every checksum.
+    """Unpack a packed (or age-encrypted, with --identity) bundle and verify every checksum.
 
     \b
     Example:
       bundler unpack acme.bundle.tar.zst -o incoming/
+      bundler unpack acme.bundle.tar.zst.age --identity keys/site-b.age -o incoming/
     """
-    from bundler.bundle import unpack
+    from bundler.secure.transfer import unpack_anywhere
 
-    click.echo(str(unpack(packed, out)))
+    click.echo(unpack_anywhere(packed, out))

@@ -29,6 +29,7 @@ from bundler.errors import SpecError, UsageError
 from bundler.graph import Graph, TableSpec, load_graph
 from bundler.keys import key_value
 from bundler.manifest import Manifest
+from bundler.store import is_remote
 
 if TYPE_CHECKING:
     import duckdb
@@ -118,7 +119,7 @@ def expand_bundle_paths(patterns: Iterable[str | Path]) -> list[Path]:
     for pattern in patterns:
         text = str(pattern)
         path = Path(text)
-        if path.exists():
+        if is_remote(pattern) or path.exists():  # an object store: checked when it is opened
             candidates = [path]
         elif _has_magic(text):
             candidates = [Path(p) for p in sorted(glob.glob(text))]

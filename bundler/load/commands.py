@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bundler.options import json_option, print_json, progress_for_cli, spec_option, target_option
+from bundler.secure.options import BUNDLE_LOCATION, security_options
 
 
 def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) -> tuple[str, bool]:
@@ -36,7 +37,7 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
 
 @click.command("load")
 @target_option
-@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("bundles", nargs=-1, required=True, type=BUNDLE_LOCATION)
 @click.option(
     "--decisions",
     type=click.Path(dir_okay=False),
@@ -51,6 +52,7 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
 @click.option("--dry-run", is_flag=True, help="Do everything but commit; print the plan.")
 @spec_option
 @json_option
+@security_options("trust", "identity", "show")
 def load_command(
     target: str,
     bundles: tuple[str, ...],
@@ -72,6 +74,7 @@ def load_command(
       bundler load --target sqlite:///demo/target.db bundles/customer-acme-*.bundle
       bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
       bundler load --target sqlite:///demo/target.db bundles/*.bundle --dry-run --json
+      bundler load --target sqlite:///t.db s3://moves/acme.bundle.tar.zst.age --identity keys/site-b.age --trust keys/site-a.pub
     """
     from bundler.db import connect
     from bundler.load import load_bundle
