@@ -14,7 +14,9 @@ from bundler.secure.options import BUNDLE_LOCATION, security_options
 def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) -> tuple[str, bool]:
     """Ask at the terminal: both rows side by side, then reuse / create / abort."""
     from bundler.keys import describe, key_value
+    from bundler.secure.mask import masked_row
 
+    row, match = masked_row(question.table, row), masked_row(question.table, match)
     click.echo(
         f"\n{question.table} {describe(question.key)} is already in the target ({question.target_pk}).",
         err=True,
