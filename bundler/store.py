@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any
 
 from bundler.errors import BundleInvalid, BundlerError, UsageError
@@ -32,12 +32,26 @@ SCHEME = "s3://"
 _CHUNK = 1 << 20
 
 
+class StorePath(PosixPath):
+    """A ``Path`` that names an object in a store and prints as its ``s3://`` URL (a plain
+    ``Path`` makes ``s3://b/k`` into ``s3:/b/k``): what an export to a store reports."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return SCHEME + text[len("s3:/") :] if text.startswith("s3:/") else text
+
+    def __fspath__(self) -> str:
+        return str(self)
+
+
 def remote_url(location: str | Path) -> str | None:
-    """The ``s3://…`` URL ``location`` names (also when a Path made ``s3://`` into ``s3:/``), or None."""
+    """The ``s3://…`` URL ``location`` names (also when a Path made ``s3://`` into ``s3:/``), or None.
+
+    (A relative local path starting with a folder named ``s3:`` would be taken for a URL.)"""
     text = str(location)
     if text.startswith(SCHEME):
         return text.rstrip("/")
-    if text.startswith("s3:/") and not isinstance(location, str):
+    if text.startswith("s3:/"):  # what a Path makes of s3://
         return (SCHEME + text[len("s3:/") :]).rstrip("/")
     return None
 

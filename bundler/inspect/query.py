@@ -30,7 +30,7 @@ from bundler.graph import Graph, TableSpec, load_graph
 from bundler.keys import key_value
 from bundler.manifest import Manifest
 from bundler.secure.mask import masked_select, masking
-from bundler.store import is_remote
+from bundler.store import StorePath, is_remote
 
 if TYPE_CHECKING:
     import duckdb
@@ -120,7 +120,9 @@ def expand_bundle_paths(patterns: Iterable[str | Path]) -> list[Path]:
     for pattern in patterns:
         text = str(pattern)
         path = Path(text)
-        if is_remote(pattern) or path.exists():  # an object store: checked when it is opened
+        if is_remote(pattern):  # an object store: checked when it is opened
+            candidates: list[Path] = [StorePath(text)]
+        elif path.exists():
             candidates = [path]
         elif _has_magic(text):
             candidates = [Path(p) for p in sorted(glob.glob(text))]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.secure import current
-from bundler.store import deliver, is_remote, remote_url, upload
+from bundler.store import StorePath, deliver, is_remote, remote_url, upload
 
 
 class Staging:
@@ -33,7 +33,8 @@ class Staging:
             return
         for result in results:
             if not isinstance(result, BundlerError):
-                result.path = Path(deliver(Path(result.path), self.out))
+                delivered = deliver(Path(result.path), self.out)
+                result.path = StorePath(delivered) if is_remote(delivered) else Path(delivered)
 
     def __enter__(self) -> Staging:
         return self
