@@ -106,7 +106,7 @@ def _bundles_in(path: Path) -> list[Path]:
             p
             for p in path.iterdir()
             if not p.name.startswith(".")
-            and (p.name.endswith(BUNDLE_SUFFIX) or p.name.endswith(PACKED_SUFFIX))
+            and p.name.endswith((BUNDLE_SUFFIX, PACKED_SUFFIX, PACKED_SUFFIX + ".age"))
         )
         if inside:
             return inside
