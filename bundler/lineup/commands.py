@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from bundler.options import json_option, print_json, progress_for_cli, spec_option
+from bundler.secure.options import security_options
 
 
 @click.command("migrate")
@@ -56,6 +57,7 @@ from bundler.options import json_option, print_json, progress_for_cli, spec_opti
 )
 @spec_option
 @json_option
+@security_options("sign", "trust", "show")
 def migrate_command(
     source: str,
     target: str,
