@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bundler.errors import BundlerError
 from bundler.secure import current
 from bundler.store import StorePath, deliver, is_remote, remote_url, upload
 
@@ -24,23 +25,37 @@ class Staging:
         self.staged = bool(current().recipients) or is_remote(out)
         self._tmp = tempfile.mkdtemp(prefix=".bundler-export-") if self.staged else None
         self.local = self._tmp or out
+        self.keep = False
 
     def deliver(self, results: list[Any]) -> None:
-        """Move each finished export (not the failures) to ``out``; its result's path says where."""
-        from bundler.errors import BundlerError
+        """Move each finished export (not the failures) to ``out``; its result's path says where.
 
+        A delivery that fails (the store cannot be reached) becomes that export's error, and
+        the staging folder is kept, named in the error: the root is marked Exported in the
+        source, so its bundle must not be lost.
+        """
         if not self.staged:
             return
-        for result in results:
-            if not isinstance(result, BundlerError):
+        for i, result in enumerate(results):
+            if isinstance(result, BundlerError):
+                continue
+            try:
                 delivered = deliver(Path(result.path), self.out)
-                result.path = StorePath(delivered) if is_remote(delivered) else Path(delivered)
+            except Exception as exc:
+                self.keep = True
+                message = exc.line() if isinstance(exc, BundlerError) else f"{type(exc).__name__}: {exc}"
+                results[i] = BundlerError(
+                    f"{result.bundle_id}: exported but not delivered to {self.out} ({message})",
+                    hint=f"the bundle is kept in {result.path}; deliver it with bundler pack or copy it",
+                )
+                continue
+            result.path = StorePath(delivered) if is_remote(delivered) else Path(delivered)
 
     def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._tmp is not None:
+        if self._tmp is not None and not self.keep:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
@@ -62,17 +77,15 @@ def pack_anywhere(bundle: str, out: str) -> str:
 def unpack_anywhere(packed: str, out: str) -> str:
     """``bundler unpack``: a packed or encrypted bundle (local or in a store) unpacked, every
     checksum verified, into a local folder or a store."""
-    from bundler.bundle import open_bundle, unpack
+    from bundler.bundle import checksum_problems, open_bundle, unpack
+    from bundler.errors import BundleInvalid
+    from bundler.manifest import manifest_problems
 
     url = remote_url(out)
     if not is_remote(packed) and not url:
         return str(unpack(packed, out))
     with tempfile.TemporaryDirectory(prefix=".bundler-unpack-") as tmp:
         with open_bundle(packed) as bundle:
-            from bundler.bundle import checksum_problems
-            from bundler.errors import BundleInvalid
-            from bundler.manifest import manifest_problems
-
             problems = manifest_problems(bundle.doc) + checksum_problems(bundle)
             if problems:
                 raise BundleInvalid(bundle.name, problems, hint="copy the file again from its origin")
@@ -80,6 +93,8 @@ def unpack_anywhere(packed: str, out: str) -> str:
         if url:
             return upload(local, url)
         final = Path(out) / local.name
+        if final.exists():
+            raise BundlerError(f"{final} already exists", hint="unpack into another folder or remove it")
         Path(out).mkdir(parents=True, exist_ok=True)
         shutil.move(str(local), final)
         return str(final)
