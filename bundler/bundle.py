@@ -307,6 +307,7 @@ class Bundle:
     source: Path
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _checked: dict[str, pq.FileMetaData] = field(default_factory=dict, repr=False)
+    _sha256: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -356,10 +357,14 @@ class Bundle:
         return data
 
     def check_signature(self, trust: tuple[Path, ...]) -> None:
-        """Refuse (exit 4) a bundle not signed by one of the ``trust`` public key files."""
+        """Refuse (exit 4) a bundle not signed by one of the ``trust`` public key files, or whose
+        files are not those its signed manifest lists (sizes and sha256)."""
         from bundler.secure.signing import check_signature
 
         check_signature(self.name, self.manifest_bytes, self.signature_bytes, trust)
+        problems = checksum_problems(self)
+        if problems:
+            raise BundleInvalid(self.name, problems, hint="copy the bundle again from its origin")
 
     @property
     def manifest_sha256(self) -> str:
@@ -443,12 +448,14 @@ class Bundle:
         return open(self.path / relpath, "rb")
 
     def file_sha256(self, relpath: str) -> str:
-        """The sha256 of one of the bundle's files, read in chunks."""
-        digest = hashlib.sha256()
-        with self.open_file(relpath) as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+        """The sha256 of one of the bundle's files, read in chunks (once per bundle opened)."""
+        if relpath not in self._sha256:
+            digest = hashlib.sha256()
+            with self.open_file(relpath) as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+            self._sha256[relpath] = digest.hexdigest()
+        return self._sha256[relpath]
 
     def close(self) -> None:
         if self._tmp is not None:
