@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +28,6 @@ from typing import IO, TYPE_CHECKING, Any
 from bundler.errors import BundleInvalid, BundlerError
 from bundler.manifest import (
     MANIFEST,
-    MAX_MANIFEST_BYTES,
     TABLES_DIR,
     Manifest,
     ManifestDraft,
@@ -37,6 +36,8 @@ from bundler.manifest import (
     parse_manifest_bytes,
     read_manifest,
 )
+from bundler.secure import limits
+from bundler.secure.signing import SIGNATURE
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -293,6 +294,7 @@ class BundleWriter:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        _sign(self.tmp_path, text.encode("utf-8"))
         os.rename(self.tmp_path, self.final_path)
         return self.final_path, manifest
 
@@ -305,6 +307,16 @@ class BundleWriter:
         shutil.rmtree(self.tmp_path, ignore_errors=True)
 
 
+def _sign(folder: Path, manifest: bytes) -> None:
+    """Write ``manifest.sig`` beside the manifest when a signing key is configured."""
+    from bundler.secure import current
+    from bundler.secure.signing import sign_manifest
+
+    key = current().sign_key
+    if key is not None:
+        (folder / SIGNATURE).write_bytes(sign_manifest(manifest, key))
+
+
 @dataclass
 class Bundle:
     """A bundle on disk (a packed one is unpacked to a temporary folder first)."""
@@ -312,14 +324,21 @@ class Bundle:
     path: Path
     source: Path
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _checked: dict[str, pq.FileMetaData] = field(default_factory=dict, repr=False)
+    _sha256: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
-        return str(self.source)
+        from bundler.store import remote_url
+
+        return remote_url(self.source) or str(self.source)
 
     @cached_property
     def manifest_bytes(self) -> bytes:
         try:
+            size = (self.path / MANIFEST).stat().st_size
+            if size > limits.limit("manifest_bytes"):  # refused before it is read
+                raise limits.exceeded(self.name, MANIFEST, size, "manifest_bytes")
             return (self.path / MANIFEST).read_bytes()
         except FileNotFoundError:
             raise BundleInvalid(
@@ -341,6 +360,29 @@ class Bundle:
     def manifest(self) -> Manifest:
         """The manifest, validated against its schema, upgraded to this format version and typed."""
         return read_manifest(self.manifest_bytes, self.name)
+
+    @cached_property
+    def signature_bytes(self) -> bytes | None:
+        """The bytes of ``manifest.sig`` (None: the bundle is not signed), bounded in size."""
+        bound = limits.limit("signature_bytes")
+        try:
+            with open(self.path / SIGNATURE, "rb") as fh:
+                data = fh.read(bound + 1)
+        except FileNotFoundError:
+            return None
+        if len(data) > bound:
+            raise limits.exceeded(self.name, SIGNATURE, len(data), "signature_bytes")
+        return data
+
+    def check_signature(self, trust: tuple[Path, ...]) -> None:
+        """Refuse (exit 4) a bundle not signed by one of the ``trust`` public key files, or whose
+        files are not those its signed manifest lists (sizes and sha256)."""
+        from bundler.secure.signing import check_signature
+
+        check_signature(self.name, self.manifest_bytes, self.signature_bytes, trust)
+        problems = checksum_problems(self)
+        if problems:
+            raise BundleInvalid(self.name, problems, hint="copy the bundle again from its origin")
 
     @property
     def manifest_sha256(self) -> str:
@@ -371,11 +413,23 @@ class Bundle:
         """Whether the bundle holds a file for ``table`` (listed in the manifest or not)."""
         return self.table_path(table).is_file()
 
+    def parquet_metadata(self, table: str) -> pq.FileMetaData:
+        """The table file's Parquet metadata, once its sizes were checked against the limits
+        (footer, row groups, column chunks) with bounded memory; every read below checks first."""
+        if table not in self._checked:
+            relpath = self.table_file(table)
+            size = self.file_size(relpath)
+            if size is None:
+                raise BundleInvalid(self.name, [f"{relpath}: missing"])
+            with self.open_file(relpath) as fh:
+                self._checked[table] = limits.check_parquet(self.name, relpath, fh, size)
+        return self._checked[table]
+
     def parquet_file(self, table: str) -> pq.ParquetFile:
         """The table's Parquet file, its footer read; close it (it is a context manager)."""
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(self.table_path(table))
+        return pq.ParquetFile(self.table_path(table), metadata=self.parquet_metadata(table))
 
     def iter_batches(self, table: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         with self.parquet_file(table) as pf:
@@ -383,12 +437,12 @@ class Bundle:
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """The whole table (or some of its columns) in memory: for small tables only."""
-        import pyarrow.parquet as pq
-
-        return pq.read_table(self.table_path(table), columns=columns)
+        with self.parquet_file(table) as pf:
+            return pf.read(columns=columns)
 
     def duckdb_source(self, table: str) -> str:
         """What DuckDB reads the table from, as SQL to put after FROM: ``read_parquet('…')``."""
+        self.parquet_metadata(table)
         return "read_parquet('" + str(self.table_path(table)).replace("'", "''") + "')"
 
     def file_names(self, folder: str = TABLES_DIR) -> list[str]:
@@ -412,12 +466,14 @@ class Bundle:
         return open(self.path / relpath, "rb")
 
     def file_sha256(self, relpath: str) -> str:
-        """The sha256 of one of the bundle's files, read in chunks."""
-        digest = hashlib.sha256()
-        with self.open_file(relpath) as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+        """The sha256 of one of the bundle's files, read in chunks (once per bundle opened)."""
+        if relpath not in self._sha256:
+            digest = hashlib.sha256()
+            with self.open_file(relpath) as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+            self._sha256[relpath] = digest.hexdigest()
+        return self._sha256[relpath]
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -432,12 +488,55 @@ class Bundle:
 
 
 def open_bundle(path: str | Path) -> Bundle:
-    """Open a bundle folder or a packed ``.bundle.tar.zst`` file."""
-    p = Path(path)
+    """Open a bundle folder or a packed ``.bundle.tar.zst`` file.
+
+    A symbolic link, device or pipe where the bundle has a file is refused; with trusted keys
+    configured (:mod:`bundler.secure`), so is a bundle they did not sign (exit 4).
+    """
+    from bundler.secure import current
+    from bundler.store import remote_url
+
+    url = remote_url(path)
+    bundle = _open_remote(url) if url is not None else _open_bundle(Path(path))
+    try:
+        trust = current().trust
+        if trust:
+            bundle.check_signature(trust)
+    except BaseException:
+        bundle.close()
+        raise
+    return bundle
+
+
+def _open_remote(url: str) -> Bundle:
+    """A bundle in an object store, fetched into a private temporary folder (see bundler.store)."""
+    from bundler.store import fetch, local_staging
+
+    staging = local_staging("bundler-fetched-")
+    try:
+        local = fetch(url, Path(staging.name))
+        if local.is_dir():
+            limits.check_folder(url, local)
+            return Bundle(local, Path(url), staging)
+        bundle = _open_bundle(local)  # packed: unpacked into its own folder
+    except BaseException:
+        staging.cleanup()
+        raise
+    staging.cleanup()
+    bundle.source = Path(url)
+    return bundle
+
+
+def _open_bundle(p: Path) -> Bundle:
+    from bundler.secure.encryption import is_encrypted, private_tmpdir
+
     if p.is_dir():
+        limits.check_folder(str(p), p)
         return Bundle(p, p)
     if p.is_file():
-        tmp = tempfile.TemporaryDirectory(prefix="bundler-unpacked-")
+        encrypted = is_encrypted(p)
+        prefix = "bundler-unpacked-"
+        tmp = private_tmpdir(prefix) if encrypted else tempfile.TemporaryDirectory(prefix=prefix)
         try:
             inner = _extract(p, Path(tmp.name))
         except BaseException:
@@ -461,11 +560,11 @@ def checksum_problems(bundle: Bundle) -> list[str]:
                 problems.append(problem)
     for name in bundle.file_names(""):
         folder = bundle.is_folder(name)
-        if (name, folder) not in ((MANIFEST, False), (TABLES_DIR, True)):
+        if (name, folder) not in ((MANIFEST, False), (SIGNATURE, False), (TABLES_DIR, True)):
             shown = f"{name}/" if folder else name
             problems.append(
                 f"{shown}: present in the bundle but not part of it "
-                f"(a bundle holds only {MANIFEST} and {TABLES_DIR}/<table>.parquet)"
+                f"(a bundle holds only {MANIFEST}, {SIGNATURE} and {TABLES_DIR}/<table>.parquet)"
             )
     expected = {Bundle.table_file(t) for t in listed}
     for name in bundle.file_names(TABLES_DIR):
@@ -497,28 +596,42 @@ def pack(bundle_path: str | Path, out_file: str | Path, level: int = 3) -> Path:
     """Write one zstandard-compressed tar file of a bundle folder (atomically)."""
     import zstandard
 
+    from bundler.secure import current
+    from bundler.secure.encryption import ENCRYPTED_SUFFIX, encrypt_to_file
+
     src = Path(bundle_path)
-    bundle = open_bundle(src)
     if not src.is_dir():
         raise BundlerError(f"{src} is already a packed bundle")
-    problems = manifest_problems(bundle.doc) + checksum_problems(bundle)
+    with open_bundle(src) as bundle:
+        problems = manifest_problems(bundle.doc) + checksum_problems(bundle)
+        bundle_id = bundle.bundle_id
     if problems:
         raise BundleInvalid(str(src), problems, hint="re-export it; a bundle is packed only when it verifies")
+    recipients = current().recipients
     out = Path(out_file)
     if out.is_dir():
-        out = out / f"{src.name}.tar.zst"
+        out = out / f"{src.name}.tar.zst{ENCRYPTED_SUFFIX if recipients else ''}"
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    arcroot = src.name if src.name.endswith(BUNDLE_SUFFIX) else f"{bundle.bundle_id}{BUNDLE_SUFFIX}"
+    arcroot = src.name if src.name.endswith(BUNDLE_SUFFIX) else f"{bundle_id}{BUNDLE_SUFFIX}"
+
+    def write(raw: IO[bytes]) -> None:
+        cctx = zstandard.ZstdCompressor(level=level, threads=-1)
+        with cctx.stream_writer(raw, closefd=False) as zw, tarfile.open(fileobj=zw, mode="w|") as tar:
+            # manifest last, as in a folder: a reader streaming the tar sees every table first
+            for file in sorted((src / TABLES_DIR).glob("*.parquet")):
+                tar.add(file, arcname=f"{arcroot}/{TABLES_DIR}/{file.name}", recursive=False)
+            if (src / SIGNATURE).is_file():
+                tar.add(src / SIGNATURE, arcname=f"{arcroot}/{SIGNATURE}", recursive=False)
+            tar.add(src / MANIFEST, arcname=f"{arcroot}/{MANIFEST}", recursive=False)
+
     try:
-        with open(tmp, "wb") as raw:
-            cctx = zstandard.ZstdCompressor(level=level, threads=-1)
-            with cctx.stream_writer(raw, closefd=False) as zw, tarfile.open(fileobj=zw, mode="w|") as tar:
-                # manifest last, as in a folder: a reader streaming the tar sees every table first
-                for file in sorted((src / TABLES_DIR).glob("*.parquet")):
-                    tar.add(file, arcname=f"{arcroot}/{TABLES_DIR}/{file.name}", recursive=False)
-                tar.add(src / MANIFEST, arcname=f"{arcroot}/{MANIFEST}", recursive=False)
-            raw.flush()
-            os.fsync(raw.fileno())
+        if recipients:  # encrypted as it is packed: no plain packed file
+            encrypt_to_file(write, tmp, recipients)
+        else:
+            with open(tmp, "wb") as raw:
+                write(raw)
+                raw.flush()
+                os.fsync(raw.fileno())
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -527,7 +640,7 @@ def pack(bundle_path: str | Path, out_file: str | Path, level: int = 3) -> Path:
 
 
 _MEMBER = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*(/(manifest\.json|tables(/[A-Za-z_][A-Za-z0-9_]*\.parquet)?))?$"
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(/(manifest\.json|manifest\.sig|tables(/[A-Za-z_][A-Za-z0-9_]*\.parquet)?))?$"
 )
 MAX_PACKED_MEMBERS = 10_000  # a bundle holds one file per table and its manifest
 
@@ -536,34 +649,55 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
     """Why a packed member cannot be part of a bundle (None when it can)."""
     name = member.name.rstrip("/")
     if not _MEMBER.match(name) or ".." in name.split("/"):
-        return f"{member.name}: not a file a bundle holds (only manifest.json and tables/<table>.parquet)"
-    is_file = name.endswith((".parquet", "/manifest.json"))
+        return f"{member.name}: not a file a bundle holds (only manifest.json, manifest.sig and tables/<table>.parquet)"
+    is_file = name.endswith((".parquet", "/manifest.json", "/manifest.sig"))
     if (member.isfile() if is_file else member.isdir()) is False:
         return f"{member.name}: not a regular {'file' if is_file else 'folder'}"
-    if is_file and name.endswith(MANIFEST) and member.size > MAX_MANIFEST_BYTES:
-        return f"{member.name}: {member.size} bytes, more than a manifest may have"
+    for suffix, bound in ((MANIFEST, "manifest_bytes"), (SIGNATURE, "signature_bytes")):
+        if is_file and name.endswith(suffix) and member.size > limits.limit(bound):
+            return f"{member.name}: {member.size} bytes, more than the {bound} limit ({limits.limit(bound)})"
     return None
 
 
 def _extract(packed: Path, dest: Path) -> Path:
-    """Unpack a packed bundle into ``dest``, refusing anything a bundle does not hold."""
+    """Unpack a packed bundle (age-encrypted or not) into ``dest``, refusing anything a bundle
+    does not hold and every size past the limits of :mod:`bundler.secure.limits`."""
+    from bundler.secure import current
+    from bundler.secure.encryption import decrypted, is_encrypted
+
+    with contextlib.ExitStack() as stack:
+        if is_encrypted(packed):
+            raw = stack.enter_context(decrypted(packed, current().identities))
+        else:
+            raw = stack.enter_context(open(packed, "rb"))
+        return _extract_from(raw, packed, dest)
+    raise AssertionError("unreachable")
+
+
+def _extract_from(raw: IO[bytes], packed: Path, dest: Path) -> Path:
     import zstandard
 
     roots: set[str] = set()
+    total = 0
     try:
-        with open(packed, "rb") as raw:
-            reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(raw)
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                for count, member in enumerate(tar, start=1):
-                    problem = _member_problem(member)
-                    if problem is None and count > MAX_PACKED_MEMBERS:
-                        problem = f"more than {MAX_PACKED_MEMBERS} files: not a bundle"
-                    if problem is not None:
-                        raise BundleInvalid(str(packed), [problem])
-                    roots.add(member.name.split("/")[0])
-                    if len(roots) > 1:
-                        break
-                    tar.extract(member, dest, filter="data")
+        # zstd's window is bounded (128 MiB): a frame asking for more is refused, not allocated
+        zreader = zstandard.ZstdDecompressor(max_window_size=1 << 27).stream_reader(raw)
+        reader = limits.BoundedReader(zreader, str(packed))
+        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            for count, member in enumerate(tar, start=1):
+                problem = _member_problem(member)
+                if problem is None and count > MAX_PACKED_MEMBERS:
+                    problem = f"more than {MAX_PACKED_MEMBERS} files: not a bundle"
+                if problem is not None:
+                    raise BundleInvalid(str(packed), [problem])
+                total += member.size
+                if total > limits.limit("unpacked_bytes"):
+                    raise limits.exceeded(str(packed), "unpacked size", total, "unpacked_bytes")
+                roots.add(member.name.split("/")[0])
+                if len(roots) > 1:
+                    break
+                reader.allow(member.offset_data + member.size)
+                tar.extract(member, dest, filter="data")
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise BundleInvalid(str(packed), [f"not a readable packed bundle ({exc})"]) from None
     if len(roots) != 1:

@@ -164,6 +164,7 @@ def _register() -> None:
     from bundler.recordings.commands import recordings
     from bundler.recover_commands import recover_command
     from bundler.reverse.commands import reverse
+    from bundler.secure.commands import keys
     from bundler.usage.commands import usage
 
     for command in (
@@ -180,6 +181,7 @@ def _register() -> None:
         usage,
         list_command,
         graph,
+        keys,
     ):
         main.add_command(command)
     from bundler.billing.commands import init_command, seed_command

@@ -15,6 +15,7 @@ from bundler.options import (
     source_option,
     spec_option,
 )
+from bundler.secure.options import BUNDLE_LOCATION, security_options
 
 
 @click.command("export")
@@ -37,7 +38,11 @@ from bundler.options import (
     help="Generic configuration: a whole table, or entries named by natural key (repeatable; one bundle).",
 )
 @click.option(
-    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Folder to write bundles into."
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder to write bundles into (or s3://bucket/prefix).",
 )
 @click.option(
     "--plan",
@@ -73,6 +78,7 @@ from bundler.options import (
 )
 @spec_option
 @json_option
+@security_options("sign", "encrypt")
 def export_command(
     source: str,
     customers: tuple[str, ...],
@@ -107,10 +113,12 @@ def export_command(
       bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
       bundler export --source sqlite:///demo/source.db --customer 17 --after bundles/config-*.bundle --out bundles/
       bundler export --source sqlite:///demo/source.db --customer 16 --vendor 1 --plan
+      bundler export --source sqlite:///s.db --customer acme --sign-with keys/site-a.key --encrypt-to keys/site-b.age.pub --out s3://moves/
     """
     from bundler.db import connect
     from bundler.errors import UsageError
     from bundler.export import ConfigSelection, ExportOptions, export_config, export_many
+    from bundler.secure.transfer import Staging
 
     named = root_pairs(roots, {"customer": customers, "reseller": resellers, "vendor": vendors})
     if not named and not configs:
@@ -138,7 +146,8 @@ def export_command(
         xdrs=xdrs, usage_only=usage_only, mark=not no_mark, after=after, skip_empty=usage_only
     )
     results: list[Any] = []
-    with progress_for_cli() as progress:
+    with Staging(out_dir) as stage, progress_for_cli() as progress:
+        out_dir = stage.local
         if configs:
             selections = [ConfigSelection.parse(c) for c in configs]
             results.append(export_config(engine, selections, out_dir, spec=spec, progress=progress))
@@ -156,6 +165,7 @@ def export_command(
                     progress=progress,
                 )
             )
+        stage.deliver(results)
     _report(results, as_json)
 
 
@@ -184,50 +194,59 @@ def _report(results: list[Any], as_json: bool) -> None:
 
 
 @click.command("pack")
-@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("bundles", nargs=-1, required=True, type=BUNDLE_LOCATION)
 @click.option(
     "-o",
     "--out",
     "out",
     required=True,
     type=click.Path(),
-    help="File (or folder; a folder for several) to write.",
+    help="File (or folder: a folder for several; or s3://…) to write.",
 )
+@security_options("encrypt", "trust")
 @json_option
 def pack_command(bundles: tuple[str, ...], out: str, as_json: bool) -> None:
-    """Pack bundle folders into zstandard-compressed tar files (one per bundle).
+    """Pack bundle folders into zstandard-compressed tar files, one per bundle (age-encrypted with --encrypt-to).
 
     \b
     Example:
       bundler pack bundles/customer-acme-20261115T120000-1a2b3c.bundle -o acme.bundle.tar.zst
       bundler pack demo/bundles/*.bundle -o packed/ --json
+      bundler pack bundles/customer-acme-20261115T120000-1a2b3c.bundle -o out/ --encrypt-to keys/site-b.age.pub
     """
     from pathlib import Path
 
-    from bundler.bundle import pack
+    from bundler.secure.transfer import pack_anywhere
 
-    if len(bundles) > 1:
+    if len(bundles) > 1 and "://" not in out:
         Path(out).mkdir(parents=True, exist_ok=True)
-    _paths([pack(bundle, out) for bundle in bundles], as_json)
+    _paths([pack_anywhere(bundle, out) for bundle in bundles], as_json)
 
 
 @click.command("unpack")
-@click.argument("packed", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("packed", nargs=-1, required=True, type=BUNDLE_LOCATION)
 @click.option(
-    "-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to unpack into."
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder (or s3://…) to unpack into.",
 )
+@security_options("identity", "trust")
 @json_option
 def unpack_command(packed: tuple[str, ...], out: str, as_json: bool) -> None:
-    """Unpack packed bundles and verify every checksum.
+    """Unpack packed (or age-encrypted, with --identity) bundles and verify every checksum.
 
     \b
     Example:
       bundler unpack acme.bundle.tar.zst -o incoming/
       bundler unpack packed/*.bundle.tar.zst -o incoming/ --json
+      bundler unpack acme.bundle.tar.zst.age --identity keys/site-b.age -o incoming/
     """
-    from bundler.bundle import unpack
+    from bundler.secure.transfer import unpack_anywhere
 
-    _paths([unpack(p, out) for p in packed], as_json)
+    _paths([unpack_anywhere(p, out) for p in packed], as_json)
 
 
 def _paths(paths: list[Any], as_json: bool) -> None:

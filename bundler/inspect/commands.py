@@ -18,6 +18,7 @@ import click
 
 from bundler.errors import ExitCode, UsageError
 from bundler.options import remember_json
+from bundler.secure.options import security_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -105,6 +106,7 @@ def inspect() -> None:
 @json_option
 @click.option("--full", is_flag=True, help="With several bundles, also print each bundle's details.")
 @spec_option
+@security_options("trust", "identity", "show")
 def summary(bundles: tuple[str, ...], as_json: bool, full: bool, spec: Path | None) -> None:
     """What bundles hold: kind, root, source, usage window, tables, prerequisites.
 
@@ -224,6 +226,7 @@ def _facts(b: BundleSummary) -> list[tuple[str, Any]]:
 )
 @json_option
 @spec_option
+@security_options("trust", "identity", "show")
 def verify(bundles: tuple[str, ...], layers: tuple[str, ...], as_json: bool, spec: Path | None) -> None:
     """Check bundles completely and report every problem, not only the first.
 
@@ -304,6 +307,7 @@ def _echo_report(report: VerifyReport, *, as_json: bool) -> None:
 )
 @json_option
 @spec_option
+@security_options("trust", "identity", "show")
 def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None, as_json: bool) -> None:
     """Run DuckDB SQL over bundles: each table is a view named after it.
 
@@ -366,6 +370,7 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
     show_default=True,
     help="Example rows shown per table and kind of change (all are counted).",
 )
+@security_options("trust", "identity", "show")
 def diff(a: str, b: str, as_json: bool, spec: Path | None, limit: int) -> None:
     """Compare bundle A (old) with bundle B (new), table by table.
 

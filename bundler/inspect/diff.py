@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bundler.graph import Graph, TableSpec
 from bundler.inspect.query import BundleSet, duck_type, literal, qident, render
+from bundler.secure.mask import masking, sensitive_columns, shown
 
 if TYPE_CHECKING:
     import duckdb
@@ -364,6 +365,8 @@ class _Differ:
             f"QUALIFY row_number() OVER (PARTITION BY change ORDER BY key) <= {int(self.limit)} "
             f"ORDER BY CASE change WHEN 'added' THEN 0 WHEN 'removed' THEN 1 ELSE 2 END, key"
         ).fetchall()
+        graph = self.keys_a.graph or self.keys_b.graph
+        hidden = sensitive_columns(td.table, graph) if masking() else frozenset()
         for row in rows:
             change, key = row[0], json.loads(row[1])
             columns: dict[str, tuple[Any, Any]] = {}
@@ -371,7 +374,7 @@ class _Differ:
                 for i, c in enumerate(pair.common):
                     old, new = row[2 + 2 * i], row[3 + 2 * i]
                     if old != new or (old is None) != (new is None):
-                        columns[c] = (render(old), render(new))
+                        columns[c] = (shown(old), shown(new)) if c in hidden else (render(old), render(new))
             td.examples.append(RowChange(change, key, columns))
 
 

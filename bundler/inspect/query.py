@@ -29,6 +29,8 @@ from bundler.errors import SpecError, UsageError
 from bundler.graph import Graph, TableSpec, load_graph
 from bundler.keys import key_value
 from bundler.manifest import Manifest
+from bundler.secure.mask import masked_select, masking
+from bundler.store import StorePath, is_remote
 
 if TYPE_CHECKING:
     import duckdb
@@ -109,7 +111,7 @@ def _bundles_in(path: Path) -> list[Path]:
             p
             for p in path.iterdir()
             if not p.name.startswith(".")
-            and (p.name.endswith(BUNDLE_SUFFIX) or p.name.endswith(PACKED_SUFFIX))
+            and p.name.endswith((BUNDLE_SUFFIX, PACKED_SUFFIX, PACKED_SUFFIX + ".age"))
         )
         if inside:
             return inside
@@ -123,7 +125,9 @@ def expand_bundle_paths(patterns: Iterable[str | Path]) -> list[Path]:
     for pattern in patterns:
         text = str(pattern)
         path = Path(text)
-        if path.exists():
+        if is_remote(pattern):  # an object store: checked when it is opened
+            candidates: list[Path] = [StorePath(text)]
+        elif path.exists():
             candidates = [path]
         elif _has_magic(text):
             candidates = [Path(p) for p in sorted(glob.glob(text))]
@@ -183,6 +187,8 @@ class BundleSet:
     bundle_id_column: bool | None = None
     connection: duckdb.DuckDBPyConnection | None = None
     schema: str | None = None
+    #: sensitive columns masked in the views (as ``inspect query`` shows them)
+    mask: bool = False
     bundles: list[Bundle] = field(default_factory=list)
     graphs: list[Graph | None] = field(default_factory=list)
     views: dict[str, list[str]] = field(default_factory=dict)
@@ -236,16 +242,17 @@ class BundleSet:
         if self.schema:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {qident(self.schema)}")
         sources: dict[str, list[str]] = {}
-        for bundle in self.bundles:
+        for bundle, graph in zip(self.bundles, self.graphs, strict=True):
             for table in sorted(bundle.manifest.tables):
                 if not TABLE_NAME.match(table) or not bundle.has_table_file(table):
                     continue
                 src = bundle.duckdb_source(table)
-                select = (
-                    f"SELECT {literal(bundle.bundle_id)} AS bundle_id, * FROM {src}"
-                    if with_id
-                    else f"SELECT * FROM {src}"
-                )
+                prefix = f"{literal(bundle.bundle_id)} AS bundle_id, " if with_id else ""
+                if self.mask:
+                    columns = list(bundle.manifest.tables[table].columns)
+                    select = masked_select(table, columns, graph, src, prefix)
+                else:
+                    select = f"SELECT {prefix}* FROM {src}"
                 sources.setdefault(table, []).append(select)
                 self.views.setdefault(table, []).append(bundle.bundle_id)
         for table, selects in sources.items():
@@ -370,7 +377,7 @@ def query(
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown output format {fmt!r}", hint=f"choose one of {', '.join(FORMATS)}")
-    with BundleSet(paths, spec=spec, bundle_id_column=bundle_id_column) as bs:
+    with BundleSet(paths, spec=spec, bundle_id_column=bundle_id_column, mask=masking()) as bs:
         raw = _reader(bs, sql, BATCH_ROWS)
         columns = list(raw.schema.names)
         reader = _Counted(raw)

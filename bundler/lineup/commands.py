@@ -20,6 +20,7 @@ from bundler.options import (
     spec_option,
     target_option,
 )
+from bundler.secure.options import security_options
 
 
 @click.command("migrate")
@@ -95,6 +96,7 @@ from bundler.options import (
     help="Entity graph of the target, when it differs from the source's (default: --spec).",
 )
 @json_option
+@security_options("sign", "trust", "show")
 def migrate_command(
     source: str,
     target: str,

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bundler.options import json_option, print_json, progress_for_cli, spec_option, target_option
+from bundler.secure.options import BUNDLE_LOCATION, security_options
 
 KEYS = {"r": "reuse", "m": "merge", "c": "create", "a": "abort", "\r": "reuse", "\n": "reuse"}
 SUMMARY_SHOWN = 10
@@ -35,7 +36,9 @@ class TerminalAsker:
 
     def __call__(self, question: Any, row: dict[str, Any], match: dict[str, Any]) -> tuple[str, bool]:
         from bundler.keys import describe, key_value
+        from bundler.secure.mask import masked_row
 
+        row, match = masked_row(question.table, row), masked_row(question.table, match)
         self.asked += 1
         of = f" of {self.total}" if self.total else ""
         click.echo(
@@ -70,7 +73,7 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
 
 @click.command("load")
 @target_option
-@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("bundles", nargs=-1, required=True, type=BUNDLE_LOCATION)
 @click.option(
     "--decisions",
     type=click.Path(dir_okay=False),
@@ -96,6 +99,7 @@ def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) ->
 )
 @spec_option
 @json_option
+@security_options("trust", "identity", "show")
 def load_command(
     target: str,
     bundles: tuple[str, ...],
@@ -120,6 +124,7 @@ def load_command(
       bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
       bundler load --target sqlite:///demo/target.db bundles/*.bundle --dry-run --json
       bundler load --target sqlite:///demo/target.db demo/bundles/*.bundle --plan
+      bundler load --target sqlite:///t.db s3://moves/acme.bundle.tar.zst.age --identity keys/site-b.age --trust keys/site-a.pub
     """
     from bundler.db import connect
     from bundler.load import load_bundle

@@ -32,6 +32,7 @@ from bundler.keys import Key, describe, key_value
 from bundler.ledger import ledger_map
 from bundler.load.decisions import REUSING, Question, template, write_sidecar
 from bundler.load.state import LoadState, TablePlan, typed
+from bundler.secure.mask import shown
 from bundler.sql import chunks, db_values, match_candidates, table_clause
 
 
@@ -295,6 +296,8 @@ def differences(
             continue
         if key_value(mine) != key_value(theirs):
             out[col] = {"bundle": key_value(row.get(col)), "target": key_value(theirs)}
+            if col in spec.sensitive:  # in templates, results and questions: masked
+                out[col] = {side: shown(value) for side, value in out[col].items()}
     return out
 
 
