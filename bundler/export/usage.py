@@ -29,7 +29,7 @@ from sqlalchemy.dialects import mysql
 
 from bundler import tracking
 from bundler.errors import BundlerError, ExitCode
-from bundler.export.window import OwnerWindow, UsageWindow, current_period
+from bundler.export.window import OwnerWindow, UsageWindow, current_period, zone
 from bundler.graph import Graph, Reference, TableSpec
 from bundler.keys import describe, key_value
 from bundler.sql import Closure, _in, chunks, natural_keys, table_clause
@@ -184,8 +184,6 @@ def _windows_of(
             code = period.codes.get(str(row[1])) or window.billing_period or "monthly"
             tz = (row[2] or None) if period.time_zone else None
             what = f"{spec.name} {describe(keys.get(row[0], {pk: row[0]}))}: {period.time_zone}"
-            from bundler.export.window import zone
-
             zone(tz, what=what)  # an unknown name is refused, naming the row
             start, end = current_period(code, now, tz)
             out[(spec.name, row[0])] = OwnerWindow(

@@ -102,13 +102,32 @@ def sync_command(
                     raise BundlerError(f"{len(result.failed)} root(s) failed (listed above)")
                 return
 
+            passes = [0]
+
+            def riding_out() -> CatchUpResult:
+                """A pass; after the first, a database briefly away fails that pass only."""
+                from sqlalchemy.exc import OperationalError
+
+                from bundler import tracking
+
+                try:
+                    return one_pass()
+                except OperationalError as exc:
+                    if not passes[0]:
+                        raise
+                    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    click.echo(f"pass failed: {line}; next pass in {every:g} s", err=True)
+                    return CatchUpResult(tracking.now())
+                finally:
+                    passes[0] += 1
+
             def on_pass(result: CatchUpResult) -> None:
                 if as_json:
                     click.echo(json.dumps(result.summary(), ensure_ascii=False, default=str))
                 else:
                     print_pass(result)
 
-            follow(every, one_pass, stop=stop, on_pass=on_pass)
+            follow(every, riding_out, stop=stop, on_pass=on_pass)
     finally:
         source_engine.dispose()
         target_engine.dispose()
