@@ -270,3 +270,36 @@ def test_migrate_reports_the_reused_rows_that_differ(
     out = capsys.readouterr().out
     assert "configuration: products name='Business SIP' differs in description" in out
     assert "configuration: 1 product_rating_entries row(s) not carried" in out
+
+
+def test_a_prerequisite_several_target_rows_have_is_a_question_too(
+    new_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = fixture.build(new_db("sqlite"))
+    original = fixture.build_metadata
+    loose = _without_unique("r2", "users", "login")
+    monkeypatch.setattr(fixture, "build_metadata", lambda r: loose if r == "r2" else original(r))
+    target = _target(new_db, "sqlite", source, tmp_path)
+    with target.begin() as conn:  # a second 'jdoe' (the first is i_user 102)
+        conn.execute(
+            sa.text("INSERT INTO users (i_user, login, role, name) VALUES (150, 'jdoe', 'staff', 'J. Doe')")
+        )
+    acme = export_root(source, "customer", "acme", tmp_path / "out", options=OPTIONS).path
+    sidecar = tmp_path / "decisions.json"
+    sidecar.write_text(json.dumps({"format": "bundler-decisions", "version": 1, "default": "reuse"}))
+    with pytest.raises(DecisionsNeeded):
+        load_bundle(target, acme, decisions=sidecar)
+    doc = json.loads(sidecar.read_text())
+    row = doc["tables"]["users"]["rows"][0]
+    assert row["key"] == {"login": "jdoe"}
+    assert row["candidates"] == [
+        {"target_pk": 102, "differs": {"name": "Jane Doe"}},
+        {"target_pk": 150, "differs": {"name": "J. Doe"}},
+    ]
+    row.update(action="reuse", target_pk=150)
+    sidecar.write_text(json.dumps(doc))
+    assert load_bundle(target, acme, decisions=sidecar).outcome == "loaded"
+    with target.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT i_manager FROM customers WHERE name = 'acme'")).scalar_one() == 150
+        )
