@@ -231,8 +231,14 @@ class _DataChecks:
             key = qident(pk[0]) if len(pk) == 1 else f"({', '.join(qident(c) for c in pk)})"
             checks.append(("pk", f"count(*) - count(DISTINCT {key})"))
         nk = _natural_key(t)
-        if nk:
-            checks.append(("nk", f"count(*) - count(DISTINCT row({', '.join(qident(c) for c in nk)}))"))
+        if nk and all(c in t.good_columns for c in pk):  # rows of other primary keys sharing one
+            both = ", ".join(qident(c) for c in dict.fromkeys([*pk, *nk]))
+            checks.append(
+                (
+                    "nk",
+                    f"count(DISTINCT row({both})) - count(DISTINCT row({', '.join(qident(c) for c in nk)}))",
+                )
+            )
         for ref in t.spec.references:
             found = self._resolvable(t, ref)
             if found is not None:
@@ -327,7 +333,8 @@ class _DataChecks:
         )
 
     def _natural_key(self, t: ReadableTable) -> None:
-        """Rows that share a natural key: each would match the same target rows."""
+        """Rows of different primary keys that share a natural key: each would match the same
+        target rows (a repeated row is the primary key check's)."""
         assert t.spec is not None
         nk, pk = _natural_key(t), [c for c in t.spec.pk if c in t.good_columns]
         if not nk or not pk:
@@ -335,8 +342,8 @@ class _DataChecks:
         cols = ", ".join(qident(c) for c in nk)
         ids = qident(pk[0]) if len(pk) == 1 else f"row({', '.join(qident(c) for c in pk)})"
         dups = self.con.execute(
-            f"SELECT {cols}, list({ids} ORDER BY {ids}), count(*) OVER () FROM {qident(t.name)} "
-            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY {cols} LIMIT {SHOWN}"
+            f"SELECT {cols}, list(DISTINCT {ids} ORDER BY {ids}), count(*) OVER () FROM {qident(t.name)} "
+            f"GROUP BY ALL HAVING count(DISTINCT {ids}) > 1 ORDER BY {cols} LIMIT {SHOWN}"
         ).fetchall()
         if not dups:
             return

@@ -50,8 +50,10 @@ class TerminalAsker:
         click.echo(f"  {'column':<{width}}  {'bundle':<30}  target", err=True)
         for col in row:
             mine, theirs = key_value(row.get(col)), key_value(match.get(col))
-            mark = "*" if col in question.differs else " "
+            mark = "!" if col in question.binding else "*" if col in question.differs else " "
             click.echo(f"{mark} {col:<{width}}  {mine!s:<30}  {theirs!s}", err=True)
+        if question.binding:
+            click.echo("  ! binding: reusing it changes money (a currency or a price)", err=True)
         choice = _key(
             "reuse the target's row, merge (reuse it and add the parts it lacks), create the bundle's "
             "beside it, or abort? [R/m/c/a] ",

@@ -56,19 +56,35 @@ def _target(new_db: Any, dialect: str, source: sa.Engine, tmp_path: Path, **shar
     return target
 
 
-def test_a_currency_mismatch_is_reused_only_per_key_and_merge_adds_exactly_the_missing_rates(
-    source: sa.Engine, new_db: Any, dialect: str, tmp_path: Path
+def _without_unique(release: str, table: str, column: str) -> sa.MetaData:
+    """The reference schema with ``table.column`` no longer unique (a foreign schema)."""
+    md = build_metadata(release)
+    t = md.tables[table]
+    t.c[column].unique = False
+    for constraint in list(t.constraints):
+        if isinstance(constraint, sa.UniqueConstraint) and [c.name for c in constraint.columns] == [column]:
+            t.constraints.discard(constraint)
+    return md
+
+
+def test_currency_mismatch_and_ambiguous_key_are_questions_and_merge_adds_exactly_the_missing_rates(
+    source: sa.Engine, new_db: Any, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    usd_product = ROWS["products"][0]
+    original = fixture.build_metadata  # a target whose access level names are not unique
+    loose = _without_unique("r2", "access_levels", "name")
+    monkeypatch.setattr(fixture, "build_metadata", lambda r: loose if r == "r2" else original(r))
+    level = ROWS["access_levels"][0]
+    twin = dict(level, i_acl=40, description="the same name, another level")
     target = _target(
         new_db,
         dialect,
         source,
         tmp_path,
+        access_levels=[level, twin],
         product_groups=ROWS["product_groups"],
         destinations=ROWS["destinations"],
         tariffs=[ROWS["tariffs"][0]],
-        products=[dict(usd_product, iso_4217="EUR")],  # the same product, priced in another currency
+        products=[dict(ROWS["products"][0], iso_4217="EUR")],  # the same product, in another currency
         rates=[ROWS["rates"][0]],  # the target's tariff lacks the source's second rate
     )
     acme = export_root(source, "customer", "acme", tmp_path / "out", options=OPTIONS).path
@@ -81,18 +97,32 @@ def test_a_currency_mismatch_is_reused_only_per_key_and_merge_adds_exactly_the_m
     }
     sidecar.write_text(json.dumps(doc))
     before = _rates(target)
-    # neither the global nor the table default reuses a product in another currency
+    # neither the global nor the table default reuses a product in another currency, nor
+    # picks one of two access levels of the same name
     with pytest.raises(DecisionsNeeded) as caught:
         load_bundle(target, acme, decisions=sidecar)
     assert caught.value.exit_code == ExitCode.DECISIONS_NEEDED
-    asked = _asked(json.loads(sidecar.read_text()))
-    assert list(asked) == [("products", json.dumps({"name": "Business SIP"}))]
-    question = asked[("products", json.dumps({"name": "Business SIP"}))]
-    assert question["binding"] == {"iso_4217": {"source": "USD", "target": "EUR"}}
-    assert question["action"] is None and _rates(target) == before
-    # a per-key answer does
     doc = json.loads(sidecar.read_text())
+    asked = _asked(doc)
+    product_key = ("products", json.dumps({"name": "Business SIP"}))
+    level_key = ("access_levels", json.dumps({"name": level["name"]}))
+    assert set(asked) == {product_key, level_key}
+    assert asked[product_key]["binding"] == {"iso_4217": {"source": "USD", "target": "EUR"}}
+    assert asked[product_key]["action"] is None and _rates(target) == before
+    candidates = asked[level_key]["candidates"]
+    assert asked[level_key]["target_pk"] is None and [c["target_pk"] for c in candidates] == [101, 140]
+    assert candidates[1]["differs"]["description"]["target"] == "the same name, another level"
+    # per-key answers do; reuse of an ambiguous key without naming a candidate stays open
     doc["tables"]["products"]["rows"][0]["action"] = "reuse"
+    doc["tables"]["access_levels"]["rows"][0]["action"] = "reuse"
+    sidecar.write_text(json.dumps(doc))
+    with pytest.raises(DecisionsNeeded):
+        load_bundle(target, acme, decisions=sidecar)
+    doc = json.loads(sidecar.read_text())
+    still = _asked(doc)  # the access level is asked again; the product's answer is kept
+    assert still[level_key]["candidates"] == candidates and still[level_key]["target_pk"] is None
+    assert still[level_key]["action"] == "reuse" and still[product_key]["action"] == "reuse"
+    doc["tables"]["access_levels"]["rows"][0]["target_pk"] = 140
     sidecar.write_text(json.dumps(doc))
     result = load_bundle(target, acme, decisions=sidecar)
     assert result.outcome == "loaded"
@@ -100,58 +130,16 @@ def test_a_currency_mismatch_is_reused_only_per_key_and_merge_adds_exactly_the_m
     assert summary["reused_with_differences"]["products"][0]["binding"] == ["iso_4217"]
     assert summary["tables"]["tariffs"]["merged"] == 1
     assert summary["tables"]["rates"] == {"created": 1, "reused": 1, "skipped": 0, "renamed": 0, "merged": 0}
+    with target.connect() as conn:
+        assert conn.execute(sa.text("SELECT i_acl FROM customers WHERE name = 'acme'")).scalar_one() == 140
     # the source's second rate was added to the target's tariff (ids shifted by 100)
     shift = fixture.ID_SHIFT
-    added = (1 + shift, 2 + shift)
-    assert _rates(target) == sorted([*before, added])
+    assert _rates(target) == sorted([*before, (1 + shift, 2 + shift)])
     # cleaning the bundle removes exactly what the merge added, and the target's rows stay
     run_clean(target, plan_clean(target, bundles=[result.bundle_id]))
     assert _rates(target) == before
     with target.connect() as conn:
         assert conn.execute(sa.text("SELECT iso_4217 FROM products")).scalars().all() == ["EUR"]
-
-
-def _without_unique(release: str, table: str, column: str) -> sa.MetaData:
-    """The reference schema with ``table.column`` no longer unique (a foreign schema)."""
-    md = build_metadata(release)
-    t = md.tables[table]
-    t.c[column].unique = False
-    for constraint in list(t.constraints):
-        if isinstance(constraint, sa.UniqueConstraint) and [c.name for c in constraint.columns] == [column]:
-            t.constraints.discard(constraint)
-    return md
-
-
-def test_a_key_that_matches_several_target_rows_is_a_question_answered_by_naming_one(
-    source: sa.Engine, new_db: Any, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    original = fixture.build_metadata
-    loose = _without_unique("r2", "access_levels", "name")
-    monkeypatch.setattr(fixture, "build_metadata", lambda r: loose if r == "r2" else original(r))
-    level = ROWS["access_levels"][0]
-    twin = dict(level, i_acl=40, description="the same name, another level")
-    target = _target(new_db, dialect, source, tmp_path, access_levels=[level, twin])
-    acme = export_root(source, "customer", "acme", tmp_path / "out", options=OPTIONS).path
-    sidecar = tmp_path / "decisions.json"
-    sidecar.write_text(json.dumps({"format": "bundler-decisions", "version": 1, "default": "reuse"}))
-    with pytest.raises(DecisionsNeeded):
-        load_bundle(target, acme, decisions=sidecar)
-    doc = json.loads(sidecar.read_text())
-    row = doc["tables"]["access_levels"]["rows"][0]
-    assert row["key"] == {"name": level["name"]} and row["target_pk"] is None
-    assert [c["target_pk"] for c in row["candidates"]] == [101, 140]
-    assert row["candidates"][1]["differs"]["description"]["target"] == "the same name, another level"
-    # reuse without naming a candidate is still open; naming one answers it
-    row["action"] = "reuse"
-    sidecar.write_text(json.dumps(doc))
-    with pytest.raises(DecisionsNeeded):
-        load_bundle(target, acme, decisions=sidecar)
-    doc = json.loads(sidecar.read_text())
-    doc["tables"]["access_levels"]["rows"][0]["target_pk"] = 140
-    sidecar.write_text(json.dumps(doc))
-    assert load_bundle(target, acme, decisions=sidecar).outcome == "loaded"
-    with target.connect() as conn:
-        assert conn.execute(sa.text("SELECT i_acl FROM customers WHERE name = 'acme'")).scalar_one() == 140
 
 
 def test_verify_reports_bundle_rows_that_share_a_natural_key(tmp_path: Path, new_db: Any) -> None:
@@ -270,3 +258,36 @@ def test_migrate_reports_the_reused_rows_that_differ(
     out = capsys.readouterr().out
     assert "configuration: products name='Business SIP' differs in description" in out
     assert "configuration: 1 product_rating_entries row(s) not carried" in out
+
+
+def test_a_prerequisite_several_target_rows_have_is_a_question_too(
+    new_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = fixture.build(new_db("sqlite"))
+    original = fixture.build_metadata
+    loose = _without_unique("r2", "users", "login")
+    monkeypatch.setattr(fixture, "build_metadata", lambda r: loose if r == "r2" else original(r))
+    target = _target(new_db, "sqlite", source, tmp_path)
+    with target.begin() as conn:  # a second 'jdoe' (the first is i_user 102)
+        conn.execute(
+            sa.text("INSERT INTO users (i_user, login, role, name) VALUES (150, 'jdoe', 'staff', 'J. Doe')")
+        )
+    acme = export_root(source, "customer", "acme", tmp_path / "out", options=OPTIONS).path
+    sidecar = tmp_path / "decisions.json"
+    sidecar.write_text(json.dumps({"format": "bundler-decisions", "version": 1, "default": "reuse"}))
+    with pytest.raises(DecisionsNeeded):
+        load_bundle(target, acme, decisions=sidecar)
+    doc = json.loads(sidecar.read_text())
+    row = doc["tables"]["users"]["rows"][0]
+    assert row["key"] == {"login": "jdoe"}
+    assert row["candidates"] == [
+        {"target_pk": 102, "differs": {"name": "Jane Doe"}},
+        {"target_pk": 150, "differs": {"name": "J. Doe"}},
+    ]
+    row.update(action="reuse", target_pk=150)
+    sidecar.write_text(json.dumps(doc))
+    assert load_bundle(target, acme, decisions=sidecar).outcome == "loaded"
+    with target.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT i_manager FROM customers WHERE name = 'acme'")).scalar_one() == 150
+        )
