@@ -405,7 +405,7 @@ class _Run:
             graph=graph_ref(self.graph),
             created_at=created_at(self.now),
             # a status changed only where the graph has one: no bundle claims a mark that did not happen
-            marked=self.marking and self.root.spec.status is not None,
+            marked=self.marking and (self.root.spec.status is not None or self.marks.count > 0),
             usage=self.window.manifest(
                 self.usage.windows, self.usage.warning, self.usage.manifest_late_after()
             ),

@@ -150,6 +150,10 @@ def test_migrate_with_spec_and_the_graph_checked_against_the_database(new_db: An
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["done"] == 2 and summary["failed"] == 0
+    member_bundles = sorted(str(p) for p in (tmp_path / "b").glob("member-*.bundle"))
+    result = runner.invoke(main, ["inspect", "summary", member_bundles[0]])
+    assert result.exit_code == 0 and "kind" in result.stdout
+    assert "marked Exported" not in result.stdout  # no status column: no mark is claimed
     with sa.create_engine(target_url).connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM loan_lines").scalar() == 4
     result = runner.invoke(
