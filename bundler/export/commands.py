@@ -89,11 +89,11 @@ def export_command(
 
     \b
     Example:
-      bundler export --source sqlite:///demo/source.db --customer acme --out bundles/
+      bundler export --source sqlite:///demo/source.db --customer 16 --customer 18 --plan
+      bundler export --source sqlite:///demo/source.db --customer 16 --out demo/out/
       bundler export --source postgresql://billing@db/porta --reseller 42 --xdrs none --out bundles/
-      bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
-      bundler export --source sqlite:///demo/source.db --customer 17 --after bundles/config-*.bundle --out bundles/
-      bundler export --source sqlite:///demo/source.db --customer 16 --vendor 1 --plan
+      bundler export --source sqlite:///demo/source.db --config products --config tariffs --out demo/out/
+      bundler export --source sqlite:///demo/source.db --customer 18 --after demo/out/config-*.bundle --out demo/out/
     """
     from bundler.db import connect
     from bundler.errors import UsageError

@@ -112,8 +112,10 @@ def migrate_command(
 
     \b
     Example:
-      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --plan
-      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --workers 2
+      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all \\
+          --decisions examples/decisions.json --bundles demo/bundles --plan
+      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all \\
+          --decisions examples/decisions.json --bundles demo/bundles --workers 2
       bundler migrate --source postgresql://old/porta --target postgresql://new/porta \\
           --customer acme --customer 1042 --decisions decisions.json --json
       bundler migrate --source … --target … --all --xdrs none      (then later: --usage-only)
@@ -279,7 +281,9 @@ def print_summary(summary: dict[str, Any]) -> None:
             sec(r["downtime_s"]),
             outcome,
         )
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 250  # a log or a pipe: one line per root
     if per_root:
         console.print(table)
     d = summary["downtime_s"]

@@ -106,10 +106,10 @@ def load_command(
 
     \b
     Example:
-      bundler load --target sqlite:///demo/target.db bundles/customer-acme-*.bundle
-      bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
-      bundler load --target sqlite:///demo/target.db bundles/*.bundle --dry-run --json
       bundler load --target sqlite:///demo/target.db demo/bundles/*.bundle --plan
+      bundler load --target sqlite:///demo/target.db demo/bundles/*.bundle --dry-run --json
+      bundler load --target sqlite:///demo/target.db demo/bundles/customer-*.bundle
+      bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
     """
     from bundler.db import connect
     from bundler.load import load_bundle
