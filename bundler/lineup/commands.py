@@ -212,7 +212,17 @@ def finish_run(
     from bundler.report.data import root_object
 
     per_root = [{**r, "root": root_object(r["root"])} for r in summary["per_root"]]
-    summary = {**summary, "per_root": per_root, "failures": failure_groups(per_root)}
+    failures = [
+        {"root": r["root"], "kind": r["kind"], "reason": r["message"]}
+        for r in per_root
+        if r["state"] == "failed"
+    ]
+    summary = {
+        **summary,
+        "per_root": per_root,
+        "failures": failures,
+        "failures_by_cause": failure_groups(per_root),
+    }
     data = report_data(summary, recorder, folder)
     page, doc = write_report(folder, stem, data, f"bundler migrate, {stem.removeprefix('migrate-')}")
     paths = {"report": str(page), "report data": str(doc), "log": str(log_path)}
