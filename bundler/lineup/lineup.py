@@ -96,6 +96,8 @@ class LineupResult:
     skipped: int = 0
     seconds: float = 0.0
     stopped: bool = False
+    #: shared rows the configuration load reused although they differ: {"table", "key", "differs"}
+    config_differing: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> list[RootOutcome]:
@@ -129,6 +131,7 @@ class LineupResult:
                 {"root": describe_key(o.root_key), "kind": o.kind, "reason": o.message} for o in self.failed
             ],
             "per_root": [o.to_dict() for o in self.outcomes],
+            "config_reused_with_differences": self.config_differing,
         }
 
 
@@ -487,7 +490,7 @@ def run_lineup(
     )
     if options.layered and phase == "full" and roots:
         run.layers = configuration_first(
-            source, target, graph, system.system_id, options, run.cache, progress
+            source, target, graph, system.system_id, options, run.cache, progress, run.result.config_differing
         )
     progress.start("lineup", total=len(roots))
     if workers == 1:
@@ -514,6 +517,7 @@ def configuration_first(
     options: LineupOptions,
     cache: TargetCache,
     progress: Progress,
+    differing: list[dict[str, Any]] | None = None,
 ) -> Layers:
     """Export and load the shared configuration roots reference, once, before any root goes.
 
@@ -543,7 +547,7 @@ def configuration_first(
         now=options.now,
         progress=progress,
     )
-    load_bundle(
+    loaded = load_bundle(
         target,
         exported.path,
         decisions=options.decisions,
@@ -551,6 +555,12 @@ def configuration_first(
         progress=progress,
         cache=cache,
     )
+    if differing is not None:
+        differing += [
+            {"table": table, "key": item["key"], "differs": item["differs"]}
+            for table, plan in sorted(loaded.tables.items())
+            for item in plan.differing
+        ]
     layers = Layers(system_id)
     with open_bundle(exported.path) as bundle:
         layers.add_bundle(bundle, graph)

@@ -82,6 +82,9 @@ def report_data(summary: dict[str, Any], recorder: RunRecorder | None, bundles: 
             {"t_s": round(at, 3), "rows": total, "rows_per_s": round(total / at, 1) if at else None}
         )
     differing = [
+        {"kind": "config", "root": "configuration first", **d}
+        for d in summary.get("config_reused_with_differences") or []
+    ] + [
         {"kind": r["kind"], "root": r["root"], **d}
         for r in roots
         for d in r.get("reused_with_differences") or []
