@@ -9,7 +9,9 @@ a batch of customers with the decisions sidecar the project ships
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,18 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 DECISIONS = ROOT / "examples" / "decisions.json"
+
+
+def _program() -> str:
+    """How to call bundler as this process was called: ``bundler`` when that is on the PATH,
+    else the path it was run by (``.venv/bin/bundler``)."""
+    called = Path(sys.argv[0])
+    if called.name != "bundler":
+        return "bundler" if shutil.which("bundler") else f"{sys.executable} -m bundler"
+    on_path = shutil.which("bundler")
+    if on_path and Path(on_path).resolve() == called.resolve():
+        return "bundler"
+    return shlex.quote(str(called))
 
 
 def run_demo(
@@ -120,23 +134,29 @@ def run_demo(
     first = next((o for o in result.done if o.kind == "customer"), None)
     bundles = sorted((folder / "bundles").glob("customer-*.bundle"))
     echo("")
-    echo("next, try:")
-    echo(f"  bundler inspect summary {folder}/bundles/*.bundle")
+    prog = _program()
+    q = shlex.quote
+    echo(f"next, try{' (or . .venv/bin/activate and then bundler …)' if prog != 'bundler' else ''}:")
+    echo(f"  {prog} inspect summary {q(str(folder))}/bundles/*.bundle")
     if bundles:
-        echo(f"  bundler inspect verify {bundles[0]}")
+        echo(f"  {prog} inspect verify {q(str(bundles[0]))}")
         echo(
-            f"  bundler inspect query {bundles[0]} 'SELECT i_account, count(*) AS calls, sum(charged_amount) AS charged FROM xdrs GROUP BY 1'"
+            f"  {prog} inspect query {q(str(bundles[0]))} 'SELECT i_account, count(*) AS calls, sum(charged_amount) AS charged FROM xdrs GROUP BY 1'"
         )
+    echo(f"  {prog} list --source {q(source_url)}")
     if first is not None:
         name = _name(first.root_key)
-        echo(f"  bundler reverse export --db {target_url} --customer {name!r} --out {folder}/reverse")
-        echo(f"  bundler clean --db {target_url} --customer {name!r} --dry-run")
+        echo(
+            f"  {prog} reverse export --target {q(target_url)} --customer {q(name)} --out {q(str(folder))}/reverse"
+        )
+        echo(f"  {prog} clean --target {q(target_url)} --customer {q(name)} --dry-run")
     echo(
-        f"  bundler recordings sync --source {source_url} --target {target_url} "
-        f"--from {folder}/recordings/source --to {folder}/recordings/target"
+        f"  {prog} recordings sync --source {q(source_url)} --target {q(target_url)} "
+        f"--from {q(str(folder))}/recordings/source --to {q(str(folder))}/recordings/target"
     )
     echo(
-        f"  bundler migrate --source {source_url} --target {target_url} --all --decisions {DECISIONS.relative_to(ROOT)}"
+        f"  {prog} migrate --source {q(source_url)} --target {q(target_url)} --all "
+        f"--decisions {DECISIONS.relative_to(ROOT)} --bundles {q(str(folder))}/bundles --plan"
     )
     source.dispose()
     target.dispose()

@@ -117,7 +117,7 @@ def common_params() -> list[click.Parameter]:
             count=True,
             expose_value=False,
             callback=_store(VERBOSE_KEY),
-            help="More detail on stderr (-vv: debug log).",
+            help="More detail on stderr: each bundle and table as it finishes.",
         ),
         click.Option(
             ["-q", "--quiet"],

@@ -273,6 +273,7 @@ def plan_bundles(
     spec: str | Path | None = None,
 ) -> Plan:
     """``load --plan``: each bundle's size and what its load would stop on."""
+    from bundler import tracking
     from bundler.bundle import open_bundle
     from bundler.context import system_graph
 
@@ -281,6 +282,10 @@ def plan_bundles(
         graph, _ = system_graph(connection, spec)
         txn.rollback()
     brings = bringers(graph)
+    loads = tracking.loads_table
+    with target.connect() as connection:
+        has = sa.inspect(connection).has_table(loads.name)
+        loaded = set(connection.execute(sa.select(loads.c.bundle_id)).scalars()) if has else set()
     for path in bundles:
         with open_bundle(path) as bundle:
             m = bundle.manifest
@@ -292,6 +297,10 @@ def plan_bundles(
                 bytes=m.totals.bytes,
                 tables=m.table_rows(),
             )
+        if m.bundle_id in loaded:
+            root.status = "already loaded"
+            plan.add(root, BundleCheck(), brings)
+            continue
         try:
             check = check_bundle(target, path, decisions=decisions, spec=spec)
         except BundlerError as exc:

@@ -14,7 +14,8 @@ RELEASE_CHOICE = click.Choice(["r1", "r2"])
 @click.command("init")
 @click.argument("url")
 @click.option("--release", type=RELEASE_CHOICE, required=True, help="Which release of the reference schema.")
-def init_command(url: str, release: str) -> None:
+@json_option
+def init_command(url: str, release: str, as_json: bool) -> None:
     """Create the reference billing schema of a release (existing tables are kept).
 
     It also records which release the database is, so later commands need not be told.
@@ -22,7 +23,7 @@ def init_command(url: str, release: str) -> None:
     \b
     Example:
       bundler db init sqlite:///source.db --release r1
-      bundler db init postgresql://postgres@localhost/target --release r2
+      bundler db init postgresql://postgres@localhost/target --release r2 --json
     """
     from bundler import tracking
     from bundler.billing.seed import init_db
@@ -32,7 +33,10 @@ def init_command(url: str, release: str) -> None:
     init_db(engine, release)
     with begin_write(engine) as conn:
         info = tracking.register_system(conn, release)
-    click.echo(f"{redact(url)}: release {info.release}, system {info.system_id}")
+    if as_json:
+        print_json({"database": redact(url), "release": info.release, "system_id": info.system_id})
+    else:
+        click.echo(f"{redact(url)}: release {info.release}, system {info.system_id}")
 
 
 @click.command("seed")

@@ -141,10 +141,10 @@ def clean_command(
     \b
     Example:
       bundler clean --target sqlite:///demo/target.db --customer 'Acme Widgets Inc. #1' --dry-run
-      bundler clean --db sqlite:///demo/target.db --bundle customer-acme-20261115T120000-1a2b3c --yes
+      bundler clean --db postgresql://billing@new/porta --bundle customer-acme-20261115T120000-1a2b3c --yes
       bundler clean --db postgresql://billing@old/porta --side source --customer acme --customer bravo
-      bundler clean --db sqlite:///demo/source.db --customer acme --target sqlite:///demo/target.db --yes
-      bundler clean --db sqlite:///demo/target.db --kind sim_card --id 8944000000000000001 --json --yes
+      bundler clean --source postgresql://billing@old/porta --customer acme --target postgresql://billing@new/porta --yes
+      bundler clean --target postgresql://billing@new/porta --kind sim_card --id 8944000000000000001 --json --yes
     """
     from bundler.clean import plan_clean, run_clean
     from bundler.db import connect

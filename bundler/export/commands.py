@@ -106,13 +106,13 @@ def export_command(
 
     \b
     Example:
-      bundler export --source sqlite:///demo/source.db --customer acme --out bundles/
-      bundler export --source sqlite:///library.db --spec library.json --root member=C-17 --out bundles/
+      bundler export --source sqlite:///demo/source.db --customer 16 --customer 18 --plan
+      bundler export --source sqlite:///demo/source.db --customer 16 --out demo/out/
       bundler export --source postgresql://billing@db/porta --reseller 42 --xdrs none --out bundles/
-      bundler export --source sqlite:///demo/source.db --customer acme --usage-only --out bundles/
-      bundler export --source sqlite:///demo/source.db --config products --config tariffs=T1 --out bundles/
-      bundler export --source sqlite:///demo/source.db --customer 17 --after bundles/config-*.bundle --out bundles/
-      bundler export --source sqlite:///demo/source.db --customer 16 --vendor 1 --plan
+      bundler export --source sqlite:///demo/source.db --config products --config tariffs --out demo/out/
+      bundler export --source sqlite:///demo/source.db --customer 18 --after demo/out/config-*.bundle --out demo/out/
+      bundler export --source postgresql://billing@db/porta --customer acme --usage-only --out bundles/
+      bundler export --source sqlite:///library.db --spec library.json --root member=C-17 --out bundles/
       bundler export --source sqlite:///s.db --customer acme --sign-with keys/site-a.key --encrypt-to keys/site-b.age.pub --out s3://moves/
     """
     from bundler.db import connect

@@ -468,6 +468,7 @@ def export_config(
     try:
         with open_snapshot(engine, batch_rows=batch_rows) as snapshot:
             prerequisites = _read_config(snapshot, graph, selections, writer, progress)
+        progress.finish(f"export {bundle_id}")
         path, doc = writer.finish(
             ManifestDraft(
                 kind="config",

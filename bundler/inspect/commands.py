@@ -115,7 +115,7 @@ def summary(bundles: tuple[str, ...], as_json: bool, full: bool, spec: Path | No
 
     \b
     Example:
-      bundler inspect summary out/customer-acme-20261115T120000-811a9f.bundle
+      bundler inspect summary demo/bundles/customer-*.bundle
       bundler inspect summary 'out/*.bundle' --json
     """
     from bundler.inspect.summary import summarize
@@ -245,7 +245,7 @@ def verify(bundles: tuple[str, ...], layers: tuple[str, ...], as_json: bool, spe
 
     \b
     Example:
-      bundler inspect verify out/customer-acme-20261115T120000-811a9f.bundle
+      bundler inspect verify demo/bundles/*.bundle
       bundler inspect verify 'out/*.bundle' 'out/*.bundle.tar.zst' --json
       bundler inspect verify out/customer-acme-*.bundle --with 'out/config-*.bundle'
     """
@@ -317,7 +317,7 @@ def query(args: tuple[str, ...], fmt: str, limit: int | None, spec: Path | None,
 
     \b
     Example:
-      bundler inspect query out/customer-acme-*.bundle 'SELECT i_account, count(*) FROM xdrs GROUP BY ALL'
+      bundler inspect query demo/bundles/customer-*.bundle 'SELECT i_account, count(*) FROM xdrs GROUP BY ALL'
       bundler inspect query 'out/*.bundle' 'SELECT bundle_id, sum(charged_amount) FROM xdrs GROUP BY ALL' --format csv
       bundler inspect query 'out/*.bundle' 'SELECT count(*) AS n FROM accounts' --json
     """

@@ -132,8 +132,10 @@ def migrate_command(
 
     \b
     Example:
-      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --plan
-      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all --workers 2
+      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all \\
+          --decisions examples/decisions.json --bundles demo/bundles --plan
+      bundler migrate --source sqlite:///demo/source.db --target sqlite:///demo/target.db --all \\
+          --decisions examples/decisions.json --bundles demo/bundles --workers 2
       bundler migrate --source postgresql://old/porta --target postgresql://new/porta \\
           --customer acme --customer 1042 --decisions decisions.json --json
       bundler migrate --source … --target … --all --xdrs none      (then later: --usage-only)
@@ -289,7 +291,17 @@ def finish_run(
     from bundler.report.data import root_object
 
     per_root = [{**r, "root": root_object(r["root"])} for r in summary["per_root"]]
-    summary = {**summary, "per_root": per_root, "failures": failure_groups(per_root)}
+    failures = [
+        {"root": r["root"], "kind": r["kind"], "reason": r["message"]}
+        for r in per_root
+        if r["state"] == "failed"
+    ]
+    summary = {
+        **summary,
+        "per_root": per_root,
+        "failures": failures,
+        "failures_by_cause": failure_groups(per_root),
+    }
     data = report_data(summary, recorder, folder)
     page, doc = write_report(folder, stem, data, f"bundler migrate, {stem.removeprefix('migrate-')}")
     paths = {"report": str(page), "report data": str(doc), "log": str(log_path)}
@@ -358,7 +370,9 @@ def print_summary(summary: dict[str, Any]) -> None:
             sec(r["downtime_s"]),
             outcome,
         )
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 250  # a log or a pipe: one line per root
     if per_root:
         console.print(table)
     d = summary["downtime_s"]

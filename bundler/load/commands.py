@@ -122,10 +122,10 @@ def load_command(
 
     \b
     Example:
-      bundler load --target sqlite:///demo/target.db bundles/customer-acme-*.bundle
-      bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
-      bundler load --target sqlite:///demo/target.db bundles/*.bundle --dry-run --json
       bundler load --target sqlite:///demo/target.db demo/bundles/*.bundle --plan
+      bundler load --target sqlite:///demo/target.db demo/bundles/*.bundle --dry-run --json
+      bundler load --target sqlite:///demo/target.db demo/bundles/customer-*.bundle
+      bundler load --target postgresql://billing@new/porta acme.bundle.tar.zst --decisions decisions.json
       bundler load --target sqlite:///t.db s3://moves/acme.bundle.tar.zst.age --identity keys/site-b.age --trust keys/site-a.pub
     """
     from bundler.db import connect

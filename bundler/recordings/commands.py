@@ -30,7 +30,7 @@ def recordings() -> None:
     \b
     Example:
       bundler recordings sync --source sqlite:///demo/source.db --target sqlite:///demo/target.db \\
-          --from demo/recordings-source --to demo/recordings-target
+          --from demo/recordings/source --to demo/recordings/target
     """
 
 
@@ -94,7 +94,7 @@ def sync_command(
     \b
     Example:
       bundler recordings sync --source sqlite:///demo/source.db --target sqlite:///demo/target.db \\
-          --from demo/recordings-source --to demo/recordings-target
+          --from demo/recordings/source --to demo/recordings/target
       bundler recordings sync --source postgresql://old/porta --target postgresql://new/porta \\
           --from s3://rec-old/calls --to s3://rec-new/calls --every 300 --json
     """

@@ -82,6 +82,12 @@ def report_data(summary: dict[str, Any], recorder: RunRecorder | None, bundles: 
             {"t_s": round(at, 3), "rows": total, "rows_per_s": round(total / at, 1) if at else None}
         )
     differing = [
+        {"kind": "config", "root": "configuration first", "table": table, **d}
+        for table, items in sorted(
+            ((summary.get("configuration") or {}).get("reused_with_differences") or {}).items()
+        )
+        for d in items
+    ] + [
         {"kind": r["kind"], "root": r["root"], "table": table, **d}
         for r in roots
         for table, items in sorted((r.get("reused_with_differences") or {}).items())

@@ -10,6 +10,8 @@ from typing import Any
 
 from bundler.keys import describe
 
+TABLE_ROWS = 500  # rows of the differences table in the page; the JSON has them all
+
 
 def _name(root: Any) -> str:
     return describe(root) if isinstance(root, dict) else str(root)
@@ -150,7 +152,10 @@ def render_html(data: dict[str, Any], title: str) -> str:
             "<h2>Failures by cause</h2>",
             _table(["roots", "cause"], failures),
             "<h2>Reused rows with differences</h2>",
-            _table(["table", "key", "differs in", "root"], differing),
+            _table(["table", "key", "differs in", "root"], differing[:TABLE_ROWS]),
+            f"<p>… and {len(differing) - TABLE_ROWS} more in the JSON file</p>"
+            if len(differing) > TABLE_ROWS
+            else "",
             "</body></html>",
         ]
     )

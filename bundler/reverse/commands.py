@@ -94,7 +94,7 @@ def export_command(
 
     \b
     Example:
-      bundler reverse export --target sqlite:///demo/target.db --customer acme --out back/
+      bundler reverse export --target sqlite:///demo/target.db --customer 'Acme Widgets Inc. #1' --out demo/back/
       bundler reverse export --target postgresql://billing@new/porta --customer 1042 --out back/ --json
       bundler reverse export --target sqlite:///new.db --spec library.json --root member=C-17 --out back/
       bundler reverse export --target sqlite:///demo/target.db --customer acme --out back/ --source sqlite:///demo/source.db
@@ -147,7 +147,7 @@ def load_command(
 
     \b
     Example:
-      bundler reverse load --source sqlite:///demo/source.db back/reverse-acme-20261120T101500-1a2b3c.bundle
+      bundler reverse load --source sqlite:///demo/source.db demo/back/reverse-*.bundle
       bundler reverse load --source postgresql://billing@old/porta reverse-acme.bundle.tar.zst --json
     """
     from bundler.db import connect

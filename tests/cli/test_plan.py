@@ -75,7 +75,7 @@ def test_list_plan_and_max_failures(new_db: Any, tmp_path: Path) -> None:
     summary = json.loads(stopped.stdout)
     assert summary["stopped_early"] and summary["failed"] == 1
     assert all(isinstance(r["root"], dict) for r in summary["per_root"])  # objects, not JSON in a string
-    [group] = summary["failures"]
+    [group] = summary["failures_by_cause"]
     assert group["count"] == 1 and group["roots"][0]["root"] in ({"name": "gone"}, {"name": "acme"})
     check_report(summary)
 
@@ -88,7 +88,7 @@ def check_report(summary: dict[str, Any]) -> None:
     assert done and all(r["end_s"] > r["start_s"] >= 0 for r in done)
     assert sum(t["rows"] for t in data["tables"].values()) == summary["rows"] > 0
     assert data["throughput"][-1]["rows"] == summary["rows"]
-    assert data["failures"] == summary["failures"]
+    assert data["failures"] == summary["failures_by_cause"]
     log = Path(report["log"]).read_text()
     assert "start lineup" in log and "FAILED" in log
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -287,7 +287,12 @@ def test_several_processes_share_one_lineup(new_db: Any, dialect: str, tmp_path:
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()[-2000:]
-    migrated = [o["root"] for out, _ in outputs for o in json.loads(out)["per_root"] if o["state"] == "done"]
+    migrated = [
+        json.dumps(o["root"], separators=(",", ":"), ensure_ascii=False)
+        for out, _ in outputs
+        for o in json.loads(out)["per_root"]
+        if o["state"] == "done"
+    ]
     everyone = [
         json.dumps({"name": n}, separators=(",", ":"), ensure_ascii=False) for n in ["Carrier Ä", *names]
     ]
@@ -317,7 +322,7 @@ def test_cli(new_db: Any, tmp_path: Path) -> None:
     assert failed.exit_code == 1
     summary = json.loads(failed.stdout)
     assert summary["failures"] == [
-        {"root": "name='gone'", "kind": "customer", "reason": summary["failures"][0]["reason"]}
+        {"root": {"name": "gone"}, "kind": "customer", "reason": summary["failures"][0]["reason"]}
     ]
     assert "1 of" in failed.stderr
     usage = runner.invoke(main, [*args, "--where", "1=1"])
@@ -382,7 +387,7 @@ def test_all_with_named_roots(new_db: Any, tmp_path: Path) -> None:
     )
     assert ran.exit_code == 1, ran.output  # "gone" is Exported already; nothing else fails
     summary = json.loads(ran.stdout)
-    assert [f["root"] for f in summary["failures"]] == ["name='gone'"]
+    assert [f["root"] for f in summary["failures"]] == [{"name": "gone"}]
     assert loads_per_root(target)['{"name":"acme"}'] == 1
 
 
