@@ -84,7 +84,10 @@ def split_problem(text: str, default_file: str) -> Problem:
         return Problem(MANIFEST, text[len(MANIFEST) :].lstrip(": ").strip() or text)
     file, sep, message = text.partition(": ")
     if sep and (
-        file.startswith(f"{TABLES_DIR}/") or "/" in file or file.endswith(".parquet") or _stray(message)
+        file.startswith(f"{TABLES_DIR}/")
+        or "/" in file
+        or file.endswith((".parquet", ".sig"))
+        or _stray(message)
     ):
         table = Path(file).name.removesuffix(".parquet") if file.endswith(".parquet") else None
         return Problem(file, message, table=table)
