@@ -14,16 +14,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from bundler import ledger as ledger_module
 from bundler import tracking
 from bundler.billing.schema import build_metadata
 from bundler.clean import plan_clean, run_clean
 from bundler.export import ExportOptions, export_root
 from bundler.graph import graph_for_release
-from bundler.ledger import entries, forget_gone, ledger_map
+from bundler.ledger import created_in, entries, forget_gone, ledger_map
 from bundler.load import load_bundle
 from bundler.reverse import reverse_export
+from bundler.sql import table_clause
 from tests.export import fixture
 from tests.export.fixture import NOW
 
@@ -56,7 +59,9 @@ def _source(new_db: Any, dialect: str) -> sa.Engine:
     return source
 
 
-def test_usage_recorded_as_runs_is_exact_for_every_reader(new_db: Any, dialect: str, tmp_path: Path) -> None:
+def test_usage_recorded_as_runs_is_exact_for_every_reader(
+    new_db: Any, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = _source(new_db, dialect)
     target = fixture.build_target(new_db(dialect), "r2")
     load_bundle(target, export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS).path)
@@ -77,12 +82,8 @@ def test_usage_recorded_as_runs_is_exact_for_every_reader(new_db: Any, dialect: 
                 ledger.c.bundle_id == acme.bundle_id, ledger.c.table_name == "xdrs"
             )
         ).scalars()
-        assert sorted(tuple(x) for x in ranges) == [(1, 5), (20, 25)] and sorted(single, key=int) == [
-            "30",
-            "32",
-            "40",
-            "41",
-        ]
+        assert sorted(tuple(x) for x in ranges) == [(1, 5), (20, 25)]
+        assert sorted(single, key=int) == ["30", "32", "40", "41"]
         # every key maps exactly, both ways: the call id (unique) tells the source row from the target one
         source_ids = _by_call(source, R1)
         target_ids = _by_call(target, R2)
@@ -98,6 +99,17 @@ def test_usage_recorded_as_runs_is_exact_for_every_reader(new_db: Any, dialect: 
             conn, "xdrs", [*expected.values(), "0"], by="target", source_system=loaded_system(conn)
         )
         assert back == {t: s for s, t in expected.items()}
+
+    # the clean's condition selects exactly these rows, with the ranges' bounds written out
+    # or joined (as for many loads)
+    spec = graph_for_release("r2").table("xdrs")
+    xdrs = table_clause(spec)  # the clause the clean selects from
+    for inline in (ledger_module.INLINE_RANGES, 0):
+        monkeypatch.setattr(ledger_module, "INLINE_RANGES", inline)
+        with target.connect() as conn:
+            chosen = conn.execute(sa.select(xdrs.c.i_xdr).where(created_in(conn, spec, [acme.bundle_id])))
+            assert sorted(str(v) for v in chosen.scalars()) == sorted(expected.values())
+    monkeypatch.undo()
 
     # loaded again: already loaded, nothing changes
     after = _counts(target)
@@ -115,7 +127,6 @@ def test_usage_recorded_as_runs_is_exact_for_every_reader(new_db: Any, dialect: 
     # rows gone from under the ranges (3 and 25): each range is cut to the runs that remain,
     # 1-2 and 4-5 too short for a range (ledger rows now), 20-24 still one
     gone = {target_ids[f"call-{i}"] for i in (3, 25)}
-    spec = graph_for_release("r2").table("xdrs")
     with target.begin() as conn:
         conn.execute(R2.tables["xdrs"].delete().where(R2.tables["xdrs"].c.i_xdr.in_(gone)))
         assert forget_gone(conn, spec, [acme.bundle_id]) == 2
