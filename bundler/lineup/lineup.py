@@ -48,6 +48,7 @@ from bundler.lineup.queue import (
     kind_tiers,
     lineup_table,
     release_stale_claims,
+    retrying,
     selection,
     worker_name,
 )
@@ -288,14 +289,18 @@ def migrate_root(
             validate_manifest=False,  # after the downtime: see _manifest_problem
         )
         try:
-            exported = export_root(
-                source,
-                kind,
-                root_pk,
-                options.bundles,
-                spec=options.spec,
-                options=export_options,
-                progress=progress,
+            # a deadlock while marking (MariaDB's 1213 between workers marking side by side)
+            # rolled the mark back, and one later in the export gave the statuses back: again
+            exported = retrying(
+                lambda: export_root(
+                    source,
+                    kind,
+                    root_pk,
+                    options.bundles,
+                    spec=options.spec,
+                    options=export_options,
+                    progress=progress,
+                )
             )
         except BundlerError as exc:
             return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")
