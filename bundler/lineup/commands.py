@@ -32,7 +32,11 @@ from bundler.options import json_option, print_json, progress_for_cli, spec_opti
 )
 @click.option("--where", default=None, metavar="SQL", help="With --all: an SQL condition on the root table.")
 @click.option(
-    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots migrated at a time."
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Roots migrated at a time, each by its own worker process (1: in this process).",
 )
 @click.option(
     "--bundles",
