@@ -60,7 +60,11 @@ from bundler.secure.options import security_options
     help="Stop claiming roots after N failures (the roots in flight finish).",
 )
 @click.option(
-    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Roots migrated at a time."
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Roots migrated at a time, each by its own worker process (1: in this process).",
 )
 @click.option(
     "--bundles",

@@ -16,6 +16,14 @@ finished. For each claimed root a worker:
 A root whose load fails gets its status restored in the source and keeps its bundle for a
 retry; the lineup goes on and the run exits 1 with every failure listed. A stop request
 (Ctrl-C) lets the roots in flight finish and claims nothing new.
+
+With ``workers`` > 1 the workers are processes (:mod:`bundler.lineup.workers`); with one,
+the lineup runs in the caller's process. Inside a root's downtime runs only what must: the
+snapshot read and the bundle's writing, a check of the bundle just written (manifest bytes
+and checksums, not a full verification), and the load's transaction; the graph, the
+target's reflected tables and what the configuration layer's ledger says are resolved once
+per worker, and the manifest's schema check and the planner statistics come after the
+commit. :attr:`RootOutcome.timings` says what each part cost.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from bundler.lineup.queue import (
     kind_tiers,
     lineup_table,
     release_stale_claims,
+    retrying,
     selection,
     worker_name,
 )
@@ -311,14 +320,18 @@ def migrate_root(
             validate_manifest=False,  # after the downtime: see _manifest_problem
         )
         try:
-            exported = export_root(
-                source,
-                kind,
-                root_pk,
-                options.bundles,
-                spec=options.spec,
-                options=export_options,
-                progress=progress,
+            # a deadlock while marking (MariaDB's 1213 between workers marking side by side)
+            # rolled the mark back, and one later in the export gave the statuses back: again
+            exported = retrying(
+                lambda: export_root(
+                    source,
+                    kind,
+                    root_pk,
+                    options.bundles,
+                    spec=options.spec,
+                    options=export_options,
+                    progress=progress,
+                )
             )
         except BundlerError as exc:
             return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")

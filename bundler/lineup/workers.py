@@ -8,7 +8,8 @@ target cache for the whole run and claims roots from the lineup like any other w
 (:mod:`bundler.lineup.queue`: exactly once, in the graph's tiers).
 
 The parent keeps the result and the progress: workers send it ``claimed`` and
-``outcome`` events and their notes through one queue. A stop (Ctrl-C) is one
+``outcome`` events and their notes, each through its own pipe (a worker killed in the
+middle of a message leaves the others' pipes whole; its pipe's end tells the parent). A stop (Ctrl-C) is one
 ``multiprocessing`` event: workers finish the root in flight and claim nothing new
 (SIGINT is ignored in the workers, so a root is never cut off half way by the first
 Ctrl-C). A second Ctrl-C aborts: the parent terminates the workers, and a root one of them
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ class WorkerJob:
 class _QueueProgress:
     """A worker's progress: its notes go to the parent; bars are the parent's (one per run)."""
 
-    def __init__(self, events: Any) -> None:
+    def __init__(self, events: Connection) -> None:
         self.events = events
 
     def start(self, task: str, total: int | None = None) -> None:
@@ -67,7 +68,7 @@ class _QueueProgress:
         pass
 
     def note(self, message: str) -> None:
-        self.events.put(("note", os.getpid(), message))
+        self.events.send(("note", os.getpid(), message))
 
 
 def _url(engine: Any) -> str:
@@ -77,7 +78,6 @@ def _url(engine: Any) -> str:
 def run_processes(run: _Run, workers: int) -> None:
     """Run ``workers`` worker processes on ``run``'s lineup; outcomes go into ``run.result``."""
     ctx = multiprocessing.get_context("spawn")
-    events: Any = ctx.Queue()
     stop = ctx.Event()
     job = WorkerJob(
         _url(run.source),
@@ -89,33 +89,37 @@ def run_processes(run: _Run, workers: int) -> None:
         run.stale_after,
         run.layers,
     )
-    procs = [
-        ctx.Process(target=worker_main, args=(job, events, stop), name=f"lineup-{i + 1}")
-        for i in range(workers)
-    ]
     errors: list[str] = []
-    running: dict[int, BaseProcess] = {}
+    running: dict[Connection, BaseProcess] = {}
+    procs: list[BaseProcess] = []
     try:
-        for proc in procs:
+        for i in range(workers):
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=worker_main, args=(job, writer, stop), name=f"lineup-{i + 1}")
             proc.start()
-            assert proc.pid is not None
-            running[proc.pid] = proc
+            writer.close()  # the worker's end: the pipe ends when the worker does
+            procs.append(proc)
+            running[reader] = proc
         while running:
             if run.stop.is_set() and not stop.is_set():
                 stop.set()
-            try:
-                event = events.get(timeout=POLL_S)
-            except queue.Empty:
-                _reap(running, errors, run, stop)
-                continue
-            _handle(event, run, running, errors, stop)
+            for ready in wait(list(running), timeout=POLL_S):
+                assert isinstance(ready, Connection)
+                try:
+                    event = ready.recv()
+                except (EOFError, OSError):  # the worker is gone (a message cut short counts as gone)
+                    _ended(running.pop(ready), errors, run, stop)
+                    ready.close()
+                    continue
+                _handle(event, run, errors, stop)
     finally:
         stop.set()
-        for proc in procs:
-            if proc.is_alive():  # a second Ctrl-C, or an error of the parent: abort at once
-                proc.terminate()
-            proc.join()
-        events.close()
+        for worker in procs:
+            if worker.is_alive():  # a second Ctrl-C, or an error of the parent: abort at once
+                worker.terminate()
+            worker.join()
+        for left in running:
+            left.close()
     if errors:
         raise BundlerError(
             f"{len(errors)} lineup worker process(es) failed: {errors[0]}",
@@ -123,10 +127,8 @@ def run_processes(run: _Run, workers: int) -> None:
         )
 
 
-def _handle(
-    event: tuple[Any, ...], run: _Run, running: dict[int, BaseProcess], errors: list[str], stop: Any
-) -> None:
-    what, pid, payload = event
+def _handle(event: tuple[Any, ...], run: _Run, errors: list[str], stop: Any) -> None:
+    what, _, payload = event
     if what == "note":
         run.progress.note(payload)
     elif what == "claimed":
@@ -136,40 +138,32 @@ def _handle(
     elif what == "error":
         errors.append(payload)
         stop.set()  # the others finish their root and stop
-    elif what == "exit":
-        proc = running.pop(pid, None)
-        if proc is not None:
-            proc.join()
 
 
-def _reap(running: dict[int, BaseProcess], errors: list[str], run: _Run, stop: Any) -> None:
-    """Workers that died without saying so (killed): their root is the next run's to recover."""
-    for pid, proc in list(running.items()):
-        if not proc.is_alive():
-            del running[pid]
-            if proc.exitcode != 0:
-                errors.append(f"worker process {pid} died (exit code {proc.exitcode})")
-                stop.set()
-                run.progress.note(
-                    f"worker process {pid} died; the root it held is finished or restored by the next run"
-                )
+def _ended(proc: BaseProcess, errors: list[str], run: _Run, stop: Any) -> None:
+    """A worker's pipe ended: it finished, or died without saying so (killed)."""
+    proc.join()
+    if proc.exitcode != 0:
+        errors.append(f"worker process {proc.pid} died (exit code {proc.exitcode})")
+        stop.set()
+        run.progress.note(
+            f"worker process {proc.pid} died; the root it held is finished or restored by the next run"
+        )
 
 
-def worker_main(job: WorkerJob, events: Any, stop: Any) -> None:
+def worker_main(job: WorkerJob, events: Connection, stop: Any) -> None:
     """A worker process: claim and migrate roots until none is left or a stop is asked."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent asks for the stop (see the module)
     pid = os.getpid()
     try:
         _work(job, events, stop, pid)
     except BaseException as exc:
-        events.put(("error", pid, f"worker process {pid}: {type(exc).__name__}: {exc}"))
+        events.send(("error", pid, f"worker process {pid}: {type(exc).__name__}: {exc}"))
     finally:
-        events.put(("exit", pid, None))
         events.close()
-        events.join_thread()
 
 
-def _work(job: WorkerJob, events: Any, stop: Any, pid: int) -> None:
+def _work(job: WorkerJob, events: Connection, stop: Any, pid: int) -> None:
     from bundler.context import system_graph
     from bundler.db import connect
     from bundler.lineup.lineup import _Run
@@ -180,7 +174,7 @@ def _work(job: WorkerJob, events: Any, stop: Any, pid: int) -> None:
             graph, _ = system_graph(conn, job.options.spec)
 
         def forward(what: str, outcome: RootOutcome | None) -> None:
-            events.put((what, pid, outcome))
+            events.send((what, pid, outcome))
 
         run = _Run(
             source,

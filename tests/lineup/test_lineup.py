@@ -353,14 +353,12 @@ def test_vendors_are_loaded_before_any_customer_is_claimed(new_db: Any, dialect:
     names = add_customers(source, 8)
     assign_dids(source, [*names, "bravo"])
     target = fixture.build_target(new_db(dialect), "r2")
-    progress = RecordingProgress()
-    result = run_lineup(
-        source, target, EVERYTHING, LineupOptions(tmp_path, now=NOW), workers=4, progress=progress
-    )
+    # worker processes: whether one of them has to wait for the vendors depends on how fast
+    # the others start, so the barrier is checked on the lineup's own times (assert_barrier)
+    result = run_lineup(source, target, EVERYTHING, LineupOptions(tmp_path, now=NOW), workers=3)
     assert [o.root_key for o in result.failed] == ['{"name":"gone"}']  # never a missing DID number
     assert len(result.done) == 6 + len(names)
     assert_barrier(target)
-    assert "waiting for the roots of an earlier kind (the graph's order) to finish" in progress.notes()
 
 
 def test_a_failed_vendor_does_not_stop_the_roots_after_it(new_db: Any, tmp_path: Path) -> None:
