@@ -32,7 +32,7 @@ def test_interactive_takes_single_keys_and_counts(new_db: Any, tmp_path: Path) -
     assert done.exit_code == 0, done.output
     assert (
         "question 1 of 3: product_groups" in done.stderr
-        and "[R/c/a]" in done.stderr
+        and "[R/m/c/a]" in done.stderr
         and "[y/N]" in done.stderr
     )
     doc = json.loads(sidecar.read_text())

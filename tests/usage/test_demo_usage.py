@@ -41,7 +41,10 @@ def test_seeded_on_the_first_every_customer_carries_current_usage(new_db: Any, t
         latest = conn.execute(sa.text("SELECT max(bill_time) FROM xdrs")).scalar()
         roots = conn.execute(
             sa.text(
-                "SELECT name, i_customer_type FROM customers WHERE i_parent IS NULL AND bill_status <> 'C' "
+                "SELECT name, i_customer_type FROM customers c WHERE i_parent IS NULL AND bill_status <> 'C' "
+                # every root with accounts (a vendor's customer counterpart has none: no usage)
+                "AND EXISTS (SELECT 1 FROM accounts a WHERE a.i_customer = c.i_customer "
+                "OR a.i_customer IN (SELECT i_customer FROM customers s WHERE s.i_parent = c.i_customer)) "
                 "ORDER BY i_customer"
             )
         ).all()
