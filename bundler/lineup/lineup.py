@@ -670,13 +670,16 @@ def configuration_first(
     return layers
 
 
-def describe_key(text: str) -> str:
+def describe_key(key: str | dict[str, Any]) -> str:
+    """A root key as the lineup keeps it (JSON text), or as an object, described for a person."""
     import json
 
+    if isinstance(key, dict):
+        return describe(key)
     try:
-        return describe(json.loads(text))
+        return describe(json.loads(key))
     except ValueError:
-        return text
+        return key
 
 
 __all__ = [

@@ -97,7 +97,7 @@ def export_command(
       bundler reverse export --target sqlite:///demo/target.db --customer 'Acme Widgets Inc. #1' --out demo/back/
       bundler reverse export --target postgresql://billing@new/porta --customer 1042 --out back/ --json
       bundler reverse export --target sqlite:///new.db --spec library.json --root member=C-17 --out back/
-      bundler reverse export --target sqlite:///demo/target.db --customer acme --out back/ --source sqlite:///demo/source.db
+      bundler reverse export --target postgresql://billing@new/porta --customer acme --out back/ --source postgresql://billing@old/porta
     """
     from bundler.db import connect
     from bundler.errors import UsageError
@@ -191,7 +191,7 @@ def undo_command(db_url: str, customer: str, source_url: str | None, spec: str |
 
     \b
     Example:
-      bundler reverse undo --target sqlite:///demo/target.db --customer acme
+      bundler reverse undo --target postgresql://billing@new/porta --customer 1042
       bundler reverse undo --target postgresql://billing@new/porta --customer acme --source postgresql://billing@old/porta
     """
     from bundler.db import connect
