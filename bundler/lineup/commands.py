@@ -139,12 +139,23 @@ def migrate_command(
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     summary = result.summary()
+    summary["open_references"] = _still_open(connect(target))
     if as_json:
         print_json(summary)
     else:
         print_summary(summary)
+        for line in summary["open_references"]:
+            click.echo(f"  open: {line}")
     if result.failed:
         raise BundlerError(f"{len(result.failed)} of {len(result.outcomes)} root(s) failed (listed above)")
+
+
+def _still_open(target: Any) -> list[str]:
+    """The references loads left open in the target (their root is not migrated yet)."""
+    from bundler.load.crossroot import open_references
+
+    with target.connect() as conn:
+        return [o.line() for o in open_references(conn)]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

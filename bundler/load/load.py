@@ -272,6 +272,7 @@ def _run_steps(state: LoadState, decisions: str | Path | None, reload: bool = Fa
 
     ``reload``: the target recorded this bundle, and a clean removed its root since.
     """
+    from bundler.load.crossroot import complete_open, record_open
     from bundler.load.reload import drop_record, restore_created
 
     try:
@@ -283,6 +284,8 @@ def _run_steps(state: LoadState, decisions: str | Path | None, reload: bool = Fa
             write_sidecar(Path(decisions), template(state.bundle_id, state.asked, state.decisions))
         kept = drop_record(state.conn, state.bundle_id) if reload else {}
         write(state)
+        record_open(state)
+        complete_open(state)
         if kept:
             restored = restore_created(state.conn, state.bundle_id, kept)
             state.progress.note(
