@@ -156,13 +156,25 @@ class OpenReference:
 
 
 def open_references(connection: sa.Connection) -> list[OpenReference]:
-    """Every reference a load left open that no later load has set yet."""
-    deferred = tracking.deferred_table
+    """Every reference a load left open that no later load has set yet (and whose row a clean
+    has not removed: the load's ledger still names it)."""
+    deferred, ledger = tracking.deferred_table, tracking.ledger_table
     if not sa.inspect(connection).has_table(deferred.name):
         return []
+    still = (
+        sa.exists()
+        .where(
+            ledger.c.bundle_id == deferred.c.bundle_id,
+            ledger.c.table_name == deferred.c.table_name,
+            ledger.c.target_pk == deferred.c.target_pk,
+        )
+        .correlate(deferred)
+    )
     return [
         OpenReference(r.bundle_id, r.table_name, r.target_pk, r.column_name, r.ref_table, r.ref_key)
         for r in connection.execute(
-            sa.select(deferred).order_by(deferred.c.table_name, deferred.c.target_pk, deferred.c.column_name)
+            sa.select(deferred)
+            .where(still)
+            .order_by(deferred.c.table_name, deferred.c.target_pk, deferred.c.column_name)
         )
     ]
