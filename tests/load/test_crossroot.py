@@ -107,6 +107,9 @@ def exact(target: sa.Engine, bundles: dict[str, Path], tmp_path: Path) -> None:
         assert differences(path, target, again.path, list(bundles.values())) == [], name
 
 
+@pytest.mark.parametrize(
+    "dialect", ["sqlite"], indirect=True
+)  # the property test below runs on every database
 def test_an_account_moved_between_customers_loads_in_either_order(
     new_db: Any, dialect: str, tmp_path: Path
 ) -> None:
@@ -143,7 +146,7 @@ PAIRS = st.lists(
 def test_random_references_across_roots_migrate_exactly_in_any_order(
     new_db: Any, dialect: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    examples = 3 if dialect == "sqlite" else 1
+    examples = 2 if dialect == "sqlite" else 1
 
     @settings(
         max_examples=examples,
