@@ -120,6 +120,22 @@ ledger_ranges_table = sa.Table(
     sa.Index("ix_bundler_ledger_ranges_source", "table_name", "source_first"),
 )
 
+# references a load left open: the row they point to belongs to another root, not loaded yet
+# (bundler.load.crossroot); the load that brings that row sets them and removes these rows
+deferred_table = sa.Table(
+    "bundler_deferred",
+    metadata,
+    sa.Column("bundle_id", sa.String(64), primary_key=True),  # the load that left it open
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("target_pk", sa.String(255), primary_key=True),  # the row whose reference is open
+    sa.Column("column_name", sa.String(64), primary_key=True),
+    sa.Column("ref_table", sa.String(64), nullable=False),
+    sa.Column("ref_source_pk", sa.String(255), nullable=False),
+    sa.Column("ref_key", sa.Text, nullable=False),  # the referenced row's natural key, as text
+    sa.Column("source_system", sa.String(36), nullable=False),
+    sa.Index("ix_bundler_deferred_ref", "source_system", "ref_table", "ref_source_pk"),
+)
+
 
 @dataclass(frozen=True)
 class SystemInfo:

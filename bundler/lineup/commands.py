@@ -227,11 +227,15 @@ def migrate_command(
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    summary, paths = finish_run(result.summary(), recorder, folder, stem, log_path)
+    summary = result.summary()
+    summary["open_references"] = _still_open(connect(target))
+    summary, paths = finish_run(summary, recorder, folder, stem, log_path)
     if as_json:
         print_json(summary)
     else:
         print_summary(summary)
+        for line in summary["open_references"]:
+            click.echo(f"  open: {line}")
         click.echo(f"bundles: {folder}")
         for name, path in paths.items():
             click.echo(f"{name}: {path}")
@@ -340,6 +344,14 @@ def print_plan(plan: Any, as_json: bool) -> None:
     problems = sum(1 for r in plan.roots if r.problem)
     if problems:
         raise BundlerError(f"the plan: {problems} root(s) cannot go (marked !! above)")
+
+
+def _still_open(target: Any) -> list[str]:
+    """The references loads left open in the target (their root is not migrated yet)."""
+    from bundler.load.crossroot import open_references
+
+    with target.connect() as conn:
+        return [o.line() for o in open_references(conn)]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -361,6 +361,7 @@ def _run_steps(
 
     ``reload``: the target recorded this bundle, and a clean removed its root since.
     """
+    from bundler.load.crossroot import complete_open, record_open
     from bundler.load.reload import drop_record, restore_created
 
     clock = clock or _Clock({})
@@ -375,6 +376,8 @@ def _run_steps(
         clock.lap("decide")
         kept = drop_record(state.conn, state.bundle_id) if reload else {}
         write(state)
+        record_open(state)
+        complete_open(state)
         if kept:
             restored = restore_created(state.conn, state.bundle_id, kept)
             state.progress.note(

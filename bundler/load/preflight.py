@@ -19,6 +19,7 @@ from bundler.errors import BundlerError, PrerequisitesMissing
 from bundler.graph import TableSpec
 from bundler.keys import Key, describe, key_text, key_value
 from bundler.ledger import ledger_map
+from bundler.load.crossroot import blocking, deferrable
 from bundler.load.decisions import REUSING, Question
 from bundler.load.grants import check_write_access, load_tables
 from bundler.load.state import LoadState, source_value, typed
@@ -59,7 +60,24 @@ def _map_prerequisites(state: LoadState, source_table: str, entry: Outside, miss
             if r.value not in mapped
         )
     elif entry.rows:
-        table = _match_by_key(state, source_table, entry.column, list(entry.rows), mapped, missing)
+        lacking: list[str] = []
+        table = _match_by_key(state, source_table, entry.column, list(entry.rows), mapped, lacking)
+        if lacking and deferrable(state, table, entry):
+            # another root's rows, not loaded yet: the references stay open until that root comes,
+            # unless a column that cannot be NULL holds them
+            absent = [
+                (r, text)
+                for r, text in zip((r for r in entry.rows if r.value not in mapped), lacking, strict=True)
+            ]
+            hard = blocking(state, table, {r.value for r, _ in absent})
+            state.foreign[table] = {r.value: r.key for r, _ in absent if r.value not in hard}
+            missing.extend(
+                f"{text} (another root's, needed by a column that cannot be NULL)"
+                for r, text in absent
+                if r.value in hard
+            )
+        else:
+            missing.extend(lacking)
     target_map = state.idmap(table)
     for row in entry.rows:
         if row.value in mapped:

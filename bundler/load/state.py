@@ -123,6 +123,10 @@ class LoadState:
         self.tables = translator.tables(self.manifest.tables)
         self.alloc = IdAllocator(connection)
         self.deferred: list[tuple[TableSpec, str, list[tuple[Any, Any]]]] = []
+        # rows of other roots the bundle references and the target lacks yet: table -> value -> key
+        self.foreign: dict[str, dict[Any, Key]] = {}
+        # references to those rows, written NULL and left open: (table, column, [(source pk, value)])
+        self.left_open: list[tuple[TableSpec, str, list[tuple[Any, Any]]]] = []
         self.ledger_rows = 0
         self.cache = cache or TargetCache()
         self.asked: list[Question] = []  # questions the asker answered

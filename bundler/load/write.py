@@ -203,6 +203,8 @@ def _rewrite_references(state: LoadState, spec: TableSpec, batch: pa.RecordBatch
             batch = batch.set_column(idx, batch.schema.field(idx), pa.nulls(batch.num_rows, type=column.type))
             continue
         mapped, missing = state.idmap(ref.table).apply(column)
+        if pc.any(missing).as_py() and ref.table in state.foreign:
+            mapped, missing = _leave_open(state, spec, ref.column, batch, column, mapped, missing)
         if pc.any(missing).as_py():
             first = pc.index(missing, True).as_py()
             row_pk = {c: batch.column(c)[first].as_py() for c in spec.pk}
@@ -215,6 +217,38 @@ def _rewrite_references(state: LoadState, spec: TableSpec, batch: pa.RecordBatch
             )
         batch = batch.set_column(idx, batch.schema.field(idx), mapped)
     return batch
+
+
+def _leave_open(
+    state: LoadState,
+    spec: TableSpec,
+    column: str,
+    batch: pa.RecordBatch,
+    values: pa.Array,
+    mapped: pa.Array,
+    missing: pa.Array,
+) -> tuple[pa.Array, pa.Array]:
+    """References to another root's rows the target lacks yet: written NULL, kept to record as open."""
+    import pyarrow as pa
+
+    from bundler.load.crossroot import refuse_open
+
+    ref = spec.ref_by_column[column]
+    foreign = state.foreign[ref.table]
+    pks = _source_keys(spec, batch)[0].to_pylist()
+    still: list[bool] = []
+    pairs = []
+    for pk, value, absent in zip(pks, values.to_pylist(), missing.to_pylist(), strict=True):
+        if absent and value in foreign:
+            if not ref.nullable:
+                raise refuse_open(state, spec.name, column, ref.table, value)
+            pairs.append((pk, value))
+            still.append(False)
+        else:
+            still.append(bool(absent))
+    if pairs:
+        state.left_open.append((spec, column, pairs))
+    return mapped, pa.array(still, pa.bool_())
 
 
 def _defer(state: LoadState, spec: TableSpec, column: str, batch: pa.RecordBatch, values: pa.Array) -> None:

@@ -1,0 +1,180 @@
+"""References that cross roots: a row of one root that points at a row another root owns.
+
+An account moved from one customer to another leaves the first customer's CPE and
+extensions pointing at it; the second customer's xDRs on it point at the first one's
+invoices. Each customer's bundle then names the other's rows as outside rows (owned scope,
+found by natural key). A load whose outside rows of another root are not in the target yet
+does not stop: where every reference to them is nullable, it writes them NULL and records
+each in ``bundler_deferred`` (the row, the column, the referenced row's source key and
+natural key). The load that later brings the referenced row (from the same source system)
+sets every such reference through its ledger and removes the records, so every order of the
+two loads ends with the same rows. :func:`open_references` lists what is still open.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from bundler import tracking
+from bundler.errors import PrerequisitesMissing
+from bundler.graph import Scope
+from bundler.keys import describe, key_text
+from bundler.ledger import ledger_map
+from bundler.load.state import LoadState
+from bundler.manifest import Outside
+from bundler.sql import chunks, table_clause
+
+
+def deferrable(state: LoadState, table: str, entry: Outside) -> bool:
+    """Whether missing outside rows of ``table`` may be left open: they belong to another root
+    (owned scope). The write refuses a reference to one through a column that cannot be NULL
+    (:func:`refuse_open`)."""
+    return Scope(entry.scope) is Scope.OWNED and table in state.graph.tables
+
+
+def blocking(state: LoadState, table: str, values: set[Any]) -> set[Any]:
+    """Those of ``values`` (rows of ``table``) that the bundle references through a column
+    that cannot be NULL: they cannot wait for their root."""
+    import pyarrow.compute as pc
+
+    found: set[Any] = set()
+    for spec, ref in state.graph.referencing.get(table, []):
+        if ref.nullable or spec.name not in state.tables:
+            continue
+        for batch in state.reader.scan(spec.name, keep=False):
+            found.update(v for v in pc.unique(batch.column(ref.column)).to_pylist() if v in values)
+    return found
+
+
+def refuse_open(
+    state: LoadState, spec_name: str, column: str, table: str, value: Any
+) -> PrerequisitesMissing:
+    """A reference to another root's row the target lacks, through a column that cannot wait as NULL."""
+    key = state.foreign[table][value]
+    return PrerequisitesMissing(
+        f"bundle {state.bundle_id}: the target lacks {table} {describe(key)}, which another root owns; "
+        f"{spec_name}.{column} references it and cannot be left open (not nullable)",
+        hint="load the bundle of the root that owns it first, then this one",
+    )
+
+
+def record_open(state: LoadState) -> int:
+    """Record the references this load left open (after the write: the rows' target keys are known)."""
+    rows: list[dict[str, Any]] = []
+    system = state.manifest.source.system_id
+    for spec, column, pairs in state.left_open:
+        ref = spec.ref_by_column[column]
+        targets = ledger_map(state.conn, spec.name, (str(pk) for pk, _ in pairs), bundles=[state.bundle_id])
+        keys = state.foreign[ref.table]
+        for pk, value in pairs:
+            rows.append(
+                {
+                    "bundle_id": state.bundle_id,
+                    "table_name": spec.name,
+                    "target_pk": targets[str(pk)],
+                    "column_name": column,
+                    "ref_table": ref.table,
+                    "ref_source_pk": str(value),
+                    "ref_key": key_text(keys[value]),
+                    "source_system": system,
+                }
+            )
+    for part in chunks(rows, 1000):
+        state.conn.execute(tracking.deferred_table.insert(), part)
+    if rows:
+        tables = sorted({f"{r['table_name']}.{r['column_name']}" for r in rows})
+        state.progress.note(
+            f"{state.bundle_id}: {len(rows)} reference(s) to rows of another root not in the target yet "
+            f"left open ({', '.join(tables)}); the load that brings those rows sets them"
+        )
+    return len(rows)
+
+
+def complete_open(state: LoadState) -> int:
+    """Set the open references of earlier loads to the rows this load created; how many."""
+    deferred = tracking.deferred_table
+    system = state.manifest.source.system_id
+    tables = [t for t in state.tables if t in state.graph.tables]
+    if not tables:
+        return 0
+    waiting = state.conn.execute(
+        sa.select(deferred).where(deferred.c.source_system == system, deferred.c.ref_table.in_(tables))
+    ).all()
+    if not waiting:
+        return 0
+    by_ref: dict[str, list[Any]] = defaultdict(list)
+    for row in waiting:
+        by_ref[row.ref_table].append(row)
+    done = 0
+    for ref_table, rows in by_ref.items():
+        found = ledger_map(state.conn, ref_table, {r.ref_source_pk for r in rows}, bundles=[state.bundle_id])
+        for row in rows:
+            target = found.get(row.ref_source_pk)
+            if target is None:
+                continue
+            spec = state.graph.table(row.table_name)
+            ref_spec = state.graph.table(ref_table)
+            t = table_clause(spec)
+            column = spec.ref_by_column[row.column_name]
+            state.conn.execute(
+                sa.update(t)
+                .where(t.c[spec.pk[0]] == spec.from_text(spec.pk[0], row.target_pk))
+                .values({row.column_name: ref_spec.from_text(column.target_column, target)})
+            )
+            state.conn.execute(
+                sa.delete(deferred).where(
+                    deferred.c.bundle_id == row.bundle_id,
+                    deferred.c.table_name == row.table_name,
+                    deferred.c.target_pk == row.target_pk,
+                    deferred.c.column_name == row.column_name,
+                )
+            )
+            done += 1
+    if done:
+        state.progress.note(f"{state.bundle_id}: set {done} reference(s) earlier loads had left open")
+    return done
+
+
+@dataclass(frozen=True)
+class OpenReference:
+    bundle_id: str
+    table: str
+    target_pk: str
+    column: str
+    ref_table: str
+    ref_key: str
+
+    def line(self) -> str:
+        return (
+            f"{self.table} {self.target_pk}.{self.column} → {self.ref_table} {self.ref_key} "
+            f"(left open by {self.bundle_id}: that row's root is not loaded yet)"
+        )
+
+
+def open_references(connection: sa.Connection) -> list[OpenReference]:
+    """Every reference a load left open that no later load has set yet (and whose row a clean
+    has not removed: the load's ledger still names it)."""
+    deferred, ledger = tracking.deferred_table, tracking.ledger_table
+    if not sa.inspect(connection).has_table(deferred.name):
+        return []
+    still = (
+        sa.exists()
+        .where(
+            ledger.c.bundle_id == deferred.c.bundle_id,
+            ledger.c.table_name == deferred.c.table_name,
+            ledger.c.target_pk == deferred.c.target_pk,
+        )
+        .correlate(deferred)
+    )
+    return [
+        OpenReference(r.bundle_id, r.table_name, r.target_pk, r.column_name, r.ref_table, r.ref_key)
+        for r in connection.execute(
+            sa.select(deferred)
+            .where(still)
+            .order_by(deferred.c.table_name, deferred.c.target_pk, deferred.c.column_name)
+        )
+    ]
