@@ -1,8 +1,7 @@
 """One consistent snapshot of the source, read as exact Arrow batches, in parallel where it can be.
 
 An export reads the closure through a SQLAlchemy connection (small queries: ids, keys)
-and the tables' rows through :meth:`Snapshot.read`. On SQLite files and PostgreSQL the
-rows come through ADBC, whose C drivers hand over Arrow batches without building Python
+and the tables' rows through :meth:`Snapshot.read`. On PostgreSQL the rows come through ADBC, whose C drivers hand over Arrow batches without building Python
 objects and release the GIL; a big table (a usage table) is cut into primary key ranges
 read by ``streams`` connections at once and handed back in key order. Every connection
 sees the same snapshot:
@@ -10,11 +9,13 @@ sees the same snapshot:
 - PostgreSQL: the main connection is REPEATABLE READ and exports its snapshot
   (``pg_export_snapshot()``); each ADBC connection adopts it with ``SET TRANSACTION
   SNAPSHOT``, as ``pg_dump --jobs`` does.
-- SQLite: while a gate connection holds the write lock (``BEGIN IMMEDIATE``, for a moment)
-  no one can commit, so the read transactions the main and ADBC connections open then all
-  see the same state; the gate lets go once they are open. ADBC opens the file read-only.
+- SQLite is read through the main connection alone. ADBC's SQLite driver links its own
+  copy of the SQLite library; two copies in one process cancel each other's POSIX locks
+  on the same file (https://sqlite.org/howtocorrupt.html, 2.2.1), and a lineup whose
+  worker processes wrote the source while their ADBC readers closed was seen to corrupt
+  the source's WAL ("database disk image is malformed"). Exactness before speed.
 
-Elsewhere (MariaDB, in-memory SQLite, no ADBC driver) :func:`read_arrow` reads through the
+Elsewhere (MariaDB, SQLite, no ADBC driver) :func:`read_arrow` reads through the
 main connection. ADBC's SQLite driver guesses column types from the values; a query whose
 values it cannot type (a column mixing storage classes) is finished by :func:`read_arrow`
 from the row it stopped at, so the result is the same either way.
@@ -22,8 +23,9 @@ from the row it stopped at, so the result is the same either way.
 Memory stays bounded: at most ``streams`` ranges are in flight, each holding at most one
 batch that the caller has not taken yet.
 
-Measured on 2 cores, a customer with 1M xDRs: SQLite 6.2 s (sqlite3 tuples) -> 1.35 s,
-PostgreSQL 2.9 s (COPY parsed as CSV) -> 1.7 s, 1.1x and 1.35x DuckDB's own export.
+Measured on 2 cores, a customer with 1M xDRs: PostgreSQL 2.9 s (COPY parsed as CSV) ->
+1.7 s, 1.35x DuckDB's own export (SQLite through ADBC took 1.35 s instead of 6.2 s, before
+it was given up for the reason above).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import threading
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from bundler.graph import TableSpec
 
 STREAMS = 2
-_SQLITE_BUSY_MS = 30_000
 _QUEUE_DEPTH = 1
 _POLL_S = 0.1
 
@@ -148,7 +148,7 @@ class Snapshot:
             last = None
             try:
                 conn = stream.connection()
-                for batch in _adbc_batches(conn, sqls[i], self.batch_rows if self._sqlite else None):
+                for batch in _adbc_batches(conn, sqls[i]):
                     exact = _exact(batch, schema)
                     if not exact.num_rows:
                         continue
@@ -190,9 +190,7 @@ class Snapshot:
             while True:
                 try:  # any failure of the query or of the cast: read_arrow finishes it (see _finish)
                     if batches is None:
-                        batches = _adbc_batches(
-                            stream.connection(), sql, self.batch_rows if self._sqlite else None
-                        )
+                        batches = _adbc_batches(stream.connection(), sql)
                     exact = _exact(next(batches), schema)
                 except StopIteration:
                     break
@@ -241,12 +239,8 @@ def _select(spec: TableSpec, where: sa.ColumnElement[bool]) -> sa.Select[Any]:
     return sa.select(*(t.c[c] for c in spec.column_names)).where(where).order_by(*(t.c[c] for c in spec.pk))
 
 
-def _adbc_batches(
-    conn: Any, sql: str, sqlite_batch_rows: int | None
-) -> Generator[pa.RecordBatch, None, None]:
+def _adbc_batches(conn: Any, sql: str) -> Generator[pa.RecordBatch, None, None]:
     with contextlib.closing(conn.cursor()) as cur:
-        if sqlite_batch_rows is not None:  # also how many rows its type guess looks at
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(sqlite_batch_rows)})
         cur.execute(sql)
         yield from cur.fetch_record_batch()
 
@@ -275,27 +269,13 @@ def _exact(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 def _adbc_uri(engine: sa.Engine) -> tuple[str, str] | None:
     """(driver, URI) of an ADBC connection to ``engine``'s database, or None when there is none."""
-    from bundler.db import _sqlite_path
-
     url = engine.url
-    if engine.dialect.name == "sqlite":
-        path = _sqlite_path(url)
-        if path is None or not path.exists():
-            return None
-        return "sqlite", f"file:{quote(str(path.resolve()))}?mode=ro"
     if engine.dialect.name == "postgresql":
         return "postgresql", url.set(drivername="postgresql").render_as_string(hide_password=False)
     return None
 
 
 def _adbc_connect(driver: str, uri: str) -> Any:
-    if driver == "sqlite":
-        import adbc_driver_sqlite.dbapi as adbc_sqlite
-
-        conn = adbc_sqlite.connect(uri)
-        with contextlib.closing(conn.cursor()) as cur:
-            cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-        return conn
     import adbc_driver_postgresql.dbapi as adbc_pg
 
     return adbc_pg.connect(uri)
@@ -335,12 +315,6 @@ class _Stream:
             conn.close()
 
 
-def _opened(conn: Any) -> Future[Any]:
-    done: Future[Any] = Future()
-    done.set_result(conn)
-    return done
-
-
 @contextlib.contextmanager
 def open_snapshot(
     engine: sa.Engine, *, streams: int = STREAMS, batch_rows: int = BATCH_ROWS
@@ -351,9 +325,10 @@ def open_snapshot(
     options: dict[str, Any] = {}
     if dialect in ("postgresql", "mysql"):
         options["isolation_level"] = "REPEATABLE READ"
-    postgresql = target is not None and target[0] == "postgresql"
     opener = (
-        ThreadPoolExecutor(max_workers=streams, thread_name_prefix="snapshot-connect") if postgresql else None
+        ThreadPoolExecutor(max_workers=streams, thread_name_prefix="snapshot-connect")
+        if target is not None
+        else None
     )
     adbc: list[_Stream] = []
     try:
@@ -364,17 +339,13 @@ def open_snapshot(
         with engine.connect().execution_options(**options) as connection, connection.begin():
             if target is None:
                 _pin_main(connection)
-            elif postgresql:
+            else:
                 snapshot_id = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
                 for stream in adbc:
                     stream.pin = [
                         "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
                         f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
                     ]
-            else:
-                adbc = [
-                    _Stream(_opened(conn)) for conn in _open_sqlite(engine, connection, target[1], streams)
-                ]
             yield Snapshot(connection, adbc, batch_rows=batch_rows)
     finally:
         if opener is not None:
@@ -383,38 +354,11 @@ def open_snapshot(
             stream.close()
 
 
-def _open_sqlite(engine: sa.Engine, connection: sa.Connection, uri: str, streams: int) -> list[Any]:
-    """``streams`` read-only ADBC connections in the snapshot of ``connection`` (none without the driver)."""
-    opened: list[Any] = []
-    try:
-        with _sqlite_gate(engine):
-            connection.execute(sa.text("SELECT 1 FROM sqlite_master LIMIT 1")).all()
-            for _ in range(streams):
-                opened.append(_adbc_connect("sqlite", uri))
-                _pin(opened[-1], ["SELECT 1 FROM sqlite_master LIMIT 1"])
-        return opened
-    except Exception:  # no driver, or it cannot open the file: the main connection reads alone
-        for conn in opened:
-            with contextlib.suppress(Exception):
-                conn.close()
-    _pin_main(connection)
-    return []
-
-
 def _pin_main(connection: sa.Connection) -> None:
     """Take the snapshot now (InnoDB takes it at the first read of a table, not at BEGIN)."""
     if connection.dialect.name == "mysql":
         connection.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    elif connection.dialect.name == "sqlite":  # a read of the file starts the read transaction
+        connection.execute(sa.text("SELECT 1 FROM sqlite_master LIMIT 1")).all()
     else:
         connection.execute(sa.text("SELECT 1")).all()
-
-
-@contextlib.contextmanager
-def _sqlite_gate(engine: sa.Engine) -> Iterator[None]:
-    """Hold SQLite's write lock while the block opens its read transactions."""
-    with engine.connect().execution_options(sqlite_begin="immediate") as gate:
-        gate.begin()
-        try:
-            yield
-        finally:
-            gate.rollback()
