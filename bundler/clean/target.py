@@ -21,6 +21,7 @@ from bundler.errors import BundlerError
 from bundler.graph import EntitySpec, Graph, Scope, TableSpec
 from bundler.ledger import created_counts, created_counts_where, created_in, forget_gone, forget_ranges
 from bundler.ledger import records as ledger_records
+from bundler.load.charges import reverse_charges
 from bundler.sql import Closure, chunks
 
 if TYPE_CHECKING:
@@ -48,11 +49,10 @@ class TargetSide(Side):
         bundles = self._with_dependents({bundle_id})
         created = self._created(bundles)
         closure = Closure(self.conn, self.graph, follow_shared=False)
-        if load.root_table and load.root_target_pk and load.root_table in self.graph.tables:
+        root_pk = self._root_target_pk(load)
+        if load.root_table and root_pk and load.root_table in self.graph.tables:
             spec = self.graph.table(load.root_table)
-            closure.add(
-                spec.name, closure.fetch(spec, spec.pk[0], [spec.from_text(spec.pk[0], load.root_target_pk)])
-            )
+            closure.add(spec.name, closure.fetch(spec, spec.pk[0], [spec.from_text(spec.pk[0], root_pk)]))
         for table, pks in created.items():
             seed = self.graph.tables.get(table)
             if seed is None or len(seed.pk) != 1:
@@ -61,6 +61,16 @@ class TargetSide(Side):
         scope = CleanScope(f"bundle {bundle_id}", bundles, closure, created=created)
         self._grow(scope)
         return scope
+
+    def _root_target_pk(self, load: sa.Row[Any] | None) -> str | None:
+        """The target key of a load's root; a usage load (which records none) has its root
+        bundle's, through what it depends on."""
+        loads = tracking.loads_table
+        seen: set[str] = set()
+        while load is not None and load.root_target_pk is None and load.depends_on not in (None, *seen):
+            seen.add(load.depends_on)
+            load = self.conn.execute(sa.select(loads).where(loads.c.bundle_id == load.depends_on)).first()
+        return load.root_target_pk if load is not None else None
 
     def entity_scope(self, entity: EntitySpec, row: dict[str, Any]) -> CleanScope:
         spec = self.graph.table(entity.table)
@@ -185,9 +195,10 @@ class TargetSide(Side):
         return forget_gone(self.conn, spec, bundles)
 
     def close(self, plan: CleanPlan) -> int:
-        """Forget the loads the plan closes: their remaining ledger rows and their record."""
+        """Forget the loads the plan closes: their remaining ledger rows and their record; the
+        balance adjustments of their late usage are taken back (and forgotten) first."""
         ledger, loads = tracking.ledger_table, tracking.loads_table
-        n = 0
+        n = reverse_charges(self.conn, self.graph, list(plan.closes))
         for bundle_id in plan.closes:
             left = created_counts(self.conn, [bundle_id])[bundle_id]
             if left:
