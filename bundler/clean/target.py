@@ -81,8 +81,54 @@ class TargetSide(Side):
         closure = Closure(self.conn, self.graph, follow_shared=False)
         closure.add(spec.name, closure.fetch(spec, spec.pk[0], [pk[0]]))
         scope = CleanScope(what, bundles, closure, created=self._created(bundles))
+        self._merged(scope, self._rooted_at(bundles, spec.name, pk))
         self._grow(scope)
         return scope
+
+    def _rooted_at(self, bundles: frozenset[str], table: str, pk: PK) -> set[str]:
+        """Those of ``bundles`` whose root is the named row (not a sub-customer of a reseller bundle)."""
+        loads = tracking.loads_table
+        return set(
+            self.conn.execute(
+                sa.select(loads.c.bundle_id).where(
+                    loads.c.bundle_id.in_(sorted(bundles)),
+                    loads.c.root_table == table,
+                    loads.c.root_target_pk == pk_text(pk),
+                )
+            ).scalars()
+        )
+
+    def _merged(self, scope: CleanScope, bundles: set[str]) -> None:
+        """Into the scope: the rows ``bundles`` created under shared rows they reused (what a
+        ``merge`` added to the target's row: a tariff's rates), which nothing named reaches."""
+        if not bundles or scope.created is None:
+            return
+        ledger = tracking.ledger_table
+        for table, pks in sorted(scope.created.items()):
+            spec = self.graph.tables.get(table)
+            if spec is None or len(spec.pk) != 1:
+                continue
+            owners = [r for r in spec.owner_refs if r.table != table and self.graph.tables[r.table].is_shared]
+            mine = [p for p in pks if self.created_by[table].get(p) in bundles]
+            if not owners or not mine:
+                continue
+            reused = {
+                ref: set(
+                    self.conn.execute(
+                        sa.select(ledger.c.target_pk).where(
+                            ledger.c.bundle_id.in_(sorted(bundles)),
+                            ledger.c.table_name == ref.table,
+                            ledger.c.action == "reused",
+                        )
+                    ).scalars()
+                )
+                for ref in owners
+            }
+            rows = scope.closure.fetch(spec, spec.pk[0], [spec.from_text(spec.pk[0], p) for p in mine])
+            scope.closure.add(
+                table,
+                [r for r in rows if any(pk_text((r[ref.column],)) in reused[ref] for ref in owners)],
+            )
 
     def _records(self, table: str, pk: PK) -> list[tuple[str, str]]:
         """What the ledger says of a row: (bundle, action) pairs."""
