@@ -21,6 +21,7 @@ from bundler.errors import BundlerError
 from bundler.graph import EntitySpec, Graph, Scope, TableSpec
 from bundler.ledger import created_counts, created_counts_where, created_in, forget_gone, forget_ranges
 from bundler.ledger import records as ledger_records
+from bundler.load.charges import reverse_charges
 from bundler.sql import Closure, chunks
 
 if TYPE_CHECKING:
@@ -48,11 +49,10 @@ class TargetSide(Side):
         bundles = self._with_dependents({bundle_id})
         created = self._created(bundles)
         closure = Closure(self.conn, self.graph, follow_shared=False)
-        if load.root_table and load.root_target_pk and load.root_table in self.graph.tables:
+        root_pk = self._root_target_pk(load)
+        if load.root_table and root_pk and load.root_table in self.graph.tables:
             spec = self.graph.table(load.root_table)
-            closure.add(
-                spec.name, closure.fetch(spec, spec.pk[0], [spec.from_text(spec.pk[0], load.root_target_pk)])
-            )
+            closure.add(spec.name, closure.fetch(spec, spec.pk[0], [spec.from_text(spec.pk[0], root_pk)]))
         for table, pks in created.items():
             seed = self.graph.tables.get(table)
             if seed is None or len(seed.pk) != 1:
@@ -61,6 +61,16 @@ class TargetSide(Side):
         scope = CleanScope(f"bundle {bundle_id}", bundles, closure, created=created)
         self._grow(scope)
         return scope
+
+    def _root_target_pk(self, load: sa.Row[Any] | None) -> str | None:
+        """The target key of a load's root; a usage load (which records none) has its root
+        bundle's, through what it depends on."""
+        loads = tracking.loads_table
+        seen: set[str] = set()
+        while load is not None and load.root_target_pk is None and load.depends_on not in (None, *seen):
+            seen.add(load.depends_on)
+            load = self.conn.execute(sa.select(loads).where(loads.c.bundle_id == load.depends_on)).first()
+        return load.root_target_pk if load is not None else None
 
     def entity_scope(self, entity: EntitySpec, row: dict[str, Any]) -> CleanScope:
         spec = self.graph.table(entity.table)
@@ -71,8 +81,54 @@ class TargetSide(Side):
         closure = Closure(self.conn, self.graph, follow_shared=False)
         closure.add(spec.name, closure.fetch(spec, spec.pk[0], [pk[0]]))
         scope = CleanScope(what, bundles, closure, created=self._created(bundles))
+        self._merged(scope, self._rooted_at(bundles, spec.name, pk))
         self._grow(scope)
         return scope
+
+    def _rooted_at(self, bundles: frozenset[str], table: str, pk: PK) -> set[str]:
+        """Those of ``bundles`` whose root is the named row (not a sub-customer of a reseller bundle)."""
+        loads = tracking.loads_table
+        return set(
+            self.conn.execute(
+                sa.select(loads.c.bundle_id).where(
+                    loads.c.bundle_id.in_(sorted(bundles)),
+                    loads.c.root_table == table,
+                    loads.c.root_target_pk == pk_text(pk),
+                )
+            ).scalars()
+        )
+
+    def _merged(self, scope: CleanScope, bundles: set[str]) -> None:
+        """Into the scope: the rows ``bundles`` created under shared rows they reused (what a
+        ``merge`` added to the target's row: a tariff's rates), which nothing named reaches."""
+        if not bundles or scope.created is None:
+            return
+        ledger = tracking.ledger_table
+        for table, pks in sorted(scope.created.items()):
+            spec = self.graph.tables.get(table)
+            if spec is None or len(spec.pk) != 1:
+                continue
+            owners = [r for r in spec.owner_refs if r.table != table and self.graph.tables[r.table].is_shared]
+            mine = [p for p in pks if self.created_by[table].get(p) in bundles]
+            if not owners or not mine:
+                continue
+            reused = {
+                ref: set(
+                    self.conn.execute(
+                        sa.select(ledger.c.target_pk).where(
+                            ledger.c.bundle_id.in_(sorted(bundles)),
+                            ledger.c.table_name == ref.table,
+                            ledger.c.action == "reused",
+                        )
+                    ).scalars()
+                )
+                for ref in owners
+            }
+            rows = scope.closure.fetch(spec, spec.pk[0], [spec.from_text(spec.pk[0], p) for p in mine])
+            scope.closure.add(
+                table,
+                [r for r in rows if any(pk_text((r[ref.column],)) in reused[ref] for ref in owners)],
+            )
 
     def _records(self, table: str, pk: PK) -> list[tuple[str, str]]:
         """What the ledger says of a row: (bundle, action) pairs."""
@@ -185,9 +241,10 @@ class TargetSide(Side):
         return forget_gone(self.conn, spec, bundles)
 
     def close(self, plan: CleanPlan) -> int:
-        """Forget the loads the plan closes: their remaining ledger rows and their record."""
+        """Forget the loads the plan closes: their remaining ledger rows and their record; the
+        balance adjustments of their late usage are taken back (and forgotten) first."""
         ledger, loads = tracking.ledger_table, tracking.loads_table
-        n = 0
+        n = reverse_charges(self.conn, self.graph, list(plan.closes))
         for bundle_id in plan.closes:
             left = created_counts(self.conn, [bundle_id])[bundle_id]
             if left:

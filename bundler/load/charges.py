@@ -11,7 +11,8 @@ every balance with a ``usage`` sign on the way: ``add`` (what a customer owes) o
 
 ``bundler_charges`` is the ledger of those adjustments: per load, table and target row, the
 amount added to the balance and the late rows it sums. A load is recorded once, so a
-balance moves once per late row.
+balance moves once per late row. Cleaning a load from the target takes its adjustments back
+(:func:`reverse_charges`, in the clean's transaction) and forgets them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from bundler import tracking
-from bundler.graph import TableSpec
+from bundler.errors import BundlerError
+from bundler.graph import Graph, TableSpec
 from bundler.keys import key_value
+from bundler.load.cache import reflect
 from bundler.load.state import LoadState, source_value
 from bundler.sql import chunks
 
@@ -146,3 +149,36 @@ def _climb(
                     entry[0] += amount
                     entry[1] += rows
     return following
+
+
+def reverse_charges(conn: sa.Connection, graph: Graph, bundles: list[str]) -> int:
+    """Take back the balance adjustments the late usage of ``bundles`` made (a balance row
+    that is gone needs none) and forget them; how many records were forgotten."""
+    if not bundles or not sa.inspect(conn).has_table(charges_table.name):
+        return 0
+    c = charges_table.c
+    records = conn.execute(sa.select(charges_table).where(c.bundle_id.in_(sorted(bundles)))).all()
+    for record in records:
+        spec = graph.tables.get(record.table_name)
+        if spec is None or record.column_name not in spec.column_names:
+            raise BundlerError(
+                f"bundle {record.bundle_id}: its late usage charged {record.table_name}.{record.column_name}, "
+                "which the entity graph does not know; nothing was removed",
+                hint="clean with the graph the bundle was loaded with (--spec)",
+            )
+        t = reflect(conn, spec.name)
+        pk = t.c[spec.pk[0]] == spec.from_text(spec.pk[0], record.target_pk)
+        query = sa.select(t.c[record.column_name]).where(pk)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        found = conn.execute(query).first()
+        if found is None:
+            continue  # the balance's row is removed with the load
+        value: Any = Decimal(str(found[0] or 0)) - Decimal(record.amount)
+        if isinstance(t.c[record.column_name].type, sa.String):
+            value = str(value)
+        conn.execute(sa.update(t).where(pk).values({record.column_name: value}))
+    return sum(
+        conn.execute(sa.delete(charges_table).where(c.bundle_id.in_(part))).rowcount
+        for part in chunks(sorted(bundles))
+    )

@@ -67,6 +67,40 @@ class TerminalAsker:
         )
         return choice, bool(whole)
 
+    def pick(self, question: Any, row: dict[str, Any]) -> tuple[str, Any]:
+        """A natural key several target rows have: the candidates listed by number (their
+        target_pk and differing columns); the operator reuses or merges one by its number,
+        creates the bundle's row beside them, or aborts. The answer and the target_pk picked."""
+        from bundler.keys import describe
+
+        self.asked += 1
+        of = f" of {self.total}" if self.total else ""
+        candidates = list(question.candidates)
+        click.echo(
+            f"\nquestion {self.asked}{of}: {question.table} {describe(question.key)} "
+            f"matches {len(candidates)} target rows:",
+            err=True,
+        )
+        for n, c in enumerate(candidates, 1):
+            differs = "; ".join(
+                f"{col}: bundle {d['bundle']!s}, target {d['target']!s}" for col, d in c["differs"].items()
+            )
+            click.echo(f"  {n}) target_pk {c['target_pk']}  {differs or 'no other difference'}", err=True)
+        choices = [str(n) for n in range(1, len(candidates) + 1)]
+        picked = click.prompt(
+            f"reuse which one ({choices[0]}-{choices[-1]}), create the bundle's beside them (c), or abort (a)?",
+            type=click.Choice([*choices, "c", "a"], case_sensitive=False),
+            err=True,
+        ).lower()
+        if picked in ("c", "a"):
+            return ("create" if picked == "c" else "abort"), None
+        chosen = candidates[int(picked) - 1]["target_pk"]
+        action = _key(
+            f"reuse target row {chosen}, or merge into it? [R/m] ",
+            {k: v for k, v in KEYS.items() if v in ("reuse", "merge")},
+        )
+        return action, chosen
+
 
 def terminal_asker(question: Any, row: dict[str, Any], match: dict[str, Any]) -> tuple[str, bool]:
     """Ask at the terminal without a count (see :class:`TerminalAsker`)."""

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from bundler.errors import BundlerError, DecisionsNeeded
 from bundler.graph import Reference, TableSpec
-from bundler.keys import Key, describe, key_value
+from bundler.keys import Key, describe, key_text, key_value
 from bundler.ledger import ledger_map
 from bundler.load.decisions import REUSING, Question, template, write_sidecar
 from bundler.load.state import LoadState, TablePlan, typed
@@ -178,7 +178,7 @@ class _TableDecision:
         key = key or {c: key_value(row[c]) for c in spec.natural_key}
         answer, origin = state.decisions.action(spec.name, key)
         if len(candidates) > 1:
-            answer, match, question = self._ambiguous(key, row, candidates, answer, origin)
+            answer, match, question, origin = self._ambiguous(key, row, candidates, answer, origin)
             differs = differences(state, spec, row, match) if match is not None else {}
         else:
             match = candidates[0]
@@ -216,9 +216,9 @@ class _TableDecision:
         candidates: list[dict[str, Any]],
         answer: str | None,
         origin: str,
-    ) -> tuple[str | None, dict[str, Any] | None, Question]:
-        """A natural key several target rows have: the answer, if a per-key decision gives one,
-        and the row it names (for reuse or merge)."""
+    ) -> tuple[str | None, dict[str, Any] | None, Question, str]:
+        """A natural key several target rows have: the answer, if a per-key decision (or the
+        operator at the terminal) gives one, the row it names (for reuse or merge), and whence."""
         spec = self.spec
         pk = spec.pk[0]
         listed = tuple(
@@ -229,8 +229,17 @@ class _TableDecision:
         chosen = self.state.decisions.target(spec.name, key)
         match = next((c for c in candidates if key_value(c[pk]) == chosen), None)
         if origin != "row" or (answer in REUSING and match is None):
-            return None, None, question  # never resolved by a default, nor by picking one
-        return answer, match, question
+            pick = getattr(self.state.asker, "pick", None)  # the operator at the terminal picks one
+            if pick is None:
+                return None, None, question, origin  # never resolved by a default, nor by picking one
+            answer, chosen = pick(question, row)
+            match = next((c for c in candidates if key_value(c[pk]) == chosen), None)
+            self.state.decisions.set_row(spec.name, key, answer)
+            if match is not None:
+                self.state.decisions.targets[(spec.name, key_text(key))] = chosen
+            self.state.asked.append(question)
+            origin = "interactive"
+        return answer, match, question, origin
 
     def _ask(self, question: Question, row: dict[str, Any], match: dict[str, Any]) -> str:
         """Ask the terminal; the answer is kept for the row, or for the whole table."""

@@ -291,3 +291,25 @@ def test_a_prerequisite_several_target_rows_have_is_a_question_too(
         assert (
             conn.execute(sa.text("SELECT i_manager FROM customers WHERE name = 'acme'")).scalar_one() == 150
         )
+
+
+def test_clean_customer_removes_what_a_merge_added(new_db: Any, tmp_path: Path) -> None:
+    source = fixture.build(new_db("sqlite"))
+    shared = {t: ROWS[t] for t in ("access_levels", "product_groups", "destinations", "products")}
+    target = _target(
+        new_db, "sqlite", source, tmp_path, **shared, tariffs=[ROWS["tariffs"][0]], rates=[ROWS["rates"][0]]
+    )
+    sidecar = tmp_path / "decisions.json"
+    doc = {
+        "format": "bundler-decisions",
+        "version": 1,
+        "default": "reuse",
+        "tables": {"tariffs": {"default": "merge"}},
+    }
+    sidecar.write_text(json.dumps(doc))
+    before = _rates(target)
+    acme = export_root(source, "customer", "acme", tmp_path / "out", options=OPTIONS).path
+    assert load_bundle(target, acme, decisions=sidecar).summary()["tables"]["tariffs"]["merged"] == 1
+    assert len(_rates(target)) == len(before) + 1
+    run_clean(target, plan_clean(target, entities=[("customer", "acme")]))
+    assert _rates(target) == before

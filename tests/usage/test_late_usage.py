@@ -4,7 +4,8 @@ its charges move the target's balances, and every customer has its own window.
 - late xDRs (one with an old timestamp) carried by repeated passes, and by passes killed
   with SIGKILL after the export and in the middle of the load: each exactly once, the
   target's balances equal to the source's plus the late charges (customer: added; debit
-  account: taken from its funds);
+  account: taken from its funds); cleaning a late bundle takes its charges back, cleaning the
+  customer leaves the target as before its loads;
 - a reseller's bundle: every customer under it selected by its own billing period in its
   own time zone, each window in the manifest.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bundler.billing.schema import build_metadata
+from bundler.clean import plan_clean, run_clean
 from bundler.export import ExportOptions, export_root
 from bundler.load import load_bundle
 from bundler.progress import RecordingProgress
@@ -132,6 +134,28 @@ def test_late_usage_is_carried_exactly_once(dialect: str, new_db: Any, tmp_path:
             conn.execute(sa.text("SELECT status, count(*) FROM bundler_exports GROUP BY status")).all()
         )
     assert set(records) == {"done"}, records
+
+    # clean takes the charges back: the first late bundle (late-100, late-101), then the customer
+    with target.connect() as conn:
+        xdr = conn.execute(sa.text("SELECT i_xdr FROM xdrs WHERE call_id = 'late-100'")).scalar_one()
+        first_late = conn.execute(
+            sa.text("SELECT bundle_id FROM bundler_ledger WHERE table_name = 'xdrs' AND target_pk = :pk"),
+            {"pk": str(xdr)},
+        ).scalar_one()
+    run_clean(target, plan_clean(target, bundles=[first_late]))
+    late, customer, debit, credit = _target_state(target)
+    assert late == {"late-102": 1, "late-103": 1}
+    assert (customer, debit, credit) == (customer0 + D("0.12"), debit0 - D("0.1"), credit0)
+    with target.connect() as conn:
+        assert conn.execute(sa.text("SELECT sum(usage_rows) FROM bundler_charges")).scalar_one() == 2 + 1
+    run_clean(target, plan_clean(target, entities=[("customer", "acme")]))  # its late bundles with it
+    with target.connect() as conn:
+        left = [
+            conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("bundler_charges", "customers", "accounts", "xdrs")
+        ]
+        loads = conn.execute(sa.text("SELECT kind FROM bundler_loads")).scalars().all()
+    assert (left, loads) == ([0, 0, 0, 0], ["vendor"])
 
 
 def test_each_customer_under_a_reseller_has_its_own_window(dialect: str, new_db: Any, tmp_path: Path) -> None:
