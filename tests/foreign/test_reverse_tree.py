@@ -56,7 +56,6 @@ def test_reverse_carries_usage_children_with_their_parents(new_db: Any, dialect:
     (left,) = [r for r in exported.not_returned if r["table"] == "loan_lines"]
     assert left["target_pk"] == 9002 and "its loans row is not returned" in left["reasons"][0]
     assert str(left["natural_key"]["loan_id"]["loaned_at"]).startswith("2026-11-02")
-    assert not any("not carried back" in w for w in exported.warnings)
 
     loaded = reverse_load(source, exported.path, spec=spec)
     assert loaded.imported == {"loans": 1, "loan_lines": 2}
