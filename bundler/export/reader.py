@@ -52,7 +52,7 @@ def read_arrow(
     schema = spec.arrow_schema()
     dialect = connection.dialect.name
     if dialect == "postgresql":
-        yield from _read_postgresql(connection, schema, literal_sql(connection, stmt))
+        yield from _read_postgresql(connection, spec, schema, literal_sql(connection, stmt))
     else:
         yield from _read_cursor(connection, schema, literal_sql(connection, stmt), batch_rows, dialect)
 
@@ -109,14 +109,20 @@ class _CopyStream:
         self.closed = True
 
 
-def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> Iterator[pa.RecordBatch]:
+def _read_postgresql(
+    connection: sa.Connection, spec: TableSpec, schema: pa.Schema, sql: str
+) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
     raw = connection.connection.driver_connection
     assert raw is not None
-    # zoned timestamps (any offset) and bytea (hex) are read as text and cast by cast_text
+    # zoned timestamps (any offset), bytea (hex) and timestamps the table keeps as text
+    # (ISO 8601 with T, Z or an offset) are read as text and cast by cast_text
     as_text = {f.name for f in schema if _text_first(f.type)}
+    naive = {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.tz is None}
+    if naive:
+        as_text |= naive & _text_columns(connection, spec.name)
     read_types = {f.name: pa.string() if f.name in as_text else f.type for f in schema}
     with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
         stream = _CopyStream(copy)
@@ -145,6 +151,19 @@ def _read_postgresql(connection: sa.Connection, schema: pa.Schema, sql: str) -> 
         # drain whatever the reader did not ask for, so the connection is usable again
         while copy.read():
             pass
+
+
+def _text_columns(connection: sa.Connection, table: str) -> set[str]:
+    """The columns of PostgreSQL table ``table`` (found on the search path) that hold text."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(:t))"
+            " AND attnum > 0 AND NOT attisdropped"
+            " AND atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)"
+        ),
+        {"t": table},
+    )
+    return {name for (name,) in rows}
 
 
 def _text_first(type_: pa.DataType) -> bool:

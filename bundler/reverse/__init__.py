@@ -22,6 +22,11 @@ Two steps, each a library call the CLI wraps:
    - **not returnable**: some reference is to a row made on the target (an account, an
      invoice, a destination no load brought), or to nothing at all;
 
+   a usage row that belongs to another usage row (an invoice line of its invoice) is read
+   with its parents and returns with its parent: its owner reference keeps the target's
+   value, which ``reverse load`` maps to the id the source gives the parent; one whose
+   parent is not returned (already in the source, or not returnable) is reported;
+
 4. writes a **reverse bundle** (kind ``reverse``, the ordinary format, verified by
    ``inspect verify``): the returnable rows with source ids, the prerequisites they
    need, and in the manifest's ``reverse`` section the source system and export it

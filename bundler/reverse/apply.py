@@ -19,7 +19,7 @@ from bundler.ledger import IdAllocator
 from bundler.manifest import Outside
 from bundler.progress import Progress
 from bundler.reverse.checks import check_export_record, check_root_row
-from bundler.reverse.common import REVERSE_KIND, REVERSED, reverse_section, root_of
+from bundler.reverse.common import REVERSE_KIND, REVERSED, parent_columns, reverse_section, root_of
 from bundler.reverse.report import ReverseLoadResult
 from bundler.sql import chunks, db_values, match_keys, natural_keys, sorted_values, table_clause
 
@@ -172,14 +172,20 @@ class Apply:
 
         reasons: dict[int, list[str]] = defaultdict(list)
         original = batch
+        parent = self.graph.usage_parent(spec)
         for ref in spec.references:
             idx = batch.schema.get_field_index(ref.column)
             mapping = self.maps.get(ref.table, {})
+            unknown = (
+                f"its {ref.table} row {{!r}} was not returned to the source"
+                if ref == parent
+                else f"the bundle does not declare {ref.table} {{!r}}"
+            )
             mapped = []
             for i, v in enumerate(batch.column(idx).to_pylist()):
                 m = None if v is None else mapping.get(v)
                 if v is not None and m is None:
-                    why = self.missing[ref.table].get(v, f"the bundle does not declare {ref.table} {v!r}")
+                    why = self.missing[ref.table].get(v, unknown.format(v))
                     reasons[i].append(f"{ref.column} = {v!r}: {why}")
                 mapped.append(m)
             batch = batch.set_column(
@@ -219,6 +225,7 @@ class Apply:
         if batch.num_rows == 0:
             return 0
         bundle_keys = {c: batch.column(c) for c in spec.pk}
+        followed = {c: batch.column(c) for c in parent_columns(self.graph, spec)}
         bundle_pks = pc.cast(batch.column(spec.pk[0]), pa.string()) if len(spec.pk) == 1 else None
         if spec.surrogate:
             ids = pa.array(
@@ -242,6 +249,9 @@ class Apply:
             ) from exc
         if bundle_pks is not None:
             self._ledger(spec.name, bundle_pks, pc.cast(batch.column(spec.pk[0]), pa.string()))
+        for column, values in followed.items():  # its usage children follow the new ids
+            mapping = self.maps.setdefault(spec.name, {})
+            mapping.update(zip(values.to_pylist(), batch.column(column).to_pylist(), strict=True))
         return batch.num_rows
 
     def _present(self, spec: TableSpec, batch: pa.RecordBatch, columns: list[str]) -> set[tuple[Any, ...]]:

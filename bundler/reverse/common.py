@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bundler.errors import BundleInvalid
+from bundler.graph import Graph, TableSpec
 from bundler.manifest import Manifest, RootRef
 
 LIMITS = (
@@ -45,3 +46,13 @@ def root_of(manifest: Manifest, name: str) -> RootRef:
     if manifest.root is None:
         raise BundleInvalid(name, ["manifest.json of a reverse bundle names no root"])
     return manifest.root
+
+
+def parent_columns(graph: Graph, spec: TableSpec) -> set[str]:
+    """The columns of usage table ``spec`` its usage children reference (none without children):
+    a reverse bundle carries the children of the rows it returns, and the load maps these."""
+    return {
+        ref.target_column
+        for child, ref in graph.owned_children[spec.name]
+        if graph.usage_parent(child) == ref
+    }

@@ -22,7 +22,7 @@ from bundler.ledger import ledger_map
 from bundler.manifest import Outside, OutsideRow
 from bundler.marking import Marks, Root
 from bundler.progress import Progress
-from bundler.reverse.common import REVERSE_KIND, Origin
+from bundler.reverse.common import REVERSE_KIND, Origin, parent_columns
 from bundler.sql import Closure, chunks, natural_keys, sorted_values, table_clause
 
 if TYPE_CHECKING:
@@ -102,6 +102,8 @@ class Reader:
         self.owned: Closure | None = None
         # (table, target pk) of each row whose balance travels -> the amounts its figure holds
         self.explained: dict[tuple[str, Any], _Explained] = {}
+        # usage table with usage children -> the values its children reference, of the rows returned
+        self.returned_values: dict[str, set[Any]] = {}
 
     def run(self) -> None:
         """Read everything; the findings stay on the reader (``rows``, ``returnable``, …)."""
@@ -113,15 +115,24 @@ class Reader:
         for spec in owned.tables((Scope.OWNED,)):
             if len(spec.pk) == 1:
                 self._made_on_target(spec, owned)
+        selected: dict[str, sa.ColumnElement[bool]] = {}
         for spec in self.graph.tables_in_order((Scope.USAGE,)):
             parent = self.graph.usage_parent(spec)
-            if parent is not None and self.returnable.get(parent.table):
-                self.warnings.append(
-                    f"{spec.name}: rows that belong to {parent.table} rows are not carried back by a reverse "
-                    f"transfer; the {self.returnable[parent.table]} returned {parent.table} row(s) go without theirs"
+            where: sa.ColumnElement[bool] | None
+            if parent is not None:
+                # a usage row of a usage row (an invoice line of its invoice): read with its parents
+                if parent.table not in selected:
+                    continue
+                of_parent = table_clause(self.graph.table(parent.table)).c[parent.target_column]
+                where = (
+                    table_clause(spec)
+                    .c[parent.column]
+                    .in_(sa.select(of_parent).where(selected[parent.table]))
                 )
-            where = owned.usage_selection(spec)
+            else:
+                where = owned.usage_selection(spec)
             if where is not None:
+                selected[spec.name] = where
                 self._usage(spec, where)
         for row in self.rows:
             found = self.explained.get((row["table"], row.pop("_target_pk")))
@@ -308,6 +319,8 @@ class Reader:
 
     def _reason(self, spec: TableSpec, column: str, value: Any) -> str:
         ref = spec.ref_by_column[column]
+        if ref == self.graph.usage_parent(spec):
+            return f"{column} = {value!r}: its {ref.table} row is not returned by this bundle"
         key = self.keys[ref.table].get(value)
         if key is None:
             return f"{column} = {value!r}: the target has no {ref.table} row with {ref.target_column} = {value!r}"
@@ -326,6 +339,8 @@ class Reader:
             if kept.num_rows == 0:
                 continue
             self._attribute_batch(spec, kept, list(range(kept.num_rows)), returned=True)
+            for column in parent_columns(self.graph, spec):  # the rows their usage children may follow
+                self.returned_values.setdefault(spec.name, set()).update(kept.column(column).to_pylist())
             kept = self._to_source(spec, kept)
             self._count_before_period(spec, kept)
             out.write(kept)
@@ -344,9 +359,19 @@ class Reader:
         fresh = [str(pk) not in came for pk in pks]
         self.from_source[spec.name] = self.from_source.get(spec.name, 0) + fresh.count(False)
         columns = {ref.column: batch.column(ref.column).to_pylist() for ref in spec.references}
+        parent = self.graph.usage_parent(spec)
         for ref in spec.references:
             values = {v for v, f in zip(columns[ref.column], fresh, strict=True) if f and v is not None}
-            self._resolve(ref.table, ref.target_column, values)
+            if ref == parent:  # a parent returned in this bundle keeps its value (the load maps it)
+                returned = self.returned_values.get(ref.table, set())
+                self.mapped[ref.table].update((v, v if v in returned else None) for v in values)
+                unseen = {v for v in values if v not in returned and v not in self.keys[ref.table]}
+                if unseen:  # the natural keys of the parents left behind, for the report
+                    self.keys[ref.table].update(
+                        natural_keys(self.conn, self.graph, ref.table, ref.target_column, unseen)
+                    )
+            else:
+                self._resolve(ref.table, ref.target_column, values)
         keep = [is_fresh and self._maps_back(spec, batch, i, columns) for i, is_fresh in enumerate(fresh)]
         return batch.filter(pa.array(keep, pa.bool_()))
 
@@ -375,6 +400,8 @@ class Reader:
             original = kept.column(idx).to_pylist()
             mapped = [None if v is None else table_map[v] for v in original]
             kept = kept.set_column(idx, kept.schema.field(idx), pa.array(mapped, kept.schema.field(idx).type))
+            if ref == self.graph.usage_parent(spec):
+                continue  # its parent travels in the bundle: not an outside row
             column, used = self.used.setdefault(ref.table, (ref.target_column, set()))
             if column != ref.target_column:
                 raise BundlerError(
