@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +73,8 @@ from bundler.secure.options import security_options
     default="bundles",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Folder for the bundles (kept after a failure, for the retry).",
+    help="Folder for the bundles (kept after a failure, for the retry), or an s3://… store: each "
+    "bundle is uploaded once its load committed, with the run's report and log.",
 )
 @click.option(
     "--decisions", type=click.Path(dir_okay=False), default=None, help="Decisions sidecar for every load."
@@ -149,10 +152,13 @@ def migrate_command(
     from bundler.db import connect
     from bundler.errors import BundlerError, UsageError
     from bundler.lineup import LineupOptions, RootSelector, run_lineup
+    from bundler.store import is_remote, remote_url
 
     if catch_up_usage:
         if customers or resellers or vendors or roots or all_ or usage_only:
             raise UsageError("--usage catches up every migrated root", hint="name no roots with it")
+        if is_remote(bundles):
+            raise UsageError("--usage keeps its bundles in a local folder", hint="--bundles FOLDER")
         _catch_up(source, target, bundles, decisions, xdrs, spec, as_json)
         return
 
@@ -200,7 +206,9 @@ def migrate_command(
     )
     from bundler.report import RunRecorder
 
-    folder = Path(bundles)
+    store = remote_url(bundles)
+    # a store: the bundles are written into a private staging folder (0700) and uploaded
+    folder = Path(tempfile.mkdtemp(prefix="bundler-migrate-")) if store else Path(bundles)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"migrate-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     log_path = folder / f"{stem}.log"
@@ -219,6 +227,7 @@ def migrate_command(
                     spec=spec,
                     max_failures=max_failures,
                     target_spec=target_spec or spec,
+                    store=store,
                 ),
                 workers=workers,
                 progress=recorder,
@@ -230,17 +239,40 @@ def migrate_command(
     summary = result.summary()
     summary["open_references"] = _still_open(connect(target))
     summary, paths = finish_run(summary, recorder, folder, stem, log_path)
+    if store:
+        paths = _report_to_store(summary, paths, folder, store)
     if as_json:
         print_json(summary)
     else:
         print_summary(summary)
         for line in summary["open_references"]:
             click.echo(f"  open: {line}")
-        click.echo(f"bundles: {folder}")
+        click.echo(f"bundles: {summary['bundles']}")
         for name, path in paths.items():
             click.echo(f"{name}: {path}")
     if result.failed:
         raise BundlerError(f"{len(result.failed)} of {len(result.outcomes)} root(s) failed (listed above)")
+
+
+def _report_to_store(
+    summary: dict[str, Any], paths: dict[str, str], folder: Path, store: str
+) -> dict[str, str]:
+    """Upload the run's report and log beside the bundles in ``store``; the staging folder is
+    removed, or kept and named when it holds a bundle that was not uploaded: a failed root's, kept
+    as a local ``--bundles`` folder keeps it (a folder left by a run that died is found by the
+    re-run through the source's export record)."""
+    from bundler.bundle import BUNDLE_SUFFIX
+    from bundler.store import upload
+
+    uploaded = {name: upload(Path(path), store) for name, path in paths.items()}
+    summary["report"] = {"html": uploaded["report"], "json": uploaded["report data"], "log": uploaded["log"]}
+    summary["bundles"] = store
+    if any(p.name.endswith(BUNDLE_SUFFIX) for p in folder.iterdir()):
+        summary["kept"] = str(folder)
+        uploaded["kept (bundles not uploaded)"] = str(folder)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    return uploaded
 
 
 def _catch_up(

@@ -230,6 +230,26 @@ class LineupOptions:
     layered: bool = True
     #: stop claiming roots after this many failures (the roots in flight finish)
     max_failures: int | None = None
+    #: an object store (``s3://…``) each bundle is uploaded to once its load committed, then
+    #: removed from ``bundles`` (a staging folder); None: the bundles stay in ``bundles``
+    store: str | None = None
+
+
+def _to_store(path: Path, options: LineupOptions) -> str | None:
+    """Upload a loaded bundle to ``options.store`` (manifest last) and remove its local copy;
+    what went wrong, if the upload failed (the local copy is kept then)."""
+    if options.store is None:
+        return None
+    import shutil
+
+    from bundler.store import upload
+
+    try:
+        upload(path, options.store)
+    except BundlerError as exc:
+        return f"loaded, but not uploaded to {options.store} ({exc.line()}; bundle kept: {path})"
+    shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _already_loaded(target: sa.Engine, source_system: str, kind: str, root_pk: str, phase: str) -> Any:
@@ -366,6 +386,7 @@ def migrate_root(
     ended = loaded.committed_at or time.monotonic()
     timings.update(loaded.steps)
     problem = _manifest_problem(path) if written is not None else None
+    problem = problem or _to_store(path, options)  # after the commit: outside the downtime
     timings["after"] = time.monotonic() - ended
     return RootOutcome(
         **base,
@@ -667,6 +688,9 @@ def configuration_first(
     layers = Layers(system_id)
     with open_bundle(exported.path) as bundle:
         layers.add_bundle(bundle, graph)
+    problem = _to_store(exported.path, options)
+    if problem is not None:
+        raise BundlerError(f"configuration: {problem}", hint="check the store, then run the lineup again")
     return layers
 
 

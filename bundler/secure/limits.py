@@ -79,6 +79,27 @@ def check_folder(bundle: str, root: Path) -> None:
                 check_regular(bundle, Path(inner.path), f"tables/{inner.name}")
 
 
+class _Encrypted(Exception):
+    """A Parquet file asked for a key: it holds encrypted columns."""
+
+
+def _no_keys() -> pq.FileDecryptionProperties:
+    """Decryption properties whose key client has no key. Without any, pyarrow aborts the whole
+    process (std::terminate) when it reads the metadata of an encrypted column of a file with a
+    plain footer; with these, opening such a file raises :class:`_Encrypted`."""
+    import pyarrow.parquet.encryption as pe
+
+    class NoKeys(pe.KmsClient):
+        def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
+            raise _Encrypted
+
+        def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
+            raise _Encrypted
+
+    factory = pe.CryptoFactory(lambda _config: NoKeys())
+    return factory.file_decryption_properties(pe.KmsConnectionConfig())
+
+
 def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileMetaData:
     """A Parquet file's metadata, read with bounded memory, after checking every size it declares."""
     import pyarrow as pa
@@ -101,7 +122,13 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
             fh,
             thrift_string_size_limit=THRIFT_STRING_LIMIT,
             thrift_container_size_limit=THRIFT_CONTAINER_LIMIT,
+            decryption_properties=_no_keys(),
         ).metadata
+    except _Encrypted:
+        raise BundleInvalid(
+            bundle,
+            [f"{shown}: holds encrypted columns (Parquet modular encryption), which bundles do not use"],
+        ) from None
     except (pa.ArrowException, OSError) as exc:
         raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
     for i in range(meta.num_row_groups):

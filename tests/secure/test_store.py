@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 
 from bundler.cli import main
 from tests.export import fixture
 from tests.load.test_load import counts
+from tests.secure.conftest import BUCKET
 from tests.secure.test_sealed import keys  # noqa: F401  (the fixture)
-
-BUCKET = "moves"
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[dict[str, str]]:
-    """An S3-compatible server on a free loopback port, with one bucket; its environment."""
-    import pyarrow.fs as pafs
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
-    pafs.S3FileSystem(
-        endpoint_override=f"{host}:{port}",
-        scheme="http",
-        access_key="testing",
-        secret_key="testing",
-        region="us-east-1",
-        allow_bucket_creation=True,
-    ).create_dir(BUCKET)
-    yield env
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for name, value in s3_server.items():
-        monkeypatch.setenv(name, value)
-    return s3_server
 
 
 def test_bundles_exported_to_a_store_are_verified_and_loaded_from_it(
@@ -99,3 +62,49 @@ def test_bundles_exported_to_a_store_are_verified_and_loaded_from_it(
     assert counts(target)["customers"] == before["customers"] + 1
     unpacked = runner.invoke(main, ["unpack", sealed, "-o", str(tmp_path / "in"), *trust])
     assert unpacked.exit_code == 0 and (Path(unpacked.stdout.strip()) / "manifest.sig").is_file()
+
+
+def test_migrate_keeps_its_bundles_report_and_log_in_a_store(s3: dict[str, str], new_db: Any) -> None:
+    import shutil
+
+    import sqlalchemy as sa
+
+    from bundler.store import s3_filesystem
+
+    source_url, target_url = new_db("sqlite"), new_db("sqlite")
+    fixture.build(source_url)
+    target = fixture.build_target(target_url, "r2")
+    with target.begin() as conn:  # acme's load fails: its bundle is kept for the retry
+        conn.execute(sa.text("DELETE FROM services WHERE name = 'Data'"))
+    before = counts(target)
+    store = f"s3://{BUCKET}/lineup"
+    args = ["migrate", "--source", source_url, "--target", target_url, "--bundles", store, "--json"]
+    args += ["--vendor", "Carrier Ä", "--customer", "acme", "--xdrs", "all"]
+    runner = CliRunner()
+    failed = runner.invoke(main, args)
+    assert failed.exit_code == 1, failed.output
+    summary = json.loads(failed.stdout)
+    kept = Path(summary["kept"])
+    acme = summary["failures"][0]["reason"]
+    assert [p.name for p in kept.glob("*.bundle")] == [f"{summary['per_root'][1]['bundle_id']}.bundle"], acme
+    assert summary["bundles"] == store
+    assert all(summary["report"][k].startswith(f"{store}/migrate-") for k in ("html", "json", "log"))
+    with target.begin() as conn:
+        conn.execute(sa.text("INSERT INTO services (i_service, name, unit) VALUES (102, 'Data', 'byte')"))
+    shutil.rmtree(kept)
+    ok = runner.invoke(main, args)  # the retry exports acme again, loads it, uploads it
+    assert ok.exit_code == 0, ok.output
+    retried = json.loads(ok.stdout)
+    assert "kept" not in retried
+    assert counts(target)["customers"] == before["customers"] + 1
+    fs = s3_filesystem()
+    with fs.open_input_stream(retried["report"]["log"].removeprefix("s3://")) as fh:
+        assert b"acme" in fh.read()
+    # each bundle whole in the store, verifiable from there
+    loaded = [r for r in summary["per_root"] + retried["per_root"] if r["state"] == "done"]
+    assert [r["kind"] for r in loaded] == ["vendor", "customer"]
+    for root in loaded:
+        url = f"{store}/{root['bundle_id']}.bundle"
+        assert fs.get_file_info(f"{url.removeprefix('s3://')}/manifest.json").size > 0
+        verified = runner.invoke(main, ["inspect", "verify", url])
+        assert verified.exit_code == 0, verified.output
