@@ -619,6 +619,7 @@ def run_lineup(
 
         run_processes(run, workers)
     progress.finish("lineup")
+    _settle_open_references(target, options, progress)
     result = run.result
     result.stopped = run.stop.is_set()
     result.skipped = already + sum(1 for o in result.outcomes if o.message == "already in the target")
@@ -626,6 +627,18 @@ def run_lineup(
     order = kind_order(graph)
     result.outcomes.sort(key=lambda o: (order.get(o.kind, (len(order), 0)), o.root_key))
     return result
+
+
+def _settle_open_references(target: sa.Engine, options: LineupOptions, progress: Progress) -> None:
+    """Loads that ran side by side may each have missed the other's rows: set the references
+    one left open to rows another brought (see :func:`bundler.load.crossroot.settle_open`)."""
+    from bundler.load.crossroot import settle_open
+
+    with begin_write(target) as conn:
+        graph, _ = system_graph(conn, options.target_spec)
+        done = settle_open(conn, graph)
+    if done:
+        progress.note(f"set {done} reference(s) that loads running side by side had left open")
 
 
 def configuration_first(

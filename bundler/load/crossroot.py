@@ -14,6 +14,7 @@ two loads ends with the same rows. :func:`open_references` lists what is still o
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.errors import PrerequisitesMissing
-from bundler.graph import Scope
+from bundler.graph import Graph, Scope
 from bundler.keys import describe, key_text
 from bundler.ledger import ledger_map
 from bundler.load.state import LoadState
@@ -32,8 +33,10 @@ from bundler.sql import chunks, table_clause
 def deferrable(state: LoadState, table: str, entry: Outside) -> bool:
     """Whether missing outside rows of ``table`` may be left open: they belong to another root
     (owned scope). The write refuses a reference to one through a column that cannot be NULL
-    (:func:`refuse_open`)."""
-    return Scope(entry.scope) is Scope.OWNED and table in state.graph.tables
+    (:func:`refuse_open`). Another root itself (a reseller parent, a vendor's customer
+    counterpart) is a prerequisite, never left open: it is set up on the target first."""
+    roots = {r.table for r in state.graph.roots.values()}
+    return Scope(entry.scope) is Scope.OWNED and table in state.graph.tables and table not in roots
 
 
 def blocking(state: LoadState, table: str, values: set[Any]) -> set[Any]:
@@ -104,28 +107,67 @@ def complete_open(state: LoadState) -> int:
     waiting = state.conn.execute(
         sa.select(deferred).where(deferred.c.source_system == system, deferred.c.ref_table.in_(tables))
     ).all()
-    if not waiting:
+    done = _set_open(state.conn, state.graph, waiting, bundles=[state.bundle_id])
+    if done:
+        state.progress.note(f"{state.bundle_id}: set {done} reference(s) earlier loads had left open")
+    return done
+
+
+def settle_open(connection: sa.Connection, graph: Graph) -> int:
+    """Set every open reference whose row a load of the same source has brought since; how many.
+
+    Two loads running side by side (lineup workers) do not see each other's rows before they
+    commit: one may leave a reference open to a row the other brings, after the other looked
+    for references to set. Run once the loads are done (the lineup does, at its end)."""
+    deferred = tracking.deferred_table
+    if not sa.inspect(connection).has_table(deferred.name):
         return 0
+    waiting = connection.execute(
+        sa.select(deferred).where(deferred.c.ref_table.in_(list(graph.tables)))
+    ).all()
+    by_system: dict[str, list[Any]] = defaultdict(list)
+    for row in waiting:
+        by_system[row.source_system].append(row)
+    return sum(_set_open(connection, graph, rows, source_system=system) for system, rows in by_system.items())
+
+
+def _set_open(
+    connection: sa.Connection,
+    graph: Graph,
+    waiting: Sequence[Any],
+    *,
+    bundles: list[str] | None = None,
+    source_system: str | None = None,
+) -> int:
+    """Set those of the ``waiting`` open references whose row the ledger (of ``bundles``, or of
+    the loads from ``source_system``) now maps; how many."""
+    deferred = tracking.deferred_table
     by_ref: dict[str, list[Any]] = defaultdict(list)
     for row in waiting:
         by_ref[row.ref_table].append(row)
     done = 0
     for ref_table, rows in by_ref.items():
-        found = ledger_map(state.conn, ref_table, {r.ref_source_pk for r in rows}, bundles=[state.bundle_id])
+        found = ledger_map(
+            connection,
+            ref_table,
+            {r.ref_source_pk for r in rows},
+            bundles=bundles,
+            source_system=source_system,
+        )
         for row in rows:
             target = found.get(row.ref_source_pk)
             if target is None:
                 continue
-            spec = state.graph.table(row.table_name)
-            ref_spec = state.graph.table(ref_table)
+            spec = graph.table(row.table_name)
+            ref_spec = graph.table(ref_table)
             t = table_clause(spec)
             column = spec.ref_by_column[row.column_name]
-            state.conn.execute(
+            connection.execute(
                 sa.update(t)
                 .where(t.c[spec.pk[0]] == spec.from_text(spec.pk[0], row.target_pk))
                 .values({row.column_name: ref_spec.from_text(column.target_column, target)})
             )
-            state.conn.execute(
+            connection.execute(
                 sa.delete(deferred).where(
                     deferred.c.bundle_id == row.bundle_id,
                     deferred.c.table_name == row.table_name,
@@ -134,8 +176,6 @@ def complete_open(state: LoadState) -> int:
                 )
             )
             done += 1
-    if done:
-        state.progress.note(f"{state.bundle_id}: set {done} reference(s) earlier loads had left open")
     return done
 
 
@@ -157,24 +197,27 @@ class OpenReference:
 
 def open_references(connection: sa.Connection) -> list[OpenReference]:
     """Every reference a load left open that no later load has set yet (and whose row a clean
-    has not removed: the load's ledger still names it)."""
-    deferred, ledger = tracking.deferred_table, tracking.ledger_table
+    has not removed: the load's ledger still names it, row by row or in a range of usage rows)."""
+    from collections import defaultdict
+
+    from bundler.ledger import ledger_map
+
+    deferred = tracking.deferred_table
     if not sa.inspect(connection).has_table(deferred.name):
         return []
-    still = (
-        sa.exists()
-        .where(
-            ledger.c.bundle_id == deferred.c.bundle_id,
-            ledger.c.table_name == deferred.c.table_name,
-            ledger.c.target_pk == deferred.c.target_pk,
-        )
-        .correlate(deferred)
-    )
+    rows = connection.execute(
+        sa.select(deferred).order_by(deferred.c.table_name, deferred.c.target_pk, deferred.c.column_name)
+    ).all()
+    named: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        named[(r.bundle_id, r.table_name)].add(r.target_pk)
+    kept = {
+        (bundle_id, table, pk)
+        for (bundle_id, table), pks in named.items()
+        for pk in ledger_map(connection, table, pks, by="target", bundles=[bundle_id])
+    }
     return [
         OpenReference(r.bundle_id, r.table_name, r.target_pk, r.column_name, r.ref_table, r.ref_key)
-        for r in connection.execute(
-            sa.select(deferred)
-            .where(still)
-            .order_by(deferred.c.table_name, deferred.c.target_pk, deferred.c.column_name)
-        )
+        for r in rows
+        if (r.bundle_id, r.table_name, r.target_pk) in kept
     ]
