@@ -71,6 +71,7 @@ def _readme_commands() -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_readme_commands_run_as_shown(tmp_path: Path) -> None:
     """Build the demo in a scratch folder, then run every command of the README's usage part."""
     from bundler.demo import run_demo

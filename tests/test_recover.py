@@ -25,6 +25,8 @@ from bundler.reverse import reverse_export, reverse_load
 from tests.export import fixture
 from tests.export.fixture import NOW
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ExportOptions(now=NOW, xdrs="all")
 

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from bundler.cli import main
 from tests.test_docs import COMMANDS, ROOT
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 
 def demo_examples() -> dict[str, list[str]]:
     """Per top-level verb, its examples that use demo/ (continuation lines joined), in help order."""

@@ -253,6 +253,7 @@ def test_stop_finishes_roots_in_flight_and_claims_nothing_new(new_db: Any, tmp_p
     assert len(finish.done) == 5 and finish.skipped == 1
 
 
+@pytest.mark.slow
 def test_several_processes_share_one_lineup(new_db: Any, dialect: str, tmp_path: Path) -> None:
     source_url, target_url = new_db(dialect), new_db(dialect)
     source = fixture.build(source_url)
@@ -452,6 +453,7 @@ def test_a_configuration_change_mid_lineup_travels(new_db: Any, tmp_path: Path) 
     assert homes == 1
 
 
+@pytest.mark.slow
 def test_worker_processes_stop_cleanly_and_a_killed_one_is_recovered(
     new_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -143,6 +143,7 @@ PAIRS = st.lists(
 )
 
 
+@pytest.mark.slow
 def test_random_references_across_roots_migrate_exactly_in_any_order(
     new_db: Any, dialect: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -43,6 +43,8 @@ from tests.export import fixture
 from tests.export.fixture import NOW
 from tests.load.compare import differences
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 REPO = Path(__file__).resolve().parents[2]
 BATCH_ROWS = 2_000
 FIRST_EXTRA_XDR = 1_000

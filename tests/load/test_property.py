@@ -35,6 +35,8 @@ from tests.export import fixture
 from tests.export.fixture import NOW
 from tests.load.compare import differences
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 MAX_MONEY = Decimal("99999999999.99999")  # NUMERIC(16, 5)
 R1 = build_metadata("r1")
 R2_GRAPH = graph_for_release("r2")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from bundler.cli import main
@@ -13,6 +14,8 @@ from tests.export import fixture
 from tests.load.test_load import counts
 from tests.secure.conftest import BUCKET
 from tests.secure.test_sealed import keys  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
 
 def test_bundles_exported_to_a_store_are_verified_and_loaded_from_it(
