@@ -68,6 +68,7 @@ def _migrate(
 
     from bundler.billing.seed import seed_source
     from bundler.db import connect
+    from bundler.demo import vendor_counterparts
     from bundler.lineup import LineupOptions, RootSelector, run_lineup
 
     bundles = ctx.settings.workdir / f"lineup-{dialect}-{name}-{workers}"
@@ -83,6 +84,14 @@ def _migrate(
             c.analyze(source)
             c.prepare_target(target)
             c.analyze(target)
+            counterparts = vendor_counterparts(source)
+            if counterparts:  # pre-configured on the target, as the demo and an operator do
+                run_lineup(
+                    source,
+                    target,
+                    [RootSelector("customer", tuple(counterparts))],
+                    LineupOptions(bundles, decisions=c.DECISIONS, xdrs="all"),
+                )
             seeded = time.perf_counter() - started
             customers = len(c.open_customers(source))
             stop = threading.Event()

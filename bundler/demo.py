@@ -101,7 +101,7 @@ def run_demo(
     echo(f"  {sum(target_counts.values()):,} rows of prerequisites and configuration, no customers")
 
     reseller, chosen = _pick_roots(source, customers)
-    counterparts = _counterparts(source)
+    counterparts = vendor_counterparts(source)
     if counterparts:  # a vendor keeps its bilateral traffic exchange: its customer side goes first
         echo(f"pre-configuring the vendors' customer counterparts on the target: {', '.join(counterparts)} …")
         first_run = run_lineup(
@@ -169,8 +169,9 @@ def _name(root_key: str) -> str:
     return str(json.loads(root_key).get("name", root_key))
 
 
-def _counterparts(source: sa.Engine) -> list[str]:
-    """The customers that vendors also are (bilateral traffic exchange)."""
+def vendor_counterparts(source: sa.Engine) -> list[str]:
+    """The customers that vendors also are (bilateral traffic exchange): the target must have
+    them before their vendors are loaded."""
     with source.connect() as conn:
         return [
             str(name)
