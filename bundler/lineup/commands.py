@@ -280,19 +280,13 @@ def _catch_up(
 ) -> None:
     """``--usage``: one pass of late usage over every migrated root."""
     from bundler.db import connect
-    from bundler.errors import BundlerError
     from bundler.usage.catchup import CatchUpOptions, catch_up
-    from bundler.usage.commands import print_pass
+    from bundler.usage.commands import report_pass
 
     options = CatchUpOptions(Path(bundles), decisions=decisions, xdrs=xdrs, spec=spec)
     with progress_for_cli() as progress:
         result = catch_up(connect(source), connect(target), options, progress=progress)
-    if as_json:
-        print_json(result.summary())
-    else:
-        print_pass(result)
-    if result.failed:
-        raise BundlerError(f"{len(result.failed)} root(s) failed (listed above)")
+    report_pass(result, as_json)
 
 
 def print_differences(summary: dict[str, Any], shown: int = 5) -> None:

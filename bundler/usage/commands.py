@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bundler.options import json_option, print_json, progress_for_cli, spec_option
+
+if TYPE_CHECKING:
+    from bundler.usage.catchup import CatchUpResult
 
 
 @click.group("usage")
@@ -75,7 +79,6 @@ def sync_command(
     import threading
 
     from bundler.db import connect
-    from bundler.errors import BundlerError
     from bundler.recordings.sync import stop_on_signals
     from bundler.usage.catchup import CatchUpOptions, CatchUpResult, catch_up, follow
 
@@ -93,13 +96,7 @@ def sync_command(
                 return catch_up(source_engine, target_engine, options, progress=progress, stop=stop)
 
             if every is None:
-                result = one_pass()
-                if as_json:
-                    print_json(result.summary())
-                else:
-                    print_pass(result)
-                if result.failed:
-                    raise BundlerError(f"{len(result.failed)} root(s) failed (listed above)")
+                report_pass(one_pass(), as_json)
                 return
 
             passes = [0]
@@ -131,6 +128,18 @@ def sync_command(
     finally:
         source_engine.dispose()
         target_engine.dispose()
+
+
+def report_pass(result: CatchUpResult, as_json: bool) -> None:
+    """One pass on stdout (JSON or lines); exit 1 when a root failed."""
+    from bundler.errors import BundlerError
+
+    if as_json:
+        print_json(result.summary())
+    else:
+        print_pass(result)
+    if result.failed:
+        raise BundlerError(f"{len(result.failed)} root(s) failed (listed above)")
 
 
 def print_pass(result: object) -> None:
