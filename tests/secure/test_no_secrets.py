@@ -59,7 +59,7 @@ def _clean(result: Result, args: list[str], code: int = 0) -> str:
     return said
 
 
-def _files_clean(folder: Path) -> list[Path]:
+def _files_clean(folder: Path, secrets: tuple[str, ...] = SECRETS) -> list[Path]:
     """Every report, log and decisions file under ``folder`` (not the bundles' Parquet), each
     free of every secret; the list of them."""
     checked = [
@@ -68,7 +68,7 @@ def _files_clean(folder: Path) -> list[Path]:
     checked = [p for p in checked if p.name != "manifest.json"]
     for path in checked:
         text = path.read_text(encoding="utf-8", errors="replace")
-        assert not _leaks(text), (path, _leaks(text))
+        assert not _leaks(text, secrets), (path, _leaks(text, secrets))
     return checked
 
 
@@ -161,6 +161,8 @@ def test_decisions_and_questions_show_no_secret(new_db: Any, tmp_path: Path) -> 
     assert stopped.exit_code == 3 and not _leaks(said, secrets), said
     template = sidecar.read_text()
     assert not _leaks(template, secrets) and '"description"' in template, template  # asked, masked
+    revealed = runner.invoke(main, [*load, str(acme), "--decisions", str(sidecar), "--show-sensitive"])
+    assert revealed.exit_code == 3 and PRODUCT_SECRET in sidecar.read_text(), revealed.output
 
     asked = runner.invoke(
         main,
@@ -195,3 +197,17 @@ def test_a_refused_value_is_named_without_showing_it(dialect: str, new_db: Any, 
         assert not _leaks(said, secrets), (_leaks(said, secrets), said)
     shown = runner.invoke(main, ["load", "--target", target_url, str(acme), "--show-sensitive"])
     assert shown.exit_code == 1 and f"column pin = '{LONG_PIN}'" in shown.stderr, shown.output
+    migrate = [
+        "migrate",
+        "--source",
+        source.url.render_as_string(hide_password=False),
+        "--target",
+        target_url,
+    ]
+    failed = runner.invoke(main, [*migrate, "--bundles", str(tmp_path / "m"), "--customer", "acme", "--json"])
+    report = json.loads(failed.stdout)["report"]
+    assert failed.exit_code == 1 and "column pin = '********'" in Path(report["json"]).read_text(), (
+        failed.output
+    )
+    assert not _leaks(failed.stdout + failed.stderr, secrets), failed.output
+    assert {p.suffix for p in _files_clean(tmp_path / "m", secrets)} >= {".html", ".json", ".log"}
