@@ -1,7 +1,8 @@
 """Sensitive columns (the graph's ``sensitive``: passwords, card numbers, PINs) shown masked.
 
 Every output that shows row values — ``inspect query`` (its DuckDB views), ``inspect diff``,
-the load's decisions templates, ``--json`` results and ``--interactive`` questions — shows a
+the load's decisions templates, ``--json`` results, ``--interactive`` questions and the
+message of a value the target refuses (:class:`bundler.refusals.ValueRefused`) — shows a
 sensitive value as :data:`MASK` (NULL stays NULL) unless ``--show-sensitive`` was given.
 Comparisons still see the real values: a changed PIN is reported as changed, masked.
 """

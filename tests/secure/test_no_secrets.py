@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
@@ -73,6 +74,7 @@ def _files_clean(folder: Path, secrets: tuple[str, ...] = SECRETS) -> list[Path]
     return checked
 
 
+@pytest.mark.slow  # end to end (export, inspect, load, migrate): left out of make test-fast
 def test_no_output_shows_a_secret(new_db: Any, tmp_path: Path) -> None:
     source_url, target_url = new_db("sqlite"), new_db("sqlite")
     _seeded(source_url).dispose()
