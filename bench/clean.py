@@ -133,8 +133,7 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture, stale: bool) -> dict[
         try:
             c.prepare_target(engine)
             c.analyze(engine)
-            for vendor in fixture.vendors:
-                load_bundle(engine, vendor, decisions=c.DECISIONS)
+            fixture.load_vendors(engine)
             started = time.perf_counter()
             loaded = load_bundle(engine, fixture.customer, decisions=c.DECISIONS)
             load_s = time.perf_counter() - started
