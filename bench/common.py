@@ -59,6 +59,8 @@ class Settings:
     typical_xdrs_per_account: int = 100
     inspect_runs: int = 3
     export_runs: int = 2
+    #: load benchmark: pairs of a bundler load and PostgreSQL's COPY of the same xDRs
+    load_pairs: int = 3
     duckdb: bool = True
     #: clean benchmark: seconds a reverse export or a clean may take before it is stopped (0: no limit)
     clean_budget: float = 600.0
