@@ -3,6 +3,7 @@ ids taken inside a load's transaction, and what the ledger pairs with a row's ke
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
     from bundler.graph import TableSpec
 
 
+#: engine -> (table, column) -> the sequence that serves the column on PostgreSQL (None: none),
+#: asked once per engine: the target's schema does not change under a run
+_SEQUENCES: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], str | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class IdAllocator:
     """New surrogate ids from the target, per table, inside the load's transaction."""
 
@@ -26,17 +34,17 @@ class IdAllocator:
         self.connection = connection
         self.dialect = connection.dialect.name
         self._next: dict[str, int] = {}
-        self._sequence: dict[str, str | None] = {}
+        self._sequence = _SEQUENCES.setdefault(connection.engine, {})
 
     def take(self, table: str, column: str, n: int) -> Sequence[int]:
         if n == 0:
             return []
         if self.dialect == "postgresql":
-            if table not in self._sequence:
-                self._sequence[table] = self.connection.exec_driver_sql(
+            if (table, column) not in self._sequence:
+                self._sequence[(table, column)] = self.connection.exec_driver_sql(
                     f"SELECT pg_get_serial_sequence('{table}', '{column}')"
                 ).scalar()
-            seq = self._sequence[table]
+            seq = self._sequence[(table, column)]
             if seq:
                 # one row back, not n: the range when the values came out contiguous (the usual
                 # case), the list only when another session took values in between

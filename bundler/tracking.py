@@ -152,7 +152,7 @@ def now() -> datetime:
 def create_tables(connection: sa.Connection, md: sa.MetaData) -> None:
     """Create the tables of ``md`` that are missing, even when another process races us to it."""
     names = list(md.tables)
-    if all(sa.inspect(connection).has_table(n) for n in names):
+    if not set(names) - set(sa.inspect(connection).get_table_names()):  # one catalog query, not one per table
         return
     try:
         with connection.begin_nested():
