@@ -4,7 +4,9 @@ The lineup lives in the target database (``bundler_lineup``, see
 :mod:`bundler.lineup.queue`): one row per root and phase, claimed by workers anywhere with a
 row lock; kinds go in the tiers the graph gives (vendors before the customers whose DID
 numbers they own), and no root of a later tier is claimed before the earlier tiers are
-finished. For each claimed root a worker:
+finished. Within a tier, a root whose rows another root references goes first, and roots
+that reference each other are claimed as one unit and migrated back to back
+(:mod:`bundler.lineup.order`). For each claimed root a worker:
 
 1. finishes what an earlier, interrupted run left: an export whose process died is finished
    or restored (:mod:`bundler.recover`), a bundle exported and not loaded is loaded, a root
@@ -58,6 +60,7 @@ from bundler.lineup.queue import (
     release_stale_claims,
     retrying,
     selection,
+    unit_rows,
     worker_name,
 )
 from bundler.lineup.queue import retry_failed as retry_failed_roots
@@ -476,7 +479,8 @@ class _Run:
                 if not self.waiting_noted:
                     self.waiting_noted = True
                     self.progress.note(
-                        "waiting for the roots of an earlier kind (the graph's order) to finish"
+                        "waiting for the roots of an earlier kind (the graph's order) or of a lower level "
+                        "(roots whose rows others reference) to finish"
                     )
             if delay >= MAX_POLL:
                 release_stale_claims(self.target, self.system, stale_after=self.stale_after)
@@ -486,32 +490,38 @@ class _Run:
 
     def worker_loop(self) -> None:
         name = worker_name()
-        while (row := self.next_root(name)) is not None:
-            if self.forward is not None:
-                self.forward("claimed", None)
-            else:
-                self.claimed()
-            try:
-                outcome = migrate_root(
-                    self.source,
-                    self.target,
-                    self.system,
-                    row,
-                    self.options,
-                    self.progress,
-                    self.cache,
-                    self.graph,
-                    self.layers,
-                )
-            except Exception as exc:
-                outcome = RootOutcome(
-                    row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
-                )
-            finish(self.target, row, _finished_values(outcome))
-            if self.forward is not None:
-                self.forward("outcome", outcome)
-            else:
-                self.report(outcome)
+        while (claimed := self.next_root(name)) is not None:
+            # a unit's roots (they reference each other) come in one claim: back to back
+            for row in [claimed, *unit_rows(self.target, claimed, name)]:
+                self.migrate(row)
+
+    def migrate(self, row: Any) -> None:
+        """Migrate one claimed root, record its outcome in the lineup, and report it."""
+        if self.forward is not None:
+            self.forward("claimed", None)
+        else:
+            self.claimed()
+        try:
+            outcome = migrate_root(
+                self.source,
+                self.target,
+                self.system,
+                row,
+                self.options,
+                self.progress,
+                self.cache,
+                self.graph,
+                self.layers,
+            )
+        except Exception as exc:
+            outcome = RootOutcome(
+                row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
+            )
+        finish(self.target, row, _finished_values(outcome))
+        if self.forward is not None:
+            self.forward("outcome", outcome)
+        else:
+            self.report(outcome)
 
     def claimed(self) -> None:
         with self.lock:
@@ -576,7 +586,13 @@ def run_lineup(
         check_target_writable(conn, options.target_spec, extra=[lineup_table.name], what="migrate")
     roots = select_roots(source, selectors, spec=options.spec)
     wanted = {(kind, str(pk)) for kind, pk, _ in roots}
-    enqueue(target, system.system_id, roots, phase)
+    placed = None
+    if phase == "full":  # references across roots: the referenced root first, a cycle together
+        from bundler.lineup.order import root_placements
+
+        with source.connect() as conn:
+            placed = root_placements(conn, graph, roots, kind_tiers(graph), usage=options.xdrs != "none")
+    enqueue(target, system.system_id, roots, phase, placed)
     release_stale_claims(target, system.system_id, stale_after=stale_after)
     if retry_failed:
         retry_failed_roots(target, system.system_id, phase, wanted)
