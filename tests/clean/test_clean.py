@@ -148,6 +148,23 @@ def target(new_db: Any, dialect: str) -> sa.Engine:
     return fixture.build_target(new_db(dialect), "r2")
 
 
+@pytest.fixture
+def plans(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every plan computed (``bundler.clean.clean._plan_on``), in order."""
+    import bundler.clean.clean as module
+
+    made: list[Any] = []
+    plan_on = module._plan_on
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        plan, cleanset = plan_on(*args, **kwargs)
+        made.append(plan)
+        return plan, cleanset
+
+    monkeypatch.setattr(module, "_plan_on", recorded)
+    return made
+
+
 # -- target ----------------------------------------------------------------------------------------
 
 
@@ -498,7 +515,7 @@ def test_source_refusals(source: sa.Engine, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dialect", ["sqlite"])
 def test_command_dry_run_prompt_json_and_exit_codes(
-    source: sa.Engine, target: sa.Engine, tmp_path: Path, dialect: str
+    source: sa.Engine, target: sa.Engine, tmp_path: Path, dialect: str, plans: list[Any]
 ) -> None:
     from bundler.cli import BundlerGroup
 
@@ -533,8 +550,10 @@ def test_command_dry_run_prompt_json_and_exit_codes(
     assert_same(snapshot(target, "r2"), s1)
 
     load_bundle(target, acme.path)
+    plans.clear()
     done = runner.invoke(clean_command, ["--db", url, "--bundle", acme.bundle_id, "--yes", "--json"])
     assert done.exit_code == 0, done.output
+    assert len(plans) == 1  # with --yes the plan is made once, inside the transaction that carries it out
     summary = json.loads(done.stdout)
     assert summary["outcome"] == "cleaned" and summary["side"] == "target"
     assert summary["deleted"]["xdrs"] == 5 and summary["forgot_loads"] == [acme.bundle_id]
@@ -593,7 +612,7 @@ def test_a_cleaned_customer_loads_again_reusing_what_was_kept(
 
 
 def test_source_clean_of_a_migrated_root_takes_all_its_usage(
-    source: sa.Engine, target: sa.Engine, tmp_path: Path
+    source: sa.Engine, target: sa.Engine, tmp_path: Path, plans: list[Any]
 ) -> None:
     vendor = export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS)
     bravo = export_root(source, "customer", "bravo", tmp_path, options=ExportOptions(now=NOW, xdrs="none"))
@@ -611,8 +630,11 @@ def test_source_clean_of_a_migrated_root_takes_all_its_usage(
     )
     load_bundle(target, vendor.path)
     load_bundle(target, bravo.path)
+    plans.clear()
 
     plan = plan_clean(source, entities=[("customer", "bravo")], target=target)
+
+    assert len(plans) == 1 and plan.request.loaded == (bravo.bundle_id,)  # the target asked while planning
 
     r1 = graph_for_release("r1")
     assert all(r1.table(k.table).is_shared for k in plan.kept)  # only configuration others use stays
