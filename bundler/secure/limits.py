@@ -9,7 +9,8 @@ whose bundles are bigger (or a test that wants small ones).
 - ``header_bytes``: what a tar header (with its long-name and pax records) may take;
 - ``parquet_footer_bytes``: a Parquet file's footer (its metadata), read before any data;
 - ``row_group_bytes`` / ``row_group_rows``: one row group, uncompressed, as its metadata says;
-- ``column_chunk_bytes``: one column of one row group, uncompressed (its pages are inside it).
+- ``column_chunk_bytes``: one column of one row group, uncompressed (its pages are inside it);
+- ``page_bytes`` / ``page_header_bytes``: one page and its header (:mod:`bundler.secure.pages`).
 
 The number of files of a packed bundle (:data:`bundler.bundle.MAX_PACKED_MEMBERS`) is bounded
 where it is read; path names by the pattern of what a bundle holds.
@@ -36,6 +37,8 @@ DEFAULTS: dict[str, int] = {
     "row_group_bytes": 2 << 30,
     "row_group_rows": 4_000_000,
     "column_chunk_bytes": 1 << 30,
+    "page_bytes": 512 << 20,
+    "page_header_bytes": 16 << 20,
 }
 #: Thrift bounds handed to Arrow's footer reader (strings and lists inside the metadata).
 THRIFT_STRING_LIMIT = 16 << 20
@@ -105,6 +108,8 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from bundler.secure import pages
+
     if size < 12:
         raise BundleInvalid(bundle, [f"{shown}: {size} bytes, too short to be a Parquet file"])
     fh.seek(size - 8)
@@ -149,6 +154,7 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
                 )
             if col.total_compressed_size > size:
                 raise BundleInvalid(bundle, [f"{where} column {col.path_in_schema}: larger than the file"])
+    pages.check_pages(bundle, shown, fh, size, pages.column_chunks(meta))
     return meta
 
 
