@@ -172,7 +172,7 @@ def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) ->
     """
     plan, graph = run.usage, owned.graph
     groups: dict[str, Any] = {}
-    if plan.window.mode == "current":
+    if plan.window.mode in ("current", "since"):
         groups, plan.windows = owner_windows(owned.connection, graph, owned, plan.window, run.now)
     selected: dict[str, sa.ColumnElement[bool]] = {}
     for spec in graph.tables_in_order((Scope.USAGE,)):

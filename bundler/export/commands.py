@@ -55,7 +55,8 @@ from bundler.secure.options import BUNDLE_LOCATION, security_options
     default="current",
     show_default=True,
     metavar="current|all|none|since=DATE",
-    help="Which usage travels: the root's current billing period, all, none (two-phase transfer), or since a date.",
+    help="Which usage travels: the root's current billing period, all, none (two-phase transfer), "
+    "or since a date (midnight in each customer's own time zone).",
 )
 @click.option(
     "--usage-only",

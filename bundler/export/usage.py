@@ -1,8 +1,9 @@
 """Which usage rows an export carries: each customer's own window, and late usage exactly once.
 
-**Windows.** In mode ``current`` every usage row is selected by the window of the row that
-has a billing period above it (an xDR by its account's customer): its own billing period in
-its own time zone (:func:`~bundler.export.window.current_period`). A reseller bundle thus
+**Windows.** In modes ``current`` and ``since`` every usage row is selected by the window of
+the row that has a billing period above it (an xDR by its account's customer): its own
+billing period, or the date's midnight, in its own time zone
+(:func:`~bundler.export.window.owner_bounds`). A reseller bundle thus
 gives every customer under it its own window; each is recorded in the manifest.
 
 **Late usage.** Every export records, per usage table, the source keys it carried and the
@@ -29,7 +30,7 @@ from sqlalchemy.dialects import mysql
 
 from bundler import tracking
 from bundler.errors import BundlerError, ExitCode
-from bundler.export.window import OwnerWindow, UsageWindow, current_period, zone
+from bundler.export.window import OwnerWindow, UsageWindow, owner_bounds, zone
 from bundler.graph import Graph, Reference, TableSpec
 from bundler.keys import describe, key_value
 from bundler.sql import Closure, _in, chunks, natural_keys, table_clause
@@ -132,9 +133,12 @@ def _row_by(closure: Closure, spec: TableSpec, column: str, value: Any) -> dict[
 
 def owner_windows(
     connection: sa.Connection, graph: Graph, closure: Closure, window: UsageWindow, now: datetime
-) -> tuple[dict[str, dict[tuple[datetime, datetime], dict[Reference, set[Any]]]], tuple[OwnerWindow, ...]]:
-    """Mode current: per usage table, the owner values grouped by their own window; and the windows."""
-    groups: dict[str, dict[tuple[datetime, datetime], dict[Reference, set[Any]]]] = {}
+) -> tuple[
+    dict[str, dict[tuple[datetime, datetime | None], dict[Reference, set[Any]]]], tuple[OwnerWindow, ...]
+]:
+    """Modes current and since: per usage table, the owner values grouped by their own window;
+    and the windows."""
+    groups: dict[str, dict[tuple[datetime, datetime | None], dict[Reference, set[Any]]]] = {}
     owners_of: dict[tuple[str, Reference], dict[Any, tuple[str, Any] | None]] = {}
     wanted: dict[str, set[Any]] = defaultdict(set)
     for spec in graph.tables_in_order(("usage",)):
@@ -151,7 +155,7 @@ def owner_windows(
     windows: dict[tuple[str, Any], OwnerWindow] = {}
     for table, pks in wanted.items():
         windows.update(_windows_of(connection, graph, graph.table(table), pks, window, now))
-    assert window.start is not None and window.end is not None
+    assert window.start is not None
     for (usage_table, ref), found in owners_of.items():
         by_window = groups.setdefault(usage_table, {})
         for value, owner in found.items():
@@ -185,7 +189,7 @@ def _windows_of(
             tz = (row[2] or None) if period.time_zone else None
             what = f"{spec.name} {describe(keys.get(row[0], {pk: row[0]}))}: {period.time_zone}"
             zone(tz, what=what)  # an unknown name is refused, naming the row
-            start, end = current_period(code, now, tz)
+            start, end = owner_bounds(window, code, now, tz)
             out[(spec.name, row[0])] = OwnerWindow(
                 spec.name, key_value(row[0]), keys.get(row[0], {}), code, tz, start, end
             )
@@ -199,7 +203,7 @@ def usage_clause(
     spec: TableSpec,
     owners: dict[Reference, set[Any]],
     plan: UsagePlan,
-    groups: dict[tuple[datetime, datetime], dict[Reference, set[Any]]] | None,
+    groups: dict[tuple[datetime, datetime | None], dict[Reference, set[Any]]] | None,
 ) -> sa.ColumnElement[bool]:
     """The rows of usage table ``spec`` this export carries (before the carried keys are taken out)."""
     t = table_clause(spec)
@@ -213,9 +217,11 @@ def usage_clause(
                 sa.and_(
                     sa.or_(*(_in(t.c[ref.column], values) for ref, values in by_ref.items())),
                     time >= start,
-                    time < end,
+                    *([time < end] if end is not None else []),
                 )
-                for (start, end), by_ref in sorted(groups.items())
+                for (start, end), by_ref in sorted(
+                    groups.items(), key=lambda g: (g[0][0], g[0][1] or datetime.max)
+                )
             )
         )
     else:
@@ -343,7 +349,7 @@ def has_pending(connection: sa.Connection, graph: Graph, root: Root, plan: Usage
     owned.add(root.spec.name, [root.row])
     owned.run()
     groups: dict[str, Any] = {}
-    if plan.window.mode == "current":
+    if plan.window.mode in ("current", "since"):
         groups, _ = owner_windows(connection, graph, owned, plan.window, now)
     for spec in graph.tables_in_order(("usage",)):
         owners = owned.usage_owners.get(spec.name)
