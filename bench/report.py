@@ -84,7 +84,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, list[str], str]]:
     add("load: xDR rows/s", lambda d: _rate(_get(ld, d, "xdr_rows_per_s")))
     add("COPY FROM: seconds", lambda d: _s(_get(ld, d, "copy", "seconds")))
     add("COPY FROM: rows/s", lambda d: _rate(_get(ld, d, "copy", "rows_per_s")))
-    add("load / COPY", lambda d: _ratio(_get(ld, d, "copy", "ratio"), 1.3), "≤ 1.3x")
+    add("load / COPY (median of pairs)", lambda d: _ratio(_get(ld, d, "copy", "ratio"), 1.3), "≤ 1.3x")
+    add("load / COPY by CPU s (server+client)", lambda d: _ratio(_get(ld, d, "copy", "cpu_ratio"), 1.3))
+    add("load / COPY by server CPU s", lambda d: _ratio(_get(ld, d, "copy", "server_cpu_ratio"), 1.3))
 
     cl = results.get("clean", {})
     add("clean bench: load seconds", lambda d: _s(_get(cl, d, "load_seconds")))
