@@ -128,6 +128,8 @@ class LoadState:
         # references to those rows, written NULL and left open: (table, column, [(source pk, value)])
         self.left_open: list[tuple[TableSpec, str, list[tuple[Any, Any]]]] = []
         self.ledger_rows = 0
+        #: groups of earlier bundles a layered bundle refers to -> those the target has not loaded
+        self.layers_absent: dict[tuple[str, ...], list[str]] = {}
         self.cache = cache or TargetCache()
         self.asked: list[Question] = []  # questions the asker answered
         self.questions: list[Question] = []  # open questions of the preflight (ambiguous prerequisites)
