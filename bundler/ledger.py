@@ -304,6 +304,65 @@ def write_rows(
     return insert_arrow(connection, tracking.ledger_table, batch)
 
 
+class LedgerRows:
+    """Ledger rows (one per row) of one load, gathered from table after table and written
+    together: one bulk insert for a small bundle's ~15 tables instead of one per table.
+    Written when :data:`LEDGER_FLUSH_ROWS` are waiting, and by :meth:`flush`."""
+
+    def __init__(self, connection: sa.Connection, bundle_id: str) -> None:
+        self.conn = connection
+        self.bundle_id = bundle_id
+        self.rows = 0  # rows written, or waiting
+        self._waiting: list[tuple[str, pa.Array, pa.Array, str]] = []
+        self._count = 0
+
+    def add(self, table: str, source: pa.Array, target: pa.Array, action: str) -> None:
+        """Ledger rows of ``table``, keys as text: source -> target."""
+        if not len(source):
+            return
+        self._waiting.append((table, source, target, action))
+        self._count += len(source)
+        self.rows += len(source)
+        if self._count >= LEDGER_FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        from bundler.bulk import insert_arrow
+
+        if not self._waiting:
+            return
+        n = self._count
+        tables = pa.array([t for t, source, _, _ in self._waiting for _ in range(len(source))], pa.string())
+        actions = pa.array([a for _, source, _, a in self._waiting for _ in range(len(source))], pa.string())
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array([self.bundle_id] * n, pa.string()),
+                tables,
+                pa.concat_arrays([_plain(source) for _, source, _, _ in self._waiting]),
+                pa.concat_arrays([_plain(target) for _, _, target, _ in self._waiting]),
+                actions,
+            ],
+            names=["bundle_id", "table_name", "source_pk", "target_pk", "action"],
+        )
+        self._waiting, self._count = [], 0
+        insert_arrow(self.conn, tracking.ledger_table, batch)
+
+
+#: ledger rows waiting to be written at most (see :class:`LedgerRows`)
+LEDGER_FLUSH_ROWS = 65_536
+
+
+def _plain(values: pa.Array) -> pa.Array:
+    """Text keys as one plain string array (a chunked one combined)."""
+    import pyarrow as pa
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values.cast(pa.string())
+
+
 def _integers(texts: Iterable[str]) -> list[int]:
     """The keys among ``texts`` that are integers written the canonical way (a range can hold them)."""
     out = []

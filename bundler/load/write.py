@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from bundler.errors import BundlerError
 from bundler.graph import TableSpec
 from bundler.keys import describe
-from bundler.ledger import CreatedLedger, compactable, write_rows
+from bundler.ledger import CreatedLedger, LedgerRows, compactable
 from bundler.load.state import Contended, LoadState, first_line, pk_text
 from bundler.sql import chunks, table_clause
 
@@ -44,9 +44,11 @@ def write(state: LoadState) -> None:
     # the ids of the small tables in one round trip (a big usage table takes its own per batch)
     wanted = {s.name: (s.surrogate, _created(state, s)) for s in specs if s.surrogate}
     state.alloc.reserve({t: w for t, w in wanted.items() if w[1] <= RESERVE_ROWS})
+    state.ledger = LedgerRows(state.conn, state.bundle_id)
     for spec in specs:
         _write_table(state, spec, task, compact)
-    state.ledger_rows += compact.rows
+    state.ledger.flush()
+    state.ledger_rows += compact.rows + state.ledger.rows
     _apply_deferred(state)
     state.progress.finish(task)
 
@@ -335,4 +337,5 @@ def _ledger_reused(state: LoadState, spec: TableSpec) -> None:
 
 
 def _ledger(state: LoadState, table: str, source: pa.Array, target: pa.Array, action: str) -> None:
-    state.ledger_rows += write_rows(state.conn, state.bundle_id, table, source, target, action)
+    assert state.ledger is not None  # set by write()
+    state.ledger.add(table, source, target, action)
