@@ -250,8 +250,9 @@ def _settle_layers(snapshot: Snapshot, closure: Closure, layers: Layers | None) 
     """Layered rows that are unchanged since their layer, as outside rows; the changed ones carried."""
     if layers is None or not closure.layered:
         return {}
-    settle_layers(closure, layers, lambda spec, where: snapshot.read(spec, where))
+    read: dict[str, list[dict[str, Any]]] = {}
+    settle_layers(closure, layers, lambda spec, where: snapshot.read(spec, where), read)
     # a table the bundle must also name outside for other reasons keeps one way in: carry it
     for table in [t for t in closure.layered if t in closure.outside]:
         closure.carry(table, set(closure.layered[table]))
-    return layered_outside(closure, layers)
+    return layered_outside(closure, layers, read)
