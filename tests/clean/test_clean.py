@@ -653,3 +653,46 @@ def test_source_clean_of_a_migrated_root_takes_all_its_usage(
     plan = plan_clean(source, bundles=[acme.bundle_id], all_usage=True)
     assert all(r1.table(k.table).is_shared for k in plan.kept)
     assert plan.tables["xdrs"] == 5 and plan.closes == [acme.bundle_id]
+
+
+def open_rows(engine: sa.Engine) -> list[tuple[str, str, str, str]]:
+    """Every row of ``bundler_deferred`` (load, table, target pk, column), raw."""
+    deferred = tracking.deferred_table
+    with engine.connect() as conn:
+        return [
+            (r.bundle_id, r.table_name, r.target_pk, r.column_name)
+            for r in conn.execute(sa.select(deferred).order_by(deferred.c.table_name, deferred.c.target_pk))
+        ]
+
+
+def test_a_clean_forgets_the_open_references_of_what_it_removed(
+    source: sa.Engine, target: sa.Engine, tmp_path: Path
+) -> None:
+    """Bravo's extension is on acme's line: loaded before acme, the reference is left open. A clean
+    of bravo that keeps what distri uses removes the extension and its open reference with it; the
+    same bundle then loads again, and acme's load completes what is open, exact."""
+    from bundler.load.crossroot import open_references
+    from tests.load.test_crossroot import cross, exact
+
+    cross(source, [("bravo", "acme")])
+    vendor = export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS)
+    bundles = {
+        n: export_root(source, "customer", n, tmp_path, options=OPTIONS) for n in ("bravo", "distri", "acme")
+    }
+    for bundle in (vendor, bundles["bravo"], bundles["distri"]):
+        load_bundle(target, bundle.path)
+    left = open_rows(target)
+    assert {(b, t, c) for b, t, _, c in left} == {(bundles["bravo"].bundle_id, "extensions", "i_account")}
+
+    plan = plan_clean(target, entities=[("customer", "bravo")])
+    assert plan.kept and "extensions" in plan.tables  # the shared rows distri uses stay
+    run_clean(target, plan)
+
+    assert open_rows(target) == []  # what was removed leaves nothing open behind
+    again = load_bundle(target, bundles["bravo"].path)
+    assert again.outcome == "loaded" and again.tables["products"].reused == 1
+    with target.connect() as conn:
+        assert [(o.table, o.column) for o in open_references(conn)] == [("extensions", "i_account")]
+    load_bundle(target, bundles["acme"].path)
+    exact(target, {n: b.path for n, b in bundles.items()}, tmp_path / "check")
+    assert open_rows(target) == []
