@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.errors import PrerequisitesMissing
-from bundler.graph import Graph, Scope, TableSpec
+from bundler.graph import Graph, TableSpec
 from bundler.keys import describe, key_text
 from bundler.ledger import ledger_map
 from bundler.load.state import LoadState
@@ -32,11 +32,9 @@ from bundler.sql import chunks, table_clause
 
 def deferrable(state: LoadState, table: str, entry: Outside) -> bool:
     """Whether missing outside rows of ``table`` may be left open: they belong to another root
-    (owned scope). The write refuses a reference to one through a column that cannot be NULL
-    (:func:`refuse_open`). Another root itself (a reseller parent, a vendor's customer
-    counterpart) is a prerequisite, never left open: it is set up on the target first."""
-    roots = {r.table for r in state.graph.roots.values()}
-    return Scope(entry.scope) is Scope.OWNED and table in state.graph.tables and table not in roots
+    (:meth:`bundler.graph.Graph.of_another_root`). The write refuses a reference to one through
+    a column that cannot be NULL (:func:`refuse_open`)."""
+    return state.graph.of_another_root(table, entry.scope)
 
 
 def blocking(state: LoadState, table: str, values: set[Any]) -> set[Any]:
