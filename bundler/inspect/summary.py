@@ -3,7 +3,11 @@
 For each bundle: kind, root, source system and release, graph, usage window (declared, and
 the span of the usage rows actually carried, read by DuckDB from the Parquet files), per
 table rows and bytes, the prerequisites it needs in the target and the bundles it depends
-on. Over several bundles, totals: bundles by kind, rows and bytes, per table.
+on, and which of those are owned rows of other roots: references a load leaves open (NULL,
+recorded in the target) until the load of that root brings the rows. (A bundle that depends
+on another, a usage bundle, also needs its own root's owned rows, which the bundle it depends
+on brought; the manifest does not say which root owns a row.) Over several bundles, totals:
+bundles by kind, rows and bytes, per table.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from bundler.graph import Graph
 from bundler.inspect.query import BundleSet, qident
 from bundler.keys import describe
 
-__all__ = ["BundleSummary", "Summary", "TableSummary", "summarize"]
+__all__ = ["BundleSummary", "OtherRoot", "Summary", "TableSummary", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,19 @@ class Prerequisite:
     rows: int
 
 
+@dataclass(frozen=True)
+class OtherRoot:
+    """Rows of another root the bundle references but does not carry: a load before that root's
+    leaves the references open until the root's load brings them."""
+
+    table: str
+    column: str
+    keys: tuple[str, ...]  # each row's natural key, in a few words
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"column": self.column, "rows": len(self.keys), "keys": list(self.keys)}
+
+
 @dataclass
 class BundleSummary:
     """What one bundle holds."""
@@ -61,6 +78,9 @@ class BundleSummary:
     prerequisites: list[Prerequisite]
     depends_on: list[str]
     selection: list[dict[str, Any]] | None = None
+    # owned rows of other roots among the prerequisites (None: the entity graph is unknown);
+    # of a bundle that depends on another, its own root's rows too
+    other_roots: list[OtherRoot] | None = None
 
     @property
     def rows(self) -> int:
@@ -116,6 +136,9 @@ class BundleSummary:
                 p.table: {"column": p.column, "scope": p.scope, "rows": p.rows} for p in self.prerequisites
             },
             "depends_on": self.depends_on,
+            "other_roots": None
+            if self.other_roots is None
+            else {o.table: o.to_dict() for o in self.other_roots},
         }
 
 
@@ -184,7 +207,19 @@ def _one(path: str, bundle: Bundle, bs: BundleSet) -> BundleSummary:
             Prerequisite(name, o.column, o.scope, len(o.rows)) for name, o in sorted(m.prerequisites.items())
         ],
         depends_on=list(m.depends_on),
+        other_roots=_other_roots(bundle, bs.graphs[0]),
     )
+
+
+def _other_roots(bundle: Bundle, graph: Graph | None) -> list[OtherRoot] | None:
+    """The prerequisites that are rows of other roots (:meth:`Graph.of_another_root`)."""
+    if graph is None:
+        return None
+    return [
+        OtherRoot(name, o.column, tuple(describe(r.key) for r in o.rows))
+        for name, o in sorted(bundle.manifest.prerequisites.items())
+        if graph.of_another_root(name, o.scope)
+    ]
 
 
 def _usage_span(bs: BundleSet, tables: list[TableSummary]) -> dict[str, dict[str, Any]]:

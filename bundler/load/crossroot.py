@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.errors import PrerequisitesMissing
-from bundler.graph import Graph, Scope
+from bundler.graph import Graph, TableSpec
 from bundler.keys import describe, key_text
 from bundler.ledger import ledger_map
 from bundler.load.state import LoadState
@@ -32,11 +32,9 @@ from bundler.sql import chunks, table_clause
 
 def deferrable(state: LoadState, table: str, entry: Outside) -> bool:
     """Whether missing outside rows of ``table`` may be left open: they belong to another root
-    (owned scope). The write refuses a reference to one through a column that cannot be NULL
-    (:func:`refuse_open`). Another root itself (a reseller parent, a vendor's customer
-    counterpart) is a prerequisite, never left open: it is set up on the target first."""
-    roots = {r.table for r in state.graph.roots.values()}
-    return Scope(entry.scope) is Scope.OWNED and table in state.graph.tables and table not in roots
+    (:meth:`bundler.graph.Graph.of_another_root`). The write refuses a reference to one through
+    a column that cannot be NULL (:func:`refuse_open`)."""
+    return state.graph.of_another_root(table, entry.scope)
 
 
 def blocking(state: LoadState, table: str, values: set[Any]) -> set[Any]:
@@ -177,6 +175,45 @@ def _set_open(
             )
             done += 1
     return done
+
+
+def forget_open(connection: sa.Connection, table: str, target_pks: Sequence[str]) -> int:
+    """Forget the open references of removed rows of ``table`` (target keys as text); how many."""
+    deferred = tracking.deferred_table
+    return sum(
+        int(
+            connection.execute(
+                sa.delete(deferred).where(deferred.c.table_name == table, deferred.c.target_pk.in_(part))
+            ).rowcount
+        )
+        for part in chunks(sorted(target_pks))
+    )
+
+
+def forget_open_gone(connection: sa.Connection, spec: TableSpec, bundles: Sequence[str]) -> int:
+    """Forget the open references the loads ``bundles`` recorded for rows of ``spec`` that are gone
+    (usage rows a clean removed by SQL, whose keys it never holds); how many. Read from the
+    few open references, each looked up in ``spec``'s table by its key."""
+    deferred = tracking.deferred_table
+    t = table_clause(spec)
+    key = t.c[spec.pk[0]]
+    integer = spec.column_map[spec.pk[0]].type.startswith("int")
+    target = sa.cast(deferred.c.target_pk, sa.BigInteger) if integer else deferred.c.target_pk
+    return int(
+        connection.execute(
+            sa.delete(deferred).where(
+                deferred.c.bundle_id.in_(sorted(bundles)),
+                deferred.c.table_name == spec.name,
+                ~sa.exists().where(key == target),
+            )
+        ).rowcount
+    )
+
+
+def forget_open_of(connection: sa.Connection, bundle_id: str) -> int:
+    """Forget every open reference a load recorded (the load is forgotten); how many."""
+    deferred = tracking.deferred_table
+    return int(connection.execute(sa.delete(deferred).where(deferred.c.bundle_id == bundle_id)).rowcount)
 
 
 @dataclass(frozen=True)
