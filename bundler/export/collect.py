@@ -62,7 +62,7 @@ class TableWriter:
         exports carried; ``keys``: collect the keys written."""
         import pyarrow.compute as pc
 
-        out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
+        out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope, spec.sensitive)
         task = f"export {self.writer.bundle_id}"
         rows = 0
         # usage tables are the big ones: read in key ranges side by side

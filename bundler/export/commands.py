@@ -79,7 +79,7 @@ from bundler.secure.options import BUNDLE_LOCATION, security_options
 )
 @spec_option
 @json_option
-@security_options("sign", "encrypt")
+@security_options("sign", "encrypt", "encrypt_columns")
 def export_command(
     source: str,
     customers: tuple[str, ...],

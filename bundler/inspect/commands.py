@@ -177,10 +177,12 @@ def _print_bundle(console: Console, b: BundleSummary) -> None:
     for label, value in _facts(b):
         head.add_row(Text(label), Text(str(value)))
     console.print(head)
-    tables = _grid("table", "scope", "rows>", "bytes>")
+    encrypted = any(t.encrypted for t in b.tables)  # a column only for bundles that have some
+    tables = _grid("table", "scope", "rows>", "bytes>", *(["encrypted columns"] if encrypted else []))
     for t in b.tables:
-        tables.add_row(Text(t.name), t.scope, str(t.rows), _size(t.bytes))
-    tables.add_row(Text("total", style="bold"), "", str(b.rows), _size(b.bytes))
+        shown = [Text(", ".join(t.encrypted))] if encrypted else []
+        tables.add_row(Text(t.name), t.scope, str(t.rows), _size(t.bytes), *shown)
+    tables.add_row(Text("total", style="bold"), "", str(b.rows), _size(b.bytes), *([""] if encrypted else []))
     console.print(tables)
     if b.prerequisites:
         pre = _grid("needs in the target", "by", "scope", "rows>")

@@ -34,6 +34,13 @@ class TableSummary:
     scope: str
     rows: int
     bytes: int
+    encrypted: tuple[str, ...] = ()  # columns encrypted column by column (readable with the key only)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"scope": self.scope, "rows": self.rows, "bytes": self.bytes}
+        if self.encrypted:
+            doc["encrypted"] = list(self.encrypted)
+        return doc
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,7 @@ class BundleSummary:
             "marked": self.marked,
             "usage": self.usage,
             "usage_span": self.usage_span,
-            "tables": {t.name: {"scope": t.scope, "rows": t.rows, "bytes": t.bytes} for t in self.tables},
+            "tables": {t.name: t.to_dict() for t in self.tables},
             "rows": self.rows,
             "bytes": self.bytes,
             "prerequisites": {
@@ -188,7 +195,9 @@ def summarize(
 def _one(path: str, bundle: Bundle, bs: BundleSet) -> BundleSummary:
     m = bundle.manifest
     selection = m.selection
-    tables = [TableSummary(name, e.scope, e.rows, e.bytes) for name, e in sorted(m.tables.items())]
+    tables = [
+        TableSummary(name, e.scope, e.rows, e.bytes, e.encrypted) for name, e in sorted(m.tables.items())
+    ]
     return BundleSummary(
         path=path,
         bundle_id=bundle.bundle_id,

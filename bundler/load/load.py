@@ -173,6 +173,7 @@ def load_bundle(
             _check_written(bundle, written)
         elif verify:
             _verify(bundle, spec)
+        bundle.require_column_keys()
         request = _Request(
             bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows, cache, again=again
         )
