@@ -217,7 +217,10 @@ def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
     clock = _Clock(request.steps)
     with engine.connect().execution_options(**options) as connection:
         with connection.begin():
-            graph, system = system_graph(connection, request.spec)
+            if request.cache is not None:  # a run into one target: resolved once
+                graph, system = request.cache.system_graph(connection, request.spec)
+            else:
+                graph, system = system_graph(connection, request.spec)
             if bundle.manifest.usage.late_after:  # DDL outside the load's transaction (MariaDB commits it)
                 tracking.create_tables(connection, charges_metadata)
         with connection.begin() as txn:
