@@ -67,7 +67,7 @@ from bundler.lineup.queue import retry_failed as retry_failed_roots
 from bundler.lineup.returned import reopen_returned, reversed_exports
 from bundler.load import TargetCache, load_bundle
 from bundler.load.grants import check_target_writable
-from bundler.load.load import Written
+from bundler.load.load import LoadResult, Written
 from bundler.marking import find_root
 from bundler.progress import NullProgress, Progress
 from bundler.recover import LEFT, crash_point, crash_progress, recover_root
@@ -302,6 +302,21 @@ def _recover(source: sa.Engine, graph: Graph, kind: str, root_pk: str, progress:
     return None
 
 
+@dataclass
+class _Ready:
+    """A root exported (or found exported by an earlier run) and not loaded yet."""
+
+    base: dict[str, Any]
+    phase: str
+    bundle_id: str
+    path: Path
+    rows: int
+    bytes: int
+    marked_at: float
+    timings: dict[str, float]
+    written: Written | None
+
+
 def migrate_root(
     source: sa.Engine,
     target: sa.Engine,
@@ -313,6 +328,36 @@ def migrate_root(
     graph: Graph | None = None,
     layers: Layers | None = None,
 ) -> RootOutcome:
+    ready = export_for_load(source, target, source_system, row, options, progress, graph, layers)
+    if isinstance(ready, RootOutcome):
+        return ready
+    try:
+        loaded = load_bundle(
+            target,
+            ready.path,
+            decisions=options.decisions,
+            spec=options.target_spec,
+            progress=crash_progress(progress, "load"),
+            cache=cache,
+            written=ready.written,
+        )
+    except BundlerError as exc:
+        return load_failed(source, ready, exc, options)
+    return loaded_outcome(ready, loaded, options)
+
+
+def export_for_load(
+    source: sa.Engine,
+    target: sa.Engine,
+    source_system: str,
+    row: Any,
+    options: LineupOptions,
+    progress: Progress,
+    graph: Graph | None = None,
+    layers: Layers | None = None,
+) -> _Ready | RootOutcome:
+    """A claimed root exported and ready to load, or its outcome when it needs no load (the
+    target has it) or cannot go (its export failed, or another process is exporting it)."""
     kind, root_pk, phase = row.kind, row.root_pk, row.phase
     base = {"kind": kind, "root_pk": root_pk, "root_key": row.root_key}
     loaded = _already_loaded(target, source_system, kind, root_pk, phase)
@@ -327,78 +372,77 @@ def migrate_root(
     started = time.monotonic()
     left = _unloaded_export(source, kind, root_pk, options.bundles, phase)
     timings: dict[str, float] = {}
-    written: Written | None = None
     if left is not None:
         bundle_id, path = left
-        rows = bytes_ = 0
-        marked_at = started  # marked by the earlier run: its downtime is counted from now
         progress.note(f"{kind} {describe_key(row.root_key)}: loading {bundle_id}, exported by an earlier run")
-    else:
-        export_options = ExportOptions(
-            xdrs=options.xdrs,
-            usage_only=phase == "usage",
-            mark=True,
-            now=options.now,
-            layers=layers,
-            validate_manifest=False,  # after the downtime: see _manifest_problem
-        )
-        try:
-            # a deadlock while marking (MariaDB's 1213 between workers marking side by side)
-            # rolled the mark back, and one later in the export gave the statuses back: again
-            exported = retrying(
-                lambda: export_root(
-                    source,
-                    kind,
-                    root_pk,
-                    options.bundles,
-                    spec=options.spec,
-                    options=export_options,
-                    progress=progress,
-                )
-            )
-        except BundlerError as exc:
-            return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")
-        bundle_id, path = exported.bundle_id, exported.path
-        rows, bytes_ = exported.manifest.totals.rows, exported.manifest.totals.bytes
-        marked_at = exported.marked_at or started
-        timings["prepare"] = marked_at - started
-        timings["export"] = time.monotonic() - marked_at
-        if exported.manifest_sha256 is not None:
-            written = Written(exported.manifest_sha256)
-        crash_point("exported")
+        # marked by the earlier run: its downtime is counted from now
+        return _Ready(base, phase, bundle_id, path, 0, 0, started, timings, None)
+    export_options = ExportOptions(
+        xdrs=options.xdrs,
+        usage_only=phase == "usage",
+        mark=True,
+        now=options.now,
+        layers=layers,
+        validate_manifest=False,  # after the downtime: see _manifest_problem
+    )
     try:
-        loaded = load_bundle(
-            target,
-            path,
-            decisions=options.decisions,
-            spec=options.target_spec,
-            progress=crash_progress(progress, "load"),
-            cache=cache,
-            written=written,
+        # a deadlock while marking (MariaDB's 1213 between workers marking side by side)
+        # rolled the mark back, and one later in the export gave the statuses back: again
+        exported = retrying(
+            lambda: export_root(
+                source,
+                kind,
+                root_pk,
+                options.bundles,
+                spec=options.spec,
+                options=export_options,
+                progress=progress,
+            )
         )
     except BundlerError as exc:
-        reason = f"load: {exc.line()}"
-        if phase != "usage":
-            try:
-                restore_export(source, bundle_id, reason, spec=options.spec)
-            except Exception as restore_exc:
-                reason += f"; and restoring its status in the source failed: {restore_exc}"
-        return RootOutcome(
-            **base, state="failed", bundle_id=bundle_id, message=reason + f" (bundle kept: {path})"
-        )
+        return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")
+    marked_at = exported.marked_at or started
+    timings["prepare"] = marked_at - started
+    timings["export"] = time.monotonic() - marked_at
+    written = Written(exported.manifest_sha256) if exported.manifest_sha256 is not None else None
+    crash_point("exported")
+    totals = exported.manifest.totals
+    return _Ready(
+        base, phase, exported.bundle_id, exported.path, totals.rows, totals.bytes, marked_at, timings, written
+    )
+
+
+def load_failed(source: sa.Engine, ready: _Ready, exc: BundlerError, options: LineupOptions) -> RootOutcome:
+    """A root whose load failed: its status restored in the source, its bundle kept."""
+    reason = f"load: {exc.line()}"
+    if ready.phase != "usage":
+        try:
+            restore_export(source, ready.bundle_id, reason, spec=options.spec)
+        except Exception as restore_exc:
+            reason += f"; and restoring its status in the source failed: {restore_exc}"
+    return RootOutcome(
+        **ready.base,
+        state="failed",
+        bundle_id=ready.bundle_id,
+        message=reason + f" (bundle kept: {ready.path})",
+    )
+
+
+def loaded_outcome(ready: _Ready, loaded: LoadResult, options: LineupOptions) -> RootOutcome:
+    """A root whose load committed: its downtime, and what the checks after the commit found."""
     ended = loaded.committed_at or time.monotonic()
-    timings.update(loaded.steps)
-    problem = _manifest_problem(path) if written is not None else None
-    problem = problem or _to_store(path, options)  # after the commit: outside the downtime
+    timings = {**ready.timings, **loaded.steps}
+    problem = _manifest_problem(ready.path) if ready.written is not None else None
+    problem = problem or _to_store(ready.path, options)  # after the commit: outside the downtime
     timings["after"] = time.monotonic() - ended
     return RootOutcome(
-        **base,
+        **ready.base,
         state="done" if problem is None else "failed",
         message=problem,
-        bundle_id=bundle_id,
-        downtime_s=ended - marked_at,
-        rows=rows,
-        bytes=bytes_,
+        bundle_id=ready.bundle_id,
+        downtime_s=ended - ready.marked_at,
+        rows=ready.rows,
+        bytes=ready.bytes,
         timings=timings,
         differing=loaded.reused_with_differences(),
         lacking=loaded.lacking_in_target(),
@@ -491,16 +535,41 @@ class _Run:
     def worker_loop(self) -> None:
         name = worker_name()
         while (claimed := self.next_root(name)) is not None:
-            # a unit's roots (they reference each other) come in one claim: back to back
-            for row in [claimed, *unit_rows(self.target, claimed, name)]:
-                self.migrate(row)
+            rest = unit_rows(self.target, claimed, name)
+            if rest:  # roots that reference each other: claimed together, loaded in one transaction
+                self.migrate_unit([claimed, *rest])
+            else:
+                self.migrate(claimed)
+
+    def migrate_unit(self, rows: list[Any]) -> None:
+        """Migrate the claimed roots of one unit together (:mod:`bundler.lineup.together`)."""
+        from bundler.lineup.together import migrate_unit
+
+        for _ in rows:
+            self.started_one()
+        try:
+            outcomes = migrate_unit(
+                self.source,
+                self.target,
+                self.system,
+                rows,
+                self.options,
+                self.progress,
+                self.cache,
+                self.graph,
+                self.layers,
+            )
+        except Exception as exc:
+            outcomes = [
+                RootOutcome(r.kind, r.root_pk, r.root_key, "failed", message=f"{type(exc).__name__}: {exc}")
+                for r in rows
+            ]
+        for row, outcome in zip(rows, outcomes, strict=True):
+            self.finished(row, outcome)
 
     def migrate(self, row: Any) -> None:
         """Migrate one claimed root, record its outcome in the lineup, and report it."""
-        if self.forward is not None:
-            self.forward("claimed", None)
-        else:
-            self.claimed()
+        self.started_one()
         try:
             outcome = migrate_root(
                 self.source,
@@ -517,6 +586,17 @@ class _Run:
             outcome = RootOutcome(
                 row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
             )
+        self.finished(row, outcome)
+
+    def started_one(self) -> None:
+        """A root is in flight (told to the parent, in a worker process)."""
+        if self.forward is not None:
+            self.forward("claimed", None)
+        else:
+            self.claimed()
+
+    def finished(self, row: Any, outcome: RootOutcome) -> None:
+        """Record a root's outcome in the lineup, and report it."""
         finish(self.target, row, _finished_values(outcome))
         if self.forward is not None:
             self.forward("outcome", outcome)

@@ -232,6 +232,59 @@ class OpenReference:
         )
 
 
+#: what an operator does about references still open
+WHAT_TO_DO = (
+    "migrate (or load) the roots that own the referenced rows: their loads set these references; "
+    "until then the columns are NULL in the target"
+)
+
+
+def open_summary(connection: sa.Connection, shown: int = 100) -> dict[str, Any]:
+    """The references still open (:func:`open_references`) as ``migrate --json`` reports them:
+    how many, per column, per root that left them open, the first ``shown`` of them (as
+    objects and as lines), and what to do."""
+    found = open_references(connection)
+    per_column: dict[str, int] = defaultdict(int)
+    per_bundle: dict[str, int] = defaultdict(int)
+    for o in found:
+        per_column[f"{o.table}.{o.column}"] += 1
+        per_bundle[o.bundle_id] += 1
+    loads = tracking.loads_table
+    roots = {
+        r.bundle_id: r
+        for part in chunks(sorted(per_bundle), 1000)
+        for r in connection.execute(
+            sa.select(loads.c.bundle_id, loads.c.kind, loads.c.root_key).where(loads.c.bundle_id.in_(part))
+        )
+    }
+    return {
+        "count": len(found),
+        "per_column": dict(sorted(per_column.items())),
+        "per_root": [
+            {
+                "bundle_id": bundle_id,
+                "kind": roots[bundle_id].kind if bundle_id in roots else None,
+                "root": roots[bundle_id].root_key if bundle_id in roots else None,
+                "count": n,
+            }
+            for bundle_id, n in sorted(per_bundle.items())
+        ],
+        "refs": [
+            {
+                "bundle_id": o.bundle_id,
+                "table": o.table,
+                "target_pk": o.target_pk,
+                "column": o.column,
+                "ref_table": o.ref_table,
+                "ref_key": o.ref_key,
+            }
+            for o in found[:shown]
+        ],
+        "lines": [o.line() for o in found[:shown]],
+        "what_to_do": WHAT_TO_DO if found else None,
+    }
+
+
 def open_references(connection: sa.Connection) -> list[OpenReference]:
     """Every reference a load left open that no later load has set yet (and whose row a clean
     has not removed: the load's ledger still names it, row by row or in a range of usage rows)."""

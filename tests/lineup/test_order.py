@@ -8,12 +8,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bundler import tracking
+from bundler.errors import PrerequisitesMissing
 from bundler.export import export_root
 from bundler.lineup import LineupOptions, RootSelector, run_lineup
 from bundler.lineup.lineup import select_roots
 from bundler.lineup.order import Placement, cross_references, placements
 from bundler.lineup.queue import enqueue, lineup_metadata, lineup_table
 from bundler.load import load_bundle
+from bundler.load.together import load_together
 from bundler.progress import RecordingProgress
 from tests.export import fixture
 from tests.export.fixture import NOW
@@ -155,9 +158,78 @@ def test_customers_that_reference_each_other_migrate_as_one_unit(
     form a unit that one worker (of two) migrates back to back, exact on the first run."""
     source = _moved(dialect, new_db)
     target = fixture.build_target(new_db(dialect), "r2")
-    result, _ = _run(source, target, tmp_path, "all", workers=2)
+    result, notes = _run(source, target, tmp_path, "all", workers=2)
     rows = _lineup_rows(target)
     assert rows["4"].unit is not None and rows["4"].unit == rows["5"].unit
     assert rows["4"].worker == rows["5"].worker
+    assert "loading customer name='acme', customer name='bravo' in one transaction" in " ".join(notes), notes
     assert rows["6"].unit is None
     exact(target, _bundles(result, tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"], indirect=True)  # the lineup's units run on every database
+def test_bundles_loaded_together_commit_together(new_db: Any, dialect: str, tmp_path: Path) -> None:
+    """Acme and bravo in one transaction, in either order: exact, nothing left open; when one of
+    them cannot load, neither is loaded."""
+    source = _moved(dialect, new_db)
+    vendor = export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS)
+    acme = export_root(source, "customer", "acme", tmp_path, options=OPTIONS)
+    bravo = export_root(source, "customer", "bravo", tmp_path, options=OPTIONS)
+    bare = fixture.build_target(new_db(dialect), "r2")  # no vendor: bravo lacks its prerequisites
+    with pytest.raises(PrerequisitesMissing):
+        load_together(bare, [acme.path, bravo.path])
+    with bare.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tracking.loads_table)).scalar_one() == 0
+    for first, second in ((acme, bravo), (bravo, acme)):
+        target = fixture.build_target(new_db(dialect), "r2")
+        load_bundle(target, vendor.path)
+        results = load_together(target, [first.path, second.path])
+        assert [r.outcome for r in results] == ["loaded", "loaded"]
+        assert [r.outcome for r in load_together(target, [first.path, second.path])] == ["already-loaded"] * 2
+        exact(target, {"acme": acme.path, "bravo": bravo.path}, tmp_path / first.bundle_id)
+
+
+@pytest.mark.parametrize(
+    "dialect", ["sqlite"], indirect=True
+)  # the report reads one table: SQL of the kind every test runs
+def test_migrate_says_what_is_still_open(new_db: Any, dialect: str, tmp_path: Path) -> None:
+    """Acme alone: its CPE, SIM card and extension on the account bravo owns now stay open,
+    reported per column and root with what to do; migrating bravo closes them."""
+    import json
+
+    from click.testing import CliRunner
+
+    from bundler.cli import main
+
+    source_url, target_url = new_db(dialect), new_db(dialect)
+    _moved(dialect, lambda _: source_url)
+    fixture.build_target(target_url, "r2")
+    args = ["migrate", "--source", source_url, "--target", target_url, "--bundles", str(tmp_path)]
+    args += ["--xdrs", "none", "--vendor", "Carrier Ä"]
+    ran = CliRunner().invoke(main, [*args, "--customer", "acme", "--json"])
+    assert ran.exit_code == 0, ran.output
+    still = json.loads(ran.stdout)["open_references"]
+    assert still["count"] == 3
+    assert still["per_column"] == {
+        "cpe_inventory.i_account": 1,
+        "extensions.i_account": 1,
+        "sim_cards.i_account": 1,
+    }
+    assert [(r["kind"], json.loads(r["root"]), r["count"]) for r in still["per_root"]] == [
+        ("customer", {"name": "acme"}, 3)
+    ]
+    assert {r["ref_table"] for r in still["refs"]} == {"accounts"} and len(still["lines"]) == 3
+    assert "migrate (or load) the roots that own the referenced rows" in still["what_to_do"]
+    text = CliRunner().invoke(main, [*args, "--customer", "acme"])
+    assert "3 reference(s) to rows of roots not in the target yet still open" in text.stdout, text.output
+    assert "to do: migrate (or load)" in text.stdout
+    done = CliRunner().invoke(main, [*args, "--customer", "bravo", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["open_references"] == {
+        "count": 0,
+        "per_column": {},
+        "per_root": [],
+        "refs": [],
+        "lines": [],
+        "what_to_do": None,
+    }
