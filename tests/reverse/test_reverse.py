@@ -353,6 +353,16 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
     assert again.outcome == "already-returned" and again.imported == {}
     assert snapshot(world.source) == settled
 
+    # each side is still told apart for a clean without --side: a reverse export recorded by the
+    # target and a reverse load recorded by the source do not count
+    from bundler.clean import plan_clean
+    from bundler.clean.model import CleanRequest
+    from bundler.clean.side import choose_side
+
+    assert plan_clean(world.target, entities=[("customer", "acme")]).side == "target"
+    with world.source.connect() as conn:
+        assert choose_side(conn, CleanRequest(entities=(("customer", "acme"),)))[0] == "source"
+
 
 @pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_a_long_customer_name_gets_a_bundle_id_the_bookkeeping_tables_hold(
