@@ -617,10 +617,10 @@ class Bundle:
 
 def _encrypted_in(bundle: str, relpath: str, fh: IO[bytes], size: int) -> tuple[str, ...]:
     """The encrypted columns that a checked Parquet file's footer declares."""
-    from bundler.secure.footer import FooterError, encrypted_columns
+    from bundler.secure.footer import FooterError, encrypted_columns, footer_bytes
 
     try:
-        return encrypted_columns(fh, size, limits.THRIFT_CONTAINER_LIMIT)
+        return encrypted_columns(footer_bytes(fh, size), limits.THRIFT_CONTAINER_LIMIT)
     except FooterError as exc:
         raise BundleInvalid(bundle, [f"{relpath}: unreadable Parquet metadata ({exc})"]) from None
 

@@ -229,13 +229,18 @@ def _column_meta(r: _Reader) -> tuple[str, int, int]:
     return ".".join(path), uncompressed, compressed
 
 
-def encrypted_columns(fh: IO[bytes], size: int, container_limit: int) -> tuple[str, ...]:
-    """The columns (paths in the schema) that the footer of a Parquet file of ``size`` bytes
-    (checked by :func:`bundler.secure.limits.check_parquet`) declares encrypted, in schema order."""
+def footer_bytes(fh: IO[bytes], size: int) -> bytes:
+    """The footer of a Parquet file of ``size`` bytes whose length was checked
+    (:func:`bundler.secure.limits.check_parquet`)."""
     fh.seek(size - 8)
     footer = int.from_bytes(fh.read(4), "little")
     fh.seek(size - 8 - footer)
+    return fh.read(footer)
+
+
+def encrypted_columns(data: bytes, container_limit: int) -> tuple[str, ...]:
+    """The columns (paths in the schema) that a footer declares encrypted, in schema order."""
     found: dict[str, None] = {}
-    for rg in row_groups(fh.read(footer), container_limit):
+    for rg in row_groups(data, container_limit):
         found.update((c.path_in_schema, None) for c in rg.columns if c.encrypted)
     return tuple(found)

@@ -122,6 +122,8 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
         raise exceeded(bundle, f"{shown}: footer of {footer} bytes", footer, "parquet_footer_bytes")
     if footer > size - 12:
         raise BundleInvalid(bundle, [f"{shown}: its footer is longer than the file"])
+    if _has_encrypted_chunks(bundle, shown, fh, size):  # pyarrow would abort on them without keys
+        return _check_encrypted(bundle, shown, fh, size)
     fh.seek(0)
     try:
         meta = pq.ParquetFile(
@@ -131,7 +133,7 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
             decryption_properties=_no_keys(),
         ).metadata
     except _Encrypted:  # encrypted columns, read without their key: the footer read by hand
-        return _check_encrypted(bundle, shown, fh, size, footer)
+        return _check_encrypted(bundle, shown, fh, size)
     except (pa.ArrowException, OSError) as exc:
         raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
     check_row_groups(bundle, shown, size, (meta.row_group(i) for i in range(meta.num_row_groups)))
@@ -160,7 +162,17 @@ def check_row_groups(bundle: str, shown: str, size: int, groups: Iterable[Any]) 
                 raise BundleInvalid(bundle, [f"{where} column {col.path_in_schema}: larger than the file"])
 
 
-def _check_encrypted(bundle: str, shown: str, fh: IO[bytes], size: int, footer: int) -> pq.FileMetaData:
+def _has_encrypted_chunks(bundle: str, shown: str, fh: IO[bytes], size: int) -> bool:
+    """Whether the footer (read by hand) declares encrypted column chunks, whatever else it says."""
+    from bundler.secure.footer import FooterError, encrypted_columns, footer_bytes
+
+    try:
+        return bool(encrypted_columns(footer_bytes(fh, size), THRIFT_CONTAINER_LIMIT))
+    except FooterError as exc:
+        raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
+
+
+def _check_encrypted(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileMetaData:
     """:func:`check_parquet` of a file with encrypted columns, without their key: the sizes are read
     from the footer by :mod:`bundler.secure.footer`; pyarrow's metadata (schema, row counts) is
     returned, whose encrypted column chunks must not be looked at (pyarrow aborts on them)."""
@@ -168,12 +180,12 @@ def _check_encrypted(bundle: str, shown: str, fh: IO[bytes], size: int, footer: 
     import pyarrow.parquet as pq
 
     from bundler.secure import pages
-    from bundler.secure.footer import FooterError, encrypted_columns, row_groups
+    from bundler.secure.footer import FooterError, encrypted_columns, footer_bytes, row_groups
 
-    fh.seek(size - 8 - footer)
-    data = fh.read(footer)
+    data = footer_bytes(fh, size)
     try:
         check_row_groups(bundle, shown, size, row_groups(data, THRIFT_CONTAINER_LIMIT))
+        skip = encrypted_columns(data, THRIFT_CONTAINER_LIMIT)
     except FooterError as exc:
         raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
     fh.seek(0)
@@ -186,7 +198,6 @@ def _check_encrypted(bundle: str, shown: str, fh: IO[bytes], size: int, footer: 
     except (pa.ArrowException, OSError) as exc:
         raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
     # the pages of the plain columns (an encrypted column's page headers are encrypted too)
-    skip = encrypted_columns(fh, size, THRIFT_CONTAINER_LIMIT)
     pages.check_pages(bundle, shown, fh, size, pages.column_chunks(meta, skip))
     return meta
 

@@ -211,3 +211,58 @@ def test_a_file_with_encrypted_columns_is_read_without_a_crash(
         with pytest.raises(BundleInvalid, match=f"{name} limit"):
             Bundle(folder, folder).parquet_file("t")
         monkeypatch.delenv(f"BUNDLER_LIMIT_{name.upper()}")
+
+
+def _ranges(file: Path, keys: dict[str, str]) -> list[tuple[int, int]]:
+    """The byte ranges of a file's encrypted column chunks, and of its (plain, signed) footer."""
+    from bundler.secure.columns import ColumnDecryption
+
+    size = file.stat().st_size
+    footer = int.from_bytes(file.read_bytes()[-8:-4], "little")
+    ranges = [(size - 8 - footer, size - 8)]
+    properties = ColumnDecryption(str(file), [Path(keys["b.age"])]).properties()
+    meta = pq.ParquetFile(file, decryption_properties=properties).metadata
+    for i in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            col = meta.row_group(i).column(c)
+            if col.path_in_schema in ("number", "name_on_card"):
+                start = col.dictionary_page_offset or col.data_page_offset
+                ranges.append((start, start + col.total_compressed_size))
+    return ranges
+
+
+@pytest.mark.slow
+def test_altered_encrypted_bytes_are_refused(new_db: Any, tmp_path: Path, keys: dict[str, str]) -> None:
+    """Bytes of an encrypted column or of the footer changed (checksums recomputed, as by someone
+    who can write to an unsigned copy): the load refuses with exit 4, the target unchanged."""
+    import hashlib
+    import random
+
+    source = fixture.build(new_db("sqlite"))
+    target_url = new_db("sqlite")
+    target = fixture.build_target(target_url, "r2")
+    with using(Security(column_recipients=(keys["b.age.pub"],))):
+        vendor = export_root(source, "vendor", "Carrier Ä", tmp_path / "a", options=OPTIONS).path
+        acme = export_root(source, "customer", "acme", tmp_path / "a", options=OPTIONS).path
+    runner = CliRunner()
+    load = ["load", "--target", target_url, "--identity", keys["b.age"]]
+    assert runner.invoke(main, [*load, str(vendor)]).exit_code == 0
+    before = counts(target)
+    ranges = _ranges(acme / "tables" / "payment_methods.parquet", keys)
+    rng = random.Random(19)
+    for case in range(16):
+        copy = Path(shutil.copytree(acme, tmp_path / f"t{case}" / acme.name))
+        file = copy / "tables" / "payment_methods.parquet"
+        data = bytearray(file.read_bytes())
+        start, end = rng.choice(ranges)
+        at = rng.randrange(start, end)
+        data[at] ^= 1 << rng.randrange(8)
+        file.write_bytes(bytes(data))
+        doc = json.loads((copy / "manifest.json").read_text())
+        doc["tables"]["payment_methods"]["sha256"] = hashlib.sha256(data).hexdigest()
+        (copy / "manifest.json").write_text(json.dumps(doc))
+        result = runner.invoke(main, [*load, str(copy)])
+        assert result.exit_code == 4, (case, start, end, at, result.output)
+        assert "payment_methods.parquet" in result.stderr, (case, at, result.output)
+        assert counts(target) == before
+    assert runner.invoke(main, [*load, str(acme)]).exit_code == 0  # the untouched bundle loads
