@@ -1,12 +1,13 @@
 """Values a database refuses while rows are bulk written, named: the table, the column, the
 row (by the bundle's key) and the value, found from the database's own diagnostics or, where
-it names no column, by checking the batch against the column's declared limits."""
+it names no column, by checking the batch against the column's declared limits. The value of a
+sensitive column (:mod:`bundler.secure.mask`) is named masked, unless ``--show-sensitive``."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -14,6 +15,10 @@ from sqlalchemy import types as sat
 from sqlalchemy.engine import Connection
 
 from bundler.errors import BundlerError
+from bundler.secure.mask import MASK, masking, sensitive_columns
+
+if TYPE_CHECKING:
+    from bundler.graph import Graph
 
 
 def base_type(type_: sat.TypeEngine[Any]) -> sat.TypeEngine[Any]:
@@ -30,6 +35,8 @@ MYSQL_VALUE_CODES = frozenset({1048, 1263, 1264, 1265, 1292, 1366, 1406})
 MYSQL_COLUMN = re.compile(r" for column '([^']+)'(?: at row (\d+))?")
 _PG_CONTEXT = re.compile(r"\bline (\d+)(?:, column ([^:]+): \"(.*)\")?", re.S)
 _INT_BOUNDS = {sat.SmallInteger: 2**15, sat.BigInteger: None, sat.Integer: 2**31}
+#: What a database quotes in its reason (MariaDB's 'value', PostgreSQL's "value").
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 class ValueRefused(BundlerError):
@@ -50,24 +57,38 @@ class ValueRefused(BundlerError):
         value: Any,
         reason: str,
         *,
-        message: str | None = None,
+        where: str | None = None,
         hint: str | None = None,
+        graph: Graph | None = None,
     ) -> None:
+        self.graph = graph
         self.table = table
         self.column = column
         self.row = row
         self.value = value
         self.reason = reason
-        where = f"table {table}, row {'?' if row is None else row + 1} of the data written"
-        super().__init__(message or f"{where}: {self.what()}", hint=hint or self.default_hint())
+        where = where or f"table {table}, row {'?' if row is None else row + 1} of the data written"
+        super().__init__(f"{where}: {self.what()}", hint=hint or self.default_hint())
 
     def what(self) -> str:
         """``column c = 'value': the database refused it (reason)``."""
         shown = "" if self.column is None else f"column {self.column}"
+        reason = self.reason
+        if self.hidden:  # the value, and whatever the database quoted of it, masked
+            reason = _QUOTED.sub(repr(MASK), reason)
+            if isinstance(self.value, str) and self.value:
+                reason = reason.replace(self.value, MASK)
         if self.column is not None and self.value is not None:
-            text = repr(self.value)
+            text = repr(MASK if self.hidden else self.value)
             shown += f" = {text[:60] + '…' if len(text) > 60 else text}"
-        return f"{shown + ': ' if shown else ''}the database refused the value ({self.reason})"
+        return f"{shown + ': ' if shown else ''}the database refused the value ({reason})"
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the value is of a sensitive column, shown masked."""
+        return (
+            self.column is not None and masking() and self.column in sensitive_columns(self.table, self.graph)
+        )
 
     @property
     def nul(self) -> bool:
@@ -79,16 +100,18 @@ class ValueRefused(BundlerError):
             return "PostgreSQL cannot store a NUL character in text: remove it from the row at its source"
         return "nothing was written; widen the column in the database (or correct the value at its source)"
 
-    def named(self, where: str, hint: str | None = None) -> ValueRefused:
-        """The same refusal, its line starting with ``where`` (the bundle, table and row)."""
+    def named(self, where: str, hint: str | None = None, graph: Graph | None = None) -> ValueRefused:
+        """The same refusal, its line starting with ``where`` (the bundle, table and row); the
+        sensitive columns those of ``graph`` (and of the shipped graphs)."""
         return ValueRefused(
             self.table,
             self.column,
             self.row,
             self.value,
             self.reason,
-            message=f"{where}: {self.what()}",
+            where=where,
             hint=hint or self.default_hint(),
+            graph=graph or self.graph,
         )
 
 

@@ -36,9 +36,7 @@ class TerminalAsker:
 
     def __call__(self, question: Any, row: dict[str, Any], match: dict[str, Any]) -> tuple[str, bool]:
         from bundler.keys import describe, key_value
-        from bundler.secure.mask import masked_row
 
-        row, match = masked_row(question.table, row), masked_row(question.table, match)
         self.asked += 1
         of = f" of {self.total}" if self.total else ""
         click.echo(

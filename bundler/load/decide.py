@@ -32,7 +32,7 @@ from bundler.keys import Key, describe, key_text, key_value
 from bundler.ledger import ledger_map
 from bundler.load.decisions import REUSING, Question, template, write_sidecar
 from bundler.load.state import LoadState, TablePlan, typed
-from bundler.secure.mask import shown
+from bundler.secure.mask import masked_row, shown
 from bundler.sql import chunks, db_values, match_candidates, table_clause
 
 
@@ -245,7 +245,9 @@ class _TableDecision:
         """Ask the terminal; the answer is kept for the row, or for the whole table."""
         state, spec = self.state, self.spec
         assert state.asker is not None
-        answer, whole_table = state.asker(question, row, match)
+        answer, whole_table = state.asker(
+            question, masked_row(spec.name, row, state.graph), masked_row(spec.name, match, state.graph)
+        )
         if whole_table and not question.binding:
             state.decisions.set_table(spec.name, answer)
         else:

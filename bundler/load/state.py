@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from bundler.load.translate import Translator
     from bundler.progress import Progress
 
+#: Asks about a question, given the bundle's row and the target's (sensitive values masked,
+#: unless ``--show-sensitive``); answers an action and whether it holds for the whole table.
 Asker = Callable[[Question, dict[str, Any], dict[str, Any]], tuple[str, bool]]
 
 #: A table of at most this many rows is kept in memory between the step that reads it

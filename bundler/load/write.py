@@ -183,7 +183,7 @@ def _refused(state: LoadState, spec: TableSpec, exc: ValueRefused, source_pks: p
             "nothing was written; widen the target's column to hold the value (or correct that row in "
             "the source and export again), then load again"
         )
-    return exc.named(f"bundle {state.bundle_id}: table {spec.name}, {row} (source key)", hint)
+    return exc.named(f"bundle {state.bundle_id}: table {spec.name}, {row} (source key)", hint, state.graph)
 
 
 def _apply_renames(state: LoadState, spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
