@@ -192,7 +192,7 @@ def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) ->
             by_owner = owned.usage_owners.get(spec.name)
             if not by_owner:
                 continue
-            where = usage_clause(spec, by_owner, plan, groups.get(spec.name))
+            where = usage_clause(owned.connection, spec, by_owner, plan, groups.get(spec.name))
             # the rows that own the usage are in the closure already: no need to collect them
             owners = by_owner
         selected[spec.name] = where

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import mysql
 
 from bundler import tracking
 from bundler.errors import BundlerError, ExitCode
+from bundler.export.timecol import window_bounds
 from bundler.export.window import OwnerWindow, UsageWindow, owner_bounds, zone
 from bundler.graph import Graph, Reference, TableSpec
 from bundler.keys import describe, key_value
@@ -200,6 +201,7 @@ def _windows_of(
 
 
 def usage_clause(
+    connection: sa.Connection,
     spec: TableSpec,
     owners: dict[Reference, set[Any]],
     plan: UsagePlan,
@@ -207,8 +209,6 @@ def usage_clause(
 ) -> sa.ColumnElement[bool]:
     """The rows of usage table ``spec`` this export carries (before the carried keys are taken out)."""
     t = table_clause(spec)
-    assert spec.time_column is not None
-    time = t.c[spec.time_column]
     owned = sa.or_(*(_in(t.c[ref.column], values) for ref, values in owners.items()))
     window = plan.window
     if groups:
@@ -216,8 +216,7 @@ def usage_clause(
             *(
                 sa.and_(
                     sa.or_(*(_in(t.c[ref.column], values) for ref, values in by_ref.items())),
-                    time >= start,
-                    *([time < end] if end is not None else []),
+                    *window_bounds(connection, spec, start, end),
                 )
                 for (start, end), by_ref in sorted(
                     groups.items(), key=lambda g: (g[0][0], g[0][1] or datetime.max)
@@ -225,11 +224,7 @@ def usage_clause(
             )
         )
     else:
-        bounds = []
-        if window.start is not None:
-            bounds.append(time >= window.start)
-        if window.end is not None:
-            bounds.append(time < window.end)
+        bounds = window_bounds(connection, spec, window.start, window.end)
         in_window = sa.and_(owned, *bounds) if bounds else owned
     late = plan.late.high_water.get(spec.name) if plan.late is not None else None
     if late is not None:
@@ -357,7 +352,8 @@ def has_pending(connection: sa.Connection, graph: Graph, root: Root, plan: Usage
             continue
         t = table_clause(spec)
         pk_type = spec.arrow_schema().field(spec.pk[0]).type
-        query = sa.select(t.c[spec.pk[0]]).where(usage_clause(spec, owners, plan, groups.get(spec.name)))
+        where = usage_clause(connection, spec, owners, plan, groups.get(spec.name))
+        query = sa.select(t.c[spec.pk[0]]).where(where)
         for part in connection.execution_options(yield_per=65_536).execute(query).scalars().partitions():
             batch = pa.RecordBatch.from_arrays([pa.array(part, pk_type)], names=[spec.pk[0]])
             if without_carried(batch, spec, plan.late).num_rows:

@@ -187,7 +187,7 @@ def select_roots(
     lineup order (kinds in the graph's tiers: :func:`~bundler.lineup.queue.kind_order`)."""
     found: dict[tuple[str, str], tuple[str, Any, str]] = {}
     with source.connect() as conn:
-        graph, _ = system_graph(conn, spec)
+        graph, _ = system_graph(conn, spec, create=False)  # a read: nothing is created
         order = kind_order(graph)
         for sel in sorted(selectors, key=lambda s: order.get(s.kind, (len(order), 0))):
             idents = _all_of(conn, graph, sel) if sel.all else list(sel.idents)
