@@ -13,7 +13,7 @@ sidecar and every xDR (``xdrs="all"``).
   p50/p95/max. A run is stopped (the lineup's stop event: roots in flight finish, nothing
   new is claimed) once it has taken ``lineup_budget`` seconds, and the time the whole
   lineup would take at the measured rate is printed beside it. The per-root time of the
-  first 100 customers and of the last 100 (from the lineup's ``finished_at``; of the first
+  first 100 roots and of the last 100 (from the lineup's ``finished_at``; of the first
   half and the second when fewer than 200 finished) shows whether the lineup slows down as
   the target fills (goal: within 10%).
 - two-phase: the typical customers again, moved in two phases: first without their usage
@@ -149,10 +149,10 @@ def _migrate(
             summary = result.summary()
             done_customers = [o for o in result.done if o.kind == "customer"]
             bundled = [_composition(bundles, o.bundle_id) for o in done_customers]
-            finished = _finished_at(target, "full")
+            finished = _finished_at(target, "full", {(o.kind, o.root_pk) for o in result.done})
             second = (
                 _usage_phase(source, target, bundles, [o.root_pk for o in done_customers])
-                if usage_phase
+                if usage_phase and done_customers
                 else None
             )
         finally:
@@ -222,20 +222,21 @@ def _usage_phase(source: Any, target: Any, bundles: Path, customers: list[str]) 
     }
 
 
-def _finished_at(target: Any, phase: str) -> list[float]:
-    """When each customer of the lineup's ``phase`` finished (seconds, in order)."""
+def _finished_at(target: Any, phase: str, roots: set[tuple[str, str]]) -> list[float]:
+    """When each of ``roots`` (kind, key: this run's, not the counterparts migrated before it)
+    finished in the lineup's ``phase`` (seconds, in order)."""
     import sqlalchemy as sa
 
     from bundler.lineup.lineup import lineup_table
 
     t = lineup_table
     with target.connect() as conn:
-        stamps = conn.execute(
-            sa.select(t.c.finished_at)
-            .where(t.c.state == "done", t.c.kind == "customer", t.c.phase == phase)
+        found = conn.execute(
+            sa.select(t.c.kind, t.c.root_pk, t.c.finished_at)
+            .where(t.c.state == "done", t.c.phase == phase)
             .order_by(t.c.finished_at)
-        ).scalars()
-        return [s.timestamp() for s in stamps if s is not None]
+        ).all()
+    return [at.timestamp() for kind, pk, at in found if at is not None and (kind, pk) in roots]
 
 
 def _per_root(stamps: list[float]) -> float | None:
@@ -251,8 +252,8 @@ DRIFT_GOAL = 1.10
 
 
 def _drift(stamps: list[float]) -> dict[str, Any]:
-    """Whether the lineup slows down as the target fills: the per-root time of the first 100
-    roots against the last 100 — of the first half against the second when fewer than 200
+    """Whether the lineup slows down as the target fills: the per-root time (between roots
+    finishing) of the first 100 roots against the last 100 — of the first half against the second when fewer than 200
     finished (a window of n roots spans n + 1 finishing times)."""
     window = 100 if len(stamps) >= 202 else (len(stamps) - 1) // 2
     if window < 1:
@@ -306,7 +307,7 @@ def _two_phase(ctx: c.Context, dialect: str) -> dict[str, Any]:
     d = got["customer_downtime_s"]
     got["first_phase_goal_s"] = FIRST_PHASE_GOAL_S
     verdict = "" if d["p95"] is None else ("meets" if d["p95"] <= FIRST_PHASE_GOAL_S else "MISSES")
-    second = got["usage_phase"]
+    second = got.get("usage_phase") or {"xdrs_per_customer": 0, "seconds_per_customer": None, "failed": 0}
     print(
         f"  {c.LABELS[dialect]:<10} two-phase, typical customer: first phase (--xdrs none, "
         f"~{got['rows_per_customer']:,} rows) downtime p50 {d['p50']} s, p95 {d['p95']} s, max {d['max']} s "
