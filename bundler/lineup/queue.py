@@ -179,7 +179,7 @@ def enqueue(
     """Add the roots the lineup does not have yet (each once); returns how many were added.
 
     ``placed``: each root's level and unit (:func:`bundler.lineup.order.placements`); the
-    roots already in the lineup and still pending take theirs too."""
+    roots already in the lineup and still pending (or failed) take theirs too."""
     unique = list({(kind, str(pk)): (kind, pk, key) for kind, pk, key in roots}.values())
     placed = placed or {}
 
@@ -232,7 +232,7 @@ def enqueue(
 def _place(
     conn: sa.Connection, source_system: str, phase: str, placed: dict[tuple[str, str], Placement]
 ) -> None:
-    """Set the level and unit of the pending roots of ``placed``; a unit is numbered by the
+    """Set the level and unit of the roots of ``placed`` still to migrate; a unit is numbered by the
     lowest position among its roots (positions are unique in the lineup)."""
     t = lineup_table
     base = (t.c.source_system == source_system, t.c.phase == phase)
@@ -259,7 +259,7 @@ def _place(
     stmt = (
         sa.update(t)
         .where(*base, t.c.kind == sa.bindparam("_kind"), t.c.root_pk == sa.bindparam("_pk"))
-        .where(t.c.state == "pending")
+        .where(sa.or_(t.c.state == "pending", t.c.state == "failed"))  # a failed one goes again
         .values(level=sa.bindparam("_level"), unit=sa.bindparam("_unit"))
     )
     for part in chunks(changes, 1000):

@@ -79,32 +79,36 @@ def test_an_older_lineup_table_gains_level_and_unit(tmp_path: Path) -> None:
     old.create_all(engine)
     with engine.begin() as conn:
         conn.execute(
-            old.tables["bundler_lineup"]
-            .insert()
-            .values(
-                source_system="s",
-                kind="customer",
-                root_pk="1",
-                phase="full",
-                position=1,
-                root_key="k",
-                state="done",
-                attempts=1,
-            )
+            old.tables["bundler_lineup"].insert(),
+            [
+                {
+                    "source_system": "s",
+                    "kind": "customer",
+                    "root_pk": pk,
+                    "phase": "full",
+                    "position": int(pk),
+                    "root_key": pk,
+                    "state": state,
+                    "attempts": 1,
+                }
+                for pk, state in (("1", "done"), ("2", "failed"))
+            ],
         )
     placed = {
         ("customer", "1"): Placement(0),
-        ("customer", "2"): Placement(1, 0),
-        ("customer", "3"): Placement(1, 0),
+        ("customer", "2"): Placement(1),
+        ("customer", "3"): Placement(2, 0),
+        ("customer", "4"): Placement(2, 0),
     }
-    roots = [("customer", 1, "k"), ("customer", 2, "l"), ("customer", 3, "m")]
+    roots = [("customer", n, str(n)) for n in range(1, 5)]
     assert enqueue(engine, "s", roots, "full", placed) == 2
     with engine.connect() as conn:
         rows = conn.execute(sa.select(lineup_table).order_by(lineup_table.c.position)).all()
     assert [(r.root_pk, r.state, r.level, r.unit) for r in rows] == [
         ("1", "done", None, None),  # finished before: left as it was
-        ("2", "pending", 1, 2),  # the unit is numbered by the lowest position of its roots
-        ("3", "pending", 1, 2),
+        ("2", "failed", 1, None),  # to be tried again: in its new place
+        ("3", "pending", 2, 3),  # the unit is numbered by the lowest position of its roots
+        ("4", "pending", 2, 3),
     ]
     assert set(lineup_metadata.tables) == {"bundler_lineup"}
 
@@ -233,3 +237,33 @@ def test_migrate_says_what_is_still_open(new_db: Any, dialect: str, tmp_path: Pa
         "lines": [],
         "what_to_do": None,
     }
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"], indirect=True)
+def test_a_unit_that_cannot_load_leaves_both_sides_as_before(
+    new_db: Any, dialect: str, tmp_path: Path
+) -> None:
+    """The target lacks the vendor bravo's xDRs need: the unit's load fails as a whole, acme and
+    bravo get their statuses back in the source, and the target records no load of either."""
+    source = _moved(dialect, new_db)
+    target = fixture.build_target(new_db(dialect), "r2")
+
+    def statuses() -> list[Any]:
+        with source.connect() as conn:
+            return [
+                tuple(r)
+                for table in ("customers", "accounts")
+                for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1"))
+            ]
+
+    before = statuses()
+    options = LineupOptions(bundles=tmp_path / "bundles", xdrs="all", now=NOW, layered=False)
+    progress = RecordingProgress()
+    selected = [RootSelector("customer", ("acme", "bravo"))]
+    result = run_lineup(source, target, selected, options, progress=progress)
+    assert any("in one transaction" in n for n in progress.notes()), progress.notes()
+    assert [o.state for o in result.outcomes] == ["failed", "failed"]
+    assert all("bundle kept" in (o.message or "") for o in result.outcomes)
+    assert statuses() == before
+    with target.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tracking.loads_table)).scalar_one() == 0
