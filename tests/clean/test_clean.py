@@ -647,12 +647,27 @@ def test_source_clean_of_a_migrated_root_takes_all_its_usage(
     assert sum(len(v) for v in s.values()) - sum(len(v) for v in after.values()) == result.rows
     assert dangling(source, r1) == []
     assert export_status(source, bravo.bundle_id) == "cleaned"
-    # with the flag, no target is needed
-    acme = export_root(source, "customer", "acme", tmp_path, options=ExportOptions(now=NOW, xdrs="none"))
-    assert plan_clean(source, entities=[("customer", "acme")]).kept != []
+    # a default export (the current period's usage): acme's October xDRs never travelled and hold
+    # its accounts, until the flag says to take them, or the target has the root
+    acme = export_root(source, "customer", "acme", tmp_path, options=ExportOptions(now=NOW))
+    assert acme.manifest.tables["xdrs"].rows == 3
+    held = plan_clean(source, entities=[("customer", "acme")])
+    assert held.rows == 0  # the accounts stay, and with them the usage that travelled
+    assert any("outside the exported usage window" in k.reason for k in held.kept)
     plan = plan_clean(source, bundles=[acme.bundle_id], all_usage=True)
     assert all(r1.table(k.table).is_shared for k in plan.kept)
     assert plan.tables["xdrs"] == 5 and plan.closes == [acme.bundle_id]
+    load_bundle(target, acme.path)
+    plan = plan_clean(source, entities=[("customer", "acme")], target=target)
+    assert all(r1.table(k.table).is_shared for k in plan.kept)
+    assert plan.tables["xdrs"] == 5 and plan.closes == [acme.bundle_id]
+    run_clean(source, plan)
+    after = snapshot(source, "r1")
+    owned = {(t, pk) for t, pk in bundle_rows(acme) if r1.table(t).scope == "owned"}
+    assert owned and all(pk not in after[t] for t, pk in owned)
+    with source.connect() as conn:  # the older xDRs too: nothing of acme's accounts is left
+        assert conn.execute(sa.text("SELECT count(*) FROM xdrs WHERE i_account IN (1, 2)")).scalar() == 0
+    assert dangling(source, r1) == []
 
 
 def open_rows(engine: sa.Engine) -> list[tuple[str, str, str, str]]:
