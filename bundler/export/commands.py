@@ -115,6 +115,7 @@ def export_command(
       bundler export --source postgresql://billing@db/porta --customer acme --usage-only --out bundles/
       bundler export --source sqlite:///library.db --spec library.json --root member=C-17 --out bundles/
       bundler export --source sqlite:///s.db --customer acme --sign-with keys/site-a.key --encrypt-to keys/site-b.age.pub --out s3://moves/
+      bundler export --source sqlite:///s.db --customer acme --encrypt-columns-to keys/site-b.age.pub --out audit/
     """
     from bundler.db import connect
     from bundler.errors import UsageError

@@ -52,7 +52,7 @@ class RowGroup:
 
 class _Reader:
     def __init__(self, data: bytes, container_limit: int) -> None:
-        self.data = memoryview(data)
+        self.data = data
         self.pos = 0
         self.container_limit = container_limit
 
@@ -64,15 +64,20 @@ class _Reader:
         return b
 
     def varint(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise FooterError("a number of more than 64 bits")
+        data, pos, result, shift = self.data, self.pos, 0, 0
+        try:
+            while True:
+                b = data[pos]
+                pos += 1
+                result |= (b & 0x7F) << shift
+                if not b & 0x80:
+                    self.pos = pos
+                    return result
+                shift += 7
+                if shift > 63:
+                    raise FooterError("a number of more than 64 bits")
+        except IndexError:
+            raise FooterError("the footer ends in the middle of a value") from None
 
     def zigzag(self) -> int:
         n = self.varint()
@@ -82,7 +87,7 @@ class _Reader:
         n = self.varint()
         if n > len(self.data) - self.pos:
             raise FooterError(f"a string of {n} bytes, longer than the footer")
-        out = bytes(self.data[self.pos : self.pos + n])
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -128,8 +133,15 @@ class _Reader:
             self.pos += 8
             if self.pos > len(self.data):
                 raise FooterError("the footer ends in the middle of a value")
-        elif kind in (BYTE, I16, I32, I64, BINARY):
-            self.value(kind)
+        elif kind in (I16, I32, I64):
+            self.varint()
+        elif kind == BINARY:
+            n = self.varint()
+            if n > len(self.data) - self.pos:
+                raise FooterError(f"a string of {n} bytes, longer than the footer")
+            self.pos += n
+        elif kind == BYTE:
+            self.byte()
         elif kind in (LIST, SET):
             size, inner = self.list_header()
             for _ in range(size):

@@ -266,3 +266,46 @@ def test_altered_encrypted_bytes_are_refused(new_db: Any, tmp_path: Path, keys: 
         assert "payment_methods.parquet" in result.stderr, (case, at, result.output)
         assert counts(target) == before
     assert runner.invoke(main, [*load, str(acme)]).exit_code == 0  # the untouched bundle loads
+
+
+def test_the_footer_read_by_hand_says_what_pyarrow_says(tmp_path: Path) -> None:
+    from bundler.secure.footer import FooterError, footer_bytes, row_groups
+
+    n = 5000
+    table = pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "name": pa.array([f"név {i % 97}" if i % 5 else None for i in range(n)]),
+            "amount": pa.array([i / 7 for i in range(n)], pa.float64()),
+            "flag": pa.array([i % 3 == 0 for i in range(n)]),
+            "day": pa.array([i % 365 for i in range(n)], pa.date32()),
+        }
+    )
+    file = tmp_path / "t.parquet"
+    pq.write_table(table, file, row_group_size=1200, compression="zstd", write_statistics=True)
+    meta = pq.read_metadata(file)
+    with open(file, "rb") as fh:
+        data = footer_bytes(fh, file.stat().st_size)
+    groups = list(row_groups(data, 1000))
+    assert len(groups) == meta.num_row_groups == 5
+    for i, rg in enumerate(groups):
+        want = meta.row_group(i)
+        assert (rg.num_rows, rg.total_byte_size, rg.num_columns) == (
+            want.num_rows,
+            want.total_byte_size,
+            want.num_columns,
+        )
+        for c, chunk in enumerate(rg.columns):
+            col = want.column(c)
+            assert (chunk.path_in_schema, chunk.total_uncompressed_size, chunk.total_compressed_size) == (
+                col.path_in_schema,
+                col.total_uncompressed_size,
+                col.total_compressed_size,
+            )
+            assert not chunk.encrypted
+    for bad, why in (
+        (data[: len(data) // 2], "ends in the middle"),
+        (b"\x19\xfc\xff\xff\xff\x0f", "a list of"),
+    ):
+        with pytest.raises(FooterError, match=why):
+            list(row_groups(bad, 1000))
