@@ -90,6 +90,11 @@ class ValueRefused(BundlerError):
             self.column is not None and masking() and self.column in sensitive_columns(self.table, self.graph)
         )
 
+    def cause(self, exc: BaseException) -> BaseException | None:
+        """What to raise this refusal from: ``exc``, but nothing when the value is masked (the
+        driver's error, which ``--debug`` prints, quotes the value)."""
+        return None if self.hidden else exc
+
     @property
     def nul(self) -> bool:
         """Whether the refusal is of a NUL character (PostgreSQL cannot store one in text)."""

@@ -150,7 +150,8 @@ def _insert(
     try:
         insert_arrow(state.conn, target, batch)
     except ValueRefused as exc:
-        raise _refused(state, spec, exc, source_pks) from exc
+        refused = _refused(state, spec, exc, source_pks)
+        raise refused from refused.cause(exc)
     except sa.exc.IntegrityError as exc:
         if spec.scope == "shared":  # most likely a concurrent load created it first
             raise Contended(f"{spec.name}: {first_line(exc.orig)}") from exc

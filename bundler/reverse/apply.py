@@ -240,13 +240,14 @@ class Apply:
         except ValueRefused as exc:
             known = exc.row is not None and 0 <= exc.row < batch.num_rows
             row = describe({c: v[exc.row].as_py() for c, v in bundle_keys.items()}) if known else "?"
-            raise exc.named(
+            refused = exc.named(
                 f"reverse bundle {self.bundle.bundle_id}: table {spec.name}, row {row} (key in the bundle)",
                 None
                 if exc.nul
                 else "nothing was written; widen the source's column to hold the value, then load the "
                 "reverse bundle again",
-            ) from exc
+            )
+            raise refused from refused.cause(exc)
         if bundle_pks is not None:
             self._ledger(spec.name, bundle_pks, pc.cast(batch.column(spec.pk[0]), pa.string()))
         for column, values in followed.items():  # its usage children follow the new ids

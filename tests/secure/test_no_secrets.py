@@ -3,10 +3,11 @@
 Secrets are seeded in the four columns the graph declares ``sensitive`` (an account's H.323
 password, a card's number and holder, a SIM card's PIN); then every path that shows rows or
 talks about them runs without ``--show-sensitive``: export, ``inspect`` (summary, verify,
-query in each format, diff), load (its result, progress and log), migrate (its run report,
-HTML and JSON, and its log), a decisions template and the ``--interactive`` questions, and
-the message of a load refused over a value. Not one seeded secret may appear. With
-``--show-sensitive`` they show again, where the command has the key to read them.
+query in each format, diff), load (its plan, dry run, result and progress), migrate (its run
+report, HTML and JSON, and its log), a decisions template and the ``--interactive``
+questions, and the message of a load refused over a value (its --debug traceback too). Not
+one seeded secret may appear. With ``--show-sensitive`` they show again, where the command
+has the key to read them.
 """
 
 from __future__ import annotations
@@ -102,7 +103,10 @@ def test_no_output_shows_a_secret(new_db: Any, tmp_path: Path) -> None:
     ):
         run("inspect", *args)
     fixture.build_target(target_url, "r2").dispose()
-    run("load", "--target", target_url, str(vendor), str(acme), "-v")
+    run("load", "--target", target_url, str(vendor), "-v")
+    run("load", "--target", target_url, str(acme), "--plan")
+    run("load", "--target", target_url, str(acme), "--dry-run", "--json")
+    run("load", "--target", target_url, str(acme), "-v")
     run("load", "--target", target_url, str(acme), "--json")  # already loaded
 
     migrated_to = new_db("sqlite")
@@ -189,8 +193,8 @@ def test_a_refused_value_is_named_without_showing_it(dialect: str, new_db: Any, 
     if dialect == "sqlite":  # SQLite stores it: nothing refused, nothing shown
         _clean(runner.invoke(main, ["load", "--target", target_url, str(acme), "-v"]), ["load"])
         return
-    for extra in ([], ["--json"]):
-        refused = runner.invoke(main, ["load", "--target", target_url, str(acme), *extra])
+    for before, after in (([], []), ([], ["--json"]), (["--debug"], [])):  # --debug: the traceback too
+        refused = runner.invoke(main, [*before, "load", "--target", target_url, str(acme), *after])
         said = refused.stdout + refused.stderr
         assert refused.exit_code == 1, said
         assert "table sim_cards, row i_sim_card=1 (source key): column pin = '********'" in said, said
