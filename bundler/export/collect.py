@@ -22,6 +22,7 @@ from bundler.export.snapshot import Snapshot
 from bundler.export.usage import (
     Late,
     high_water,
+    left_keys,
     outside_exists,
     owner_windows,
     usage_clause,
@@ -206,6 +207,11 @@ def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) ->
         for ref in wanted:
             refs.reference(ref.table, ref.target_column, collect[ref.column])
     refs.run()
+    if run.marking and plan.window.mode != "none":  # what the root leaves in the source: not late
+        for spec in graph.tables_in_order((Scope.USAGE,)):
+            hw, by_owner = plan.high_water.get(spec.name), owned.usage_owners.get(spec.name)
+            if hw is not None and by_owner and graph.usage_parent(spec) is None:
+                plan.left[spec.name] = left_keys(owned.connection, spec, by_owner, hw, plan.keys[spec.name])
     if plan.rows or plan.late is not None or plan.window.mode not in ("current", "since"):
         return
     if any(

@@ -12,7 +12,11 @@ before the export is recorded done. A usage bundle of an Exported root
 (``--usage-only``) then carries the root's rows that are in its window or arrived after the
 root was exported (a key above the marking export's high-water, whatever its timestamp),
 minus every key the root's exports since the marking one carried: each row once. Keys are
-compared, not times, since late usage may carry old timestamps. The manifest names the
+compared, not times, since late usage may carry old timestamps. A row whose key is below the
+high-water but that committed after the snapshot (its key was taken before, its transaction
+ended after) is late too: the marking export also records the keys of the root's usage it
+*left* in the source (in its snapshot, at or below the high-water, not carried: older
+periods), and a usage export carries every row of the root that is neither carried nor left. The manifest names the
 high-water (``usage.late_after``): the load applies the charge of each row above it to the
 balances the graph declares, as those rows were not in the balances the root left with.
 """
@@ -55,6 +59,9 @@ usage_keys_table = sa.Table(
     sa.Column("high_water", sa.String(255)),
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("keys", BLOB, nullable=False),
+    #: the marking export: the keys of the root's rows in its snapshot that it did not carry
+    #: (None: not recorded, by an export of mode none or an older bundler)
+    sa.Column("left_keys", BLOB),
 )
 
 
@@ -64,8 +71,15 @@ class NothingNew(BundlerError):
     exit_code = ExitCode.OK
 
 
+_upgraded: set[str] = set()
+
+
 def ensure_tables(connection: sa.Connection) -> None:
     tracking.create_tables(connection, metadata)
+    url = connection.engine.url.render_as_string(hide_password=True)
+    if url not in _upgraded:  # a table of an older bundler gets the columns it lacks
+        tracking.add_missing_columns(connection, metadata)
+        _upgraded.add(url)
 
 
 @dataclass
@@ -76,6 +90,8 @@ class Late:
     base: str
     high_water: dict[str, Any] = field(default_factory=dict)
     carried: dict[str, pa.Array] = field(default_factory=dict)
+    #: per usage table, the keys the base export left in the source (older usage, not late)
+    left: dict[str, pa.Array] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,13 +104,28 @@ class UsagePlan:
     #: per usage table: the keys written into the bundle (filled while streaming)
     keys: dict[str, list[pa.Array]] = field(default_factory=lambda: defaultdict(list))
     high_water: dict[str, Any] = field(default_factory=dict)
+    #: a marking export: per usage table, the keys of the root's rows it left in the source
+    left: dict[str, pa.Array] = field(default_factory=dict)
     rows: int = 0
     warning: str | None = None
 
     def manifest_late_after(self) -> dict[str, Any] | None:
+        """Per usage table, the key above which the bundle's rows are late: the marking
+        export's high-water; where it recorded what it left, every row of the bundle is late
+        (none existed in its snapshot), so below the lowest key carried when that is lower."""
+        import pyarrow.compute as pc
+
         if self.late is None:
             return None
-        return {t: key_value(v) for t, v in self.late.high_water.items() if v is not None}
+        out = {}
+        for table, value in self.late.high_water.items():
+            if value is None:
+                continue
+            carried = [k for k in self.keys.get(table, []) if len(k)]
+            if table in self.late.left and carried:
+                value = min(value, min(int(pc.min(k).as_py()) for k in carried) - 1)
+            out[table] = key_value(value)
+        return out
 
 
 # -- windows -----------------------------------------------------------------------------------
@@ -228,6 +259,8 @@ def usage_clause(
         in_window = sa.and_(owned, *bounds) if bounds else owned
     late = plan.late.high_water.get(spec.name) if plan.late is not None else None
     if late is not None:
+        if plan.late is not None and spec.name in plan.late.left:
+            return owned  # neither carried nor left (taken out as it streams): late, whatever its key
         pk = t.c[spec.pk[0]]
         return sa.or_(in_window, sa.and_(owned, pk > late))
     return in_window
@@ -239,6 +272,29 @@ def high_water(connection: sa.Connection, spec: TableSpec) -> Any:
         return None
     t = table_clause(spec)
     return connection.execute(sa.select(sa.func.max(t.c[spec.pk[0]]))).scalar() or 0
+
+
+def left_keys(
+    connection: sa.Connection,
+    spec: TableSpec,
+    owners: dict[Reference, set[Any]],
+    hw: Any,
+    carried: list[pa.Array],
+) -> pa.Array:
+    """The keys of the owners' rows at or below the high-water ``hw`` that the export did not
+    carry (read in its snapshot): what it left in the source."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = table_clause(spec)
+    pk = t.c[spec.pk[0]]
+    owned = sa.or_(*(_in(t.c[ref.column], values) for ref, values in owners.items()))
+    pk_type = spec.arrow_schema().field(spec.pk[0]).type
+    keys = pa.array(connection.execute(sa.select(pk).where(owned, pk <= hw)).scalars().all(), pk_type)
+    if carried:
+        done = pa.concat_arrays([k.cast(pk_type) for k in carried])
+        keys = keys.filter(pc.invert(pc.is_in(keys, value_set=done)))
+    return keys
 
 
 def outside_exists(connection: sa.Connection, spec: TableSpec, owners: dict[Reference, set[Any]]) -> bool:
@@ -287,6 +343,7 @@ def record_usage(connection: sa.Connection, bundle_id: str, graph: Graph, plan: 
         hw = plan.high_water.get(spec.name)
         if not keys and hw is None:
             continue
+        left = plan.left.get(spec.name)
         rows.append(
             {
                 "bundle_id": bundle_id,
@@ -294,6 +351,7 @@ def record_usage(connection: sa.Connection, bundle_id: str, graph: Graph, plan: 
                 "high_water": None if hw is None else str(hw),
                 "rows": sum(len(k) for k in keys),
                 "keys": _encode(keys),
+                "left_keys": None if left is None else _encode([left]),
             }
         )
     if rows:
@@ -310,7 +368,9 @@ def read_late(connection: sa.Connection, graph: Graph, root: Root, base: str) ->
         sa.select(exports.c.started_at).where(exports.c.bundle_id == base)
     ).scalar_one()
     found = connection.execute(
-        sa.select(usage.c.bundle_id, usage.c.table_name, usage.c.high_water, usage.c["keys"])
+        sa.select(
+            usage.c.bundle_id, usage.c.table_name, usage.c.high_water, usage.c["keys"], usage.c.left_keys
+        )
         .join(exports, exports.c.bundle_id == usage.c.bundle_id)
         .where(exports.c.root_table == root.spec.name, exports.c.root_pk == str(root.pk))
         .where(exports.c.status == "done", exports.c.started_at >= started)
@@ -323,12 +383,14 @@ def read_late(connection: sa.Connection, graph: Graph, root: Root, base: str) ->
     ).all()
     late = Late(base)
     carried: dict[str, list[pa.Array]] = defaultdict(list)
-    for bundle_id, table, hw, blob in found:
+    for bundle_id, table, hw, blob, left in found:
         if table not in graph.tables:
             continue
         spec = graph.table(table)
         if bundle_id == base and hw is not None:
             late.high_water[table] = spec.from_text(spec.pk[0], hw)
+            if left is not None:
+                late.left[table] = _decode(left)
         carried[table].append(_decode(blob))
     for table, arrays in carried.items():
         late.carried[table] = pa.concat_arrays(arrays) if len(arrays) > 1 else arrays[0]
@@ -362,11 +424,16 @@ def has_pending(connection: sa.Connection, graph: Graph, root: Root, plan: Usage
 
 
 def without_carried(batch: pa.RecordBatch, spec: TableSpec, late: Late | None) -> pa.RecordBatch:
-    """The batch without the rows an earlier export of the root carried."""
+    """The batch without the rows an earlier export of the root carried, or that its marking
+    export left in the source."""
     import pyarrow.compute as pc
 
-    if late is None or spec.name not in late.carried or len(late.carried[spec.name]) == 0:
+    if late is None:
         return batch
     column = batch.column(spec.pk[0])
-    carried = late.carried[spec.name].cast(column.type)
-    return batch.filter(pc.invert(pc.is_in(column, value_set=carried)))
+    for known in (late.carried.get(spec.name), late.left.get(spec.name)):
+        if known is not None and len(known):
+            batch = batch.filter(
+                pc.invert(pc.is_in(batch.column(spec.pk[0]), value_set=known.cast(column.type)))
+            )
+    return batch

@@ -264,3 +264,28 @@ def test_since_starts_at_midnight_in_each_customers_zone(dialect: str, new_db: A
         "sub-reseller-r2": (None, "2026-11-01 00:00:00", None),
         "retail-under-r2": ("America/New_York", "2026-11-01 04:00:00", None),
     }
+
+
+def test_a_row_committed_after_the_snapshot_below_the_high_water(
+    dialect: str, new_db: Any, tmp_path: Path
+) -> None:
+    """A late row whose key was taken before the customer's export but whose transaction
+    committed after it (its key below the export's high-water, its time in a closed period)
+    is carried by the next pass, once; the older usage the export left in the source stays."""
+    source_url, target_url = new_db(dialect), new_db(dialect)
+    source = fixture.build(source_url)
+    target = fixture.build_target(target_url, "r2")
+    options = ExportOptions(now=NOW)
+    _late(source, 50, 3, datetime(2026, 11, 15, 9, 0), "0.3")  # bravo's: the high-water is 50
+    load_bundle(target, export_root(source, "vendor", "Carrier Ä", tmp_path, options=options).path)
+    load_bundle(target, export_root(source, "customer", "acme", tmp_path, options=options).path)
+    _late(source, 40, 1, datetime(2026, 10, 10, 9, 0), "0.4")  # acme's, committed after the export
+    pass_options = CatchUpOptions(tmp_path / "usage", now=NOW)
+    first = catch_up(source, target, pass_options)
+    assert first.summary()["rows"] == 1
+    with target.connect() as conn:
+        calls = set(conn.execute(sa.text("SELECT call_id FROM xdrs")).scalars())
+    # acme's current period (1-3) and the late row; its October usage (4, 5) stays in the source
+    assert calls == {"call-1", "call-2", "call-3", "late-40"}
+    assert _target_state(target)[1:] == (D("12.34567") + D("0.4"), D("3.14159") - D("0.4"), D("0.00000"))
+    assert catch_up(source, target, pass_options).summary()["bundles"] == 0
