@@ -57,6 +57,12 @@ def _parse(argv: list[str]) -> tuple[list[str], c.Settings]:
         type=float,
         help="seconds each lineup throughput run may take before it is stopped; 0 = run to the end (default 100)",
     )
+    parser.add_argument(
+        "--load-pairs",
+        type=int,
+        help="load benchmark: pairs of a bundler load and PostgreSQL's COPY of the same xDRs, each pair in a "
+        "fresh target; the median ratio is reported (default 3; 1 with --quick)",
+    )
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB export baseline")
     parser.add_argument(
         "--clean-budget",
@@ -83,12 +89,17 @@ def _parse(argv: list[str]) -> tuple[list[str], c.Settings]:
         s.typical_customers = 3
         s.inspect_runs = 1
         s.export_runs = 1
+        s.load_pairs = 1
     if args.xdrs is not None:
         if args.xdrs < 1_000:
             parser.error("--xdrs must be at least 1000")
         s.xdrs = args.xdrs
     if args.lineup_customers is not None:
         s.lineup_customers = args.lineup_customers
+    if args.load_pairs is not None:
+        if args.load_pairs < 1:
+            parser.error("--load-pairs must be at least 1")
+        s.load_pairs = args.load_pairs
     if args.lineup_budget is not None:
         s.lineup_budget = args.lineup_budget
     s.duckdb = not args.no_duckdb
@@ -171,6 +182,7 @@ def _meta(chosen: list[str], s: c.Settings, argv: list[str]) -> dict[str, Any]:
             "typical_xdrs_per_account": s.typical_xdrs_per_account,
             "inspect_runs": s.inspect_runs,
             "export_runs": s.export_runs,
+            "load_pairs": s.load_pairs,
             "clean_budget_s": s.clean_budget,
             "stale_statistics": s.stale_statistics,
         },

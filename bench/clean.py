@@ -6,7 +6,8 @@ tables it filled after its commit, and says how long that took). Then, on that t
 
 - ``reverse export`` of the customer (timed): its usage sorted by the ledger, written as a
   reverse bundle;
-- ``clean --side target --customer`` (timed: the plan and the run, as the CLI does them).
+- ``clean --side target --customer --yes`` (timed: planned once and carried out in one
+  transaction, as the CLI does it with ``--yes``; :func:`bundler.clean.clean_now`).
 
 The goal: a clean takes at most 2x its load. ``--stale-statistics`` measures the same
 without any refresh of the statistics (neither after the load nor before the clean), to
@@ -117,7 +118,7 @@ def _reverse_export(url: str, customer: Any, out: Path, stale: bool, budget: flo
 
 
 def _one(ctx: c.Context, dialect: str, fixture: c.Fixture, stale: bool) -> dict[str, Any]:
-    from bundler.clean import plan_clean, run_clean
+    from bundler.clean import clean_now
     from bundler.db import connect
     from bundler.load import load_bundle
 
@@ -133,8 +134,7 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture, stale: bool) -> dict[
         try:
             c.prepare_target(engine)
             c.analyze(engine)
-            for vendor in fixture.vendors:
-                load_bundle(engine, vendor, decisions=c.DECISIONS)
+            fixture.load_vendors(engine)
             started = time.perf_counter()
             loaded = load_bundle(engine, fixture.customer, decisions=c.DECISIONS)
             load_s = time.perf_counter() - started
@@ -152,8 +152,7 @@ def _one(ctx: c.Context, dialect: str, fixture: c.Fixture, stale: bool) -> dict[
             result["reverse_export_seconds"] = None if reverse_s is None else round(reverse_s, 3)
 
             def clean() -> None:
-                plan = plan_clean(engine, entities=[("customer", str(customer))], side="target")
-                run_clean(engine, plan)
+                clean_now(engine, entities=[("customer", str(customer))], side="target")
 
             clean_s = _timed("clean", budget, clean, engine)
             result["clean_seconds"] = None if clean_s is None else round(clean_s, 3)

@@ -59,6 +59,8 @@ class Settings:
     typical_xdrs_per_account: int = 100
     inspect_runs: int = 3
     export_runs: int = 2
+    #: load benchmark: pairs of a bundler load and PostgreSQL's COPY of the same xDRs
+    load_pairs: int = 3
     duckdb: bool = True
     #: clean benchmark: seconds a reverse export or a clean may take before it is stopped (0: no limit)
     clean_budget: float = 600.0
@@ -190,6 +192,28 @@ def open_customers(engine: Any) -> list[int]:
         )
 
 
+def counterpart_ids(engine: Any) -> list[int]:
+    """The customers that vendors also are (bilateral traffic exchange): a target must have
+    them before their vendors are loaded."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT DISTINCT i_customer FROM vendors WHERE i_customer IS NOT NULL ORDER BY i_customer"
+                )
+            ).scalars()
+        )
+
+
+def big_customer(engine: Any) -> int:
+    """The one open customer of a :func:`seed_big_customer` source that is no vendor's counterpart."""
+    counterparts = set(counterpart_ids(engine))
+    (customer,) = [i for i in open_customers(engine) if i not in counterparts]
+    return customer
+
+
 def vendor_ids(engine: Any) -> list[int]:
     import sqlalchemy as sa
 
@@ -202,12 +226,22 @@ def vendor_ids(engine: Any) -> list[int]:
 
 @dataclass
 class Fixture:
-    """The big customer's bundle and the vendor bundles of the same source."""
+    """The big customer's bundle and the vendor bundles of the same source, with the
+    bundles of the vendors' customer counterparts (loaded before the vendors)."""
 
     customer: Path
+    #: the counterparts' bundles, then the vendors' (:meth:`Context.export_vendors`)
     vendors: list[Path]
     source_dialect: str
     xdrs: int
+
+    def load_vendors(self, engine: Any) -> None:
+        """Load the vendors into a target (:func:`prepare_target`), their customer
+        counterparts first, as an operator does (a vendor refers to its counterpart)."""
+        from bundler.load import load_bundle
+
+        for bundle in self.vendors:
+            load_bundle(engine, bundle, decisions=DECISIONS)
 
 
 class Context:
@@ -218,12 +252,16 @@ class Context:
         self.fixture: Fixture | None = None
 
     def export_vendors(self, engine: Any, dialect: str) -> list[Path]:
+        """The bundles to load before the big customer, in order: the vendors' customer
+        counterparts, then the vendors."""
         from bundler.export import ExportOptions, export_root
 
         out = self.settings.workdir / "fixture"
+        roots = [("customer", i) for i in counterpart_ids(engine)] + [
+            ("vendor", v) for v in vendor_ids(engine)
+        ]
         return [
-            export_root(engine, "vendor", v, out, options=ExportOptions(mark=False)).path
-            for v in vendor_ids(engine)
+            export_root(engine, kind, key, out, options=ExportOptions(mark=False)).path for kind, key in roots
         ]
 
     def customer_fixture(self) -> Fixture:
@@ -241,7 +279,7 @@ class Context:
             try:
                 seed_big_customer(engine, xdrs)
                 vendors = self.export_vendors(engine, "sqlite")
-                (customer,) = open_customers(engine)
+                customer = big_customer(engine)
                 bundle = export_root(
                     engine,
                     "customer",

@@ -158,7 +158,7 @@ def _big(ctx: c.Context, dialect: str, duck: Path | None, duck_why: str) -> dict
             started = time.perf_counter()
             counts = c.seed_big_customer(engine, s.xdrs)
             seeded = time.perf_counter() - started
-            (customer,) = c.open_customers(engine)
+            customer = c.big_customer(engine)
             accounts = _accounts(engine, customer)
             runs = [_export(url, out / f"run{i + 1}", customer) for i in range(s.export_runs)]
             child = min(runs, key=lambda r: r["seconds"])
@@ -245,7 +245,7 @@ def _small(ctx: c.Context, dialect: str) -> dict[str, Any]:
         engine = connect(url)
         try:
             c.seed_big_customer(engine, s.small_xdrs)
-            (customer,) = c.open_customers(engine)
+            customer = c.big_customer(engine)
         finally:
             engine.dispose()
         child = _export(url, out, customer)

@@ -33,7 +33,7 @@ def _ratio(r: Any, goal: float) -> str:
 def _downtime(d: Any) -> str:
     if not isinstance(d, dict) or d.get("p50") is None:
         return ""
-    return f"{d['p50']:.1f}/{d['p95']:.1f}/{d['max']:.1f} s"
+    return f"{d['p50']:.2f}/{d['p95']:.2f}/{d['max']:.2f} s"
 
 
 def _lineup(run: Any) -> str:
@@ -84,7 +84,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, list[str], str]]:
     add("load: xDR rows/s", lambda d: _rate(_get(ld, d, "xdr_rows_per_s")))
     add("COPY FROM: seconds", lambda d: _s(_get(ld, d, "copy", "seconds")))
     add("COPY FROM: rows/s", lambda d: _rate(_get(ld, d, "copy", "rows_per_s")))
-    add("load / COPY", lambda d: _ratio(_get(ld, d, "copy", "ratio"), 1.3), "≤ 1.3x")
+    add("load / COPY (median of pairs)", lambda d: _ratio(_get(ld, d, "copy", "ratio"), 1.3), "≤ 1.3x")
+    add("load / COPY by CPU s (server+client)", lambda d: _ratio(_get(ld, d, "copy", "cpu_ratio"), 1.3))
+    add("load / COPY by server CPU s", lambda d: _ratio(_get(ld, d, "copy", "server_cpu_ratio"), 1.3))
 
     cl = results.get("clean", {})
     add("clean bench: load seconds", lambda d: _s(_get(cl, d, "load_seconds")))
@@ -97,6 +99,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, list[str], str]]:
     add(
         "lineup typical: downtime p50/p95/max",
         lambda d: _downtime(_get(lu, d, "typical", "customer_downtime_s")),
+        "p95 ≤ 0.5 s",
+    )
+    add(
+        "two-phase typical: 1st phase downtime",
+        lambda d: _downtime(_get(lu, d, "two_phase", "customer_downtime_s")),
+        "p95 ≤ 0.15 s",
+    )
+    add(
+        "two-phase typical: 2nd phase per customer",
+        lambda d: _s(_get(lu, d, "two_phase", "usage_phase", "seconds_per_customer")),
     )
     for w in (1, 2):
         add(f"lineup {w} worker(s): throughput", lambda d, w=w: _lineup(_get(lu, d, f"workers_{w}")))
@@ -104,7 +116,30 @@ def rows(results: dict[str, Any]) -> list[tuple[str, list[str], str]]:
             f"lineup {w} worker(s): customer downtime p50/p95/max",
             lambda d, w=w: _downtime(_get(lu, d, f"workers_{w}", "customer_downtime_s")),
         )
+    add("lineup 1 worker: per root, last / first", lambda d: _drift(_get(lu, d, "workers_1")), "≤ 1.1x")
+    add(
+        "small customer bundle: rows",
+        lambda d: _bundle(_get(lu, d, "workers_1", "customer_bundle")),
+        "< 300 rows",
+    )
     return out
+
+
+def _drift(run: Any) -> str:
+    if not isinstance(run, dict) or run.get("per_root_ratio") is None:
+        return ""
+    w = run["per_root_window"]
+    return f"{_ratio(run['per_root_ratio'], 1.1)} ({w} vs {w})"
+
+
+def _bundle(b: Any) -> str:
+    """A customer bundle's rows: own + xDRs + shared carried (+ references named)."""
+    if not isinstance(b, dict):
+        return ""
+    return (
+        f"{b['rows']} {'ok' if b['rows'] < 300 else 'MISS'} "
+        f"({b['own_rows']}+{b['usage_rows']} xDRs+{b['shared_rows']} shared; {b['references']} refs)"
+    )
 
 
 def summary(results: dict[str, Any]) -> str:

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from bundler.secure.columns import ColumnDecryption, ColumnEncryption
+
 BUNDLE_SUFFIX = ".bundle"
 PACKED_SUFFIX = ".bundle.tar.zst"
 ROW_GROUP_ROWS = 131_072
@@ -104,9 +106,18 @@ class TableFile:
     falls back to plain).
     """
 
-    def __init__(self, path: Path, schema: pa.Schema, sink: _BackgroundWriter | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        sink: _BackgroundWriter | None = None,
+        encryption: ColumnEncryption | None = None,
+        encrypted: tuple[str, ...] = (),
+    ) -> None:
         self.path = path
         self.schema = schema
+        self.encrypted = encrypted if encryption is not None else ()
+        self._encryption = encryption
         self.rows = 0
         self.sha256: str | None = None  # of the finished file
         self._done = False
@@ -138,6 +149,11 @@ class TableFile:
                 write_statistics=True,
                 store_decimal_as_integer=True,
                 use_dictionary=_dictionary_columns(batch),
+                encryption_properties=(
+                    self._encryption.properties(self.encrypted)
+                    if self._encryption and self.encrypted
+                    else None
+                ),
             )
         self._writer.write(batch, row_group_size=ROW_GROUP_ROWS)
 
@@ -251,11 +267,18 @@ class BundleWriter:
         (self.tmp_path / TABLES_DIR).mkdir(parents=True)
         self._files: dict[str, tuple[TableFile, str]] = {}
         self._sink: _BackgroundWriter | None = _BackgroundWriter()
+        self._encryption = _column_encryption()
 
-    def table(self, name: str, schema: pa.Schema, scope: str) -> TableFile:
+    def table(self, name: str, schema: pa.Schema, scope: str, sensitive: tuple[str, ...] = ()) -> TableFile:
+        """The file of table ``name``; its ``sensitive`` columns (and those the shipped graphs
+        declare) are encrypted when the command was given recipients (:mod:`bundler.secure.columns`)."""
+        from bundler.secure.mask import sensitive_columns
+
         if name not in self._files:
             path = self.tmp_path / TABLES_DIR / f"{name}.parquet"
-            self._files[name] = (TableFile(path, schema, self._sink), scope)
+            hidden = set(sensitive) | sensitive_columns(name)
+            encrypted = tuple(f.name for f in schema if f.name in hidden)
+            self._files[name] = (TableFile(path, schema, self._sink, self._encryption, encrypted), scope)
         return self._files[name][0]
 
     def _stop_sink(self) -> None:
@@ -283,6 +306,7 @@ class BundleWriter:
                 bytes=tf.path.stat().st_size,
                 sha256=tf.sha256 or sha256_file(tf.path),
                 columns={f.name: str(f.type) for f in tf.schema},
+                encrypted=tf.encrypted,
             )
         manifest = draft.complete(self.bundle_id, tables)
         text = manifest.to_json()
@@ -307,6 +331,18 @@ class BundleWriter:
         shutil.rmtree(self.tmp_path, ignore_errors=True)
 
 
+def _column_encryption() -> ColumnEncryption | None:
+    """The column encryption of the bundles this command writes (None: their columns travel plain)."""
+    from bundler.secure import current
+
+    to = current().columns_to
+    if not to:
+        return None
+    from bundler.secure.columns import ColumnEncryption
+
+    return ColumnEncryption(to)
+
+
 def _sign(folder: Path, manifest: bytes) -> None:
     """Write ``manifest.sig`` beside the manifest when a signing key is configured."""
     from bundler.secure import current
@@ -325,6 +361,7 @@ class Bundle:
     source: Path
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _checked: dict[str, pq.FileMetaData] = field(default_factory=dict, repr=False)
+    _encrypted: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _sha256: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -422,28 +459,119 @@ class Bundle:
             if size is None:
                 raise BundleInvalid(self.name, [f"{relpath}: missing"])
             with self.open_file(relpath) as fh:
-                self._checked[table] = limits.check_parquet(self.name, relpath, fh, size)
+                meta = limits.check_parquet(self.name, relpath, fh, size)
+                self._encrypted[table] = _encrypted_in(self.name, relpath, fh, size)
+                self._checked[table] = meta
         return self._checked[table]
 
+    # -- columns encrypted column by column (bundler.secure.columns): the file says which, and they
+    # -- are read with the --identity's keys only; without them, the other columns are
+
+    def encrypted_columns(self, table: str) -> tuple[str, ...]:
+        """The columns of the table's file that are encrypted (Parquet modular encryption)."""
+        self.parquet_metadata(table)
+        return self._encrypted[table]
+
+    @cached_property
+    def column_keys(self) -> ColumnDecryption | None:
+        """What encrypted columns are decrypted with: the identities given (None: no key)."""
+        from bundler.secure import current
+
+        identities = current().identities
+        if not identities:
+            return None
+        from bundler.secure.columns import ColumnDecryption
+
+        return ColumnDecryption(self.name, identities)
+
+    def require_column_keys(self) -> None:
+        """Refuse a bundle with encrypted columns without a key that opens them (exit 2 without
+        ``--identity``, exit 4 with one the keys are not wrapped for), before anything is written."""
+        from bundler.errors import UsageError
+
+        tables = [t for t in sorted(self.tables()) if self.has_table_file(t) and self.encrypted_columns(t)]
+        if not tables:
+            return
+        if self.column_keys is None:
+            raise UsageError(
+                f"bundle {self.name} has encrypted columns ({', '.join(tables)}): loading it needs their key",
+                hint="give the age identity it was encrypted to: --identity FILE or BUNDLER_IDENTITY",
+            )
+        for table in tables:
+            self.parquet_file(table).close()  # opening it unwraps its keys and checks its footer
+
     def parquet_file(self, table: str) -> pq.ParquetFile:
-        """The table's Parquet file, its footer read; close it (it is a context manager)."""
+        """The table's Parquet file, its footer read; close it (it is a context manager). A file with
+        encrypted columns is opened with their keys when given (else its other columns only are read)."""
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(self.table_path(table), metadata=self.parquet_metadata(table))
+        meta = self.parquet_metadata(table)
+        keys = self.column_keys if self._encrypted[table] else None
+        if keys is None:
+            return pq.ParquetFile(self.table_path(table), metadata=meta)
+        try:
+            return pq.ParquetFile(self.table_path(table), decryption_properties=keys.properties())
+        except BaseException as exc:
+            raise keys.refusal(self.table_file(table), exc) from None
+
+    def _readable(self, table: str, columns: list[str] | None) -> None:
+        """Refuse to read encrypted columns without their key (pyarrow would abort the process)."""
+        from bundler.errors import UsageError
+
+        wanted = self.encrypted_columns(table) if columns is None else columns
+        hidden = [c for c in wanted if c in self.encrypted_columns(table)]
+        if hidden and self.column_keys is None:
+            raise UsageError(
+                f"bundle {self.name}: {table}.{', '.join(hidden)} encrypted: reading them needs their key",
+                hint="give the age identity the bundle was encrypted to: --identity FILE or BUNDLER_IDENTITY",
+            )
 
     def iter_batches(self, table: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        with self.parquet_file(table) as pf:
+        self._readable(table, None)
+        with self.parquet_file(table) as pf, self._decrypting(table):
             yield from pf.iter_batches(batch_size=batch_rows)
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """The whole table (or some of its columns) in memory: for small tables only."""
-        with self.parquet_file(table) as pf:
+        self._readable(table, columns)
+        with self.parquet_file(table) as pf, self._decrypting(table):
             return pf.read(columns=columns)
 
-    def duckdb_source(self, table: str) -> str:
-        """What DuckDB reads the table from, as SQL to put after FROM: ``read_parquet('…')``."""
+    @contextlib.contextmanager
+    def _decrypting(self, table: str) -> Iterator[None]:
+        """A failure to decrypt a column as it is read becomes exit 4 (the file was altered)."""
+        keys = self.column_keys if self._encrypted[table] else None
+        try:
+            yield
+        except Exception as exc:  # pyarrow's: a page that does not decrypt (altered)
+            if keys is None or isinstance(exc, BundlerError):
+                raise
+            raise keys.refusal(self.table_file(table), exc) from None
+
+    def duckdb_source(self, table: str, con: Any = None) -> str:
+        """What DuckDB reads the table from, as SQL to put after FROM: ``read_parquet('…')``.
+
+        Encrypted columns are read, with their key, through a decrypting pyarrow dataset registered
+        in ``con``; without it (or without ``con``) they show as ``(encrypted)`` and are never read."""
+        from bundler.secure.columns import shown_select
+
         self.parquet_metadata(table)
-        return "read_parquet('" + str(self.table_path(table)).replace("'", "''") + "')"
+        plain = "read_parquet('" + str(self.table_path(table)).replace("'", "''") + "')"
+        encrypted = self._encrypted[table]
+        if not encrypted:
+            return plain
+        if self.column_keys is None or con is None:
+            return shown_select(self.parquet_metadata(table).schema.names, encrypted, plain)
+        import pyarrow.dataset as ds
+
+        self.parquet_file(table).close()  # a key that does not open it is refused here, by name
+        options = ds.ParquetFragmentScanOptions(decryption_config=self.column_keys.dataset_config())
+        dataset = ds.dataset(
+            str(self.table_path(table)), format=ds.ParquetFileFormat(default_fragment_scan_options=options)
+        )
+        name = f"bundler_decrypted_{uuid.uuid4().hex[:12]}_{table}"
+        con.register(name, dataset)
+        return name
 
     def file_names(self, folder: str = TABLES_DIR) -> list[str]:
         """The names of the entries of one of the bundle's folders (``""``: the bundle folder itself),
@@ -485,6 +613,16 @@ class Bundle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _encrypted_in(bundle: str, relpath: str, fh: IO[bytes], size: int) -> tuple[str, ...]:
+    """The encrypted columns that a checked Parquet file's footer declares."""
+    from bundler.secure.footer import FooterError, encrypted_columns, footer_bytes
+
+    try:
+        return encrypted_columns(footer_bytes(fh, size), limits.THRIFT_CONTAINER_LIMIT)
+    except FooterError as exc:
+        raise BundleInvalid(bundle, [f"{relpath}: unreadable Parquet metadata ({exc})"]) from None
 
 
 def open_bundle(path: str | Path) -> Bundle:

@@ -24,17 +24,30 @@ if TYPE_CHECKING:  # SQLAlchemy is imported where a database is used: `inspect` 
     from bundler.tracking import SystemInfo
 
 
-def system_graph(connection: sa.Connection, spec: str | Path | None) -> tuple[Graph, SystemInfo]:
-    """The graph to work on a source or target database with, and the database's identity."""
+def system_graph(
+    connection: sa.Connection, spec: str | Path | None, *, create: bool = True
+) -> tuple[Graph, SystemInfo]:
+    """The graph to work on a source or target database with, and the database's identity.
+
+    ``create=False`` (a plan) writes nothing: no bundler table is made, and a database not
+    registered yet is given the ``--spec`` graph's release under :data:`~bundler.tracking.UNREGISTERED`."""
     import sqlalchemy as sa
 
     from bundler import tracking
 
-    tracking.ensure_tables(connection)
+    if create:
+        tracking.ensure_tables(connection)
     if spec is not None:
         graph = load_graph(spec)
         fits_database(connection, graph)
-        if connection.execute(sa.select(tracking.system_table)).first() is None:
+        registered = sa.inspect(connection).has_table(tracking.system_table.name) and (
+            connection.execute(sa.select(tracking.system_table)).first() is not None
+        )
+        if not registered:
+            if not create:
+                return graph, tracking.SystemInfo(
+                    tracking.UNREGISTERED, graph.release, connection.dialect.name
+                )
             return graph, tracking.register_system(connection, graph.release)
         return graph, tracking.read_system(connection)
     system = tracking.read_system(connection)

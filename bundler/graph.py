@@ -279,6 +279,17 @@ class Graph:
             return list(self.roots)
         return [r.kind for r in sorted(placed, key=lambda r: (r.all, r.kind))]
 
+    def of_another_root(self, table: str, scope: str) -> bool:
+        """Whether a bundle's outside rows of ``table`` (of ``scope``) belong to another root, so
+        that a load may leave the references to them open until that root is loaded: owned
+        rows, not a root itself (a root, a reseller parent or a vendor's customer counterpart,
+        is a prerequisite, set up on the target first)."""
+        return (
+            Scope(scope) is Scope.OWNED
+            and table in self.tables
+            and table not in {r.table for r in self.roots.values()}
+        )
+
     def usage_parent(self, spec: TableSpec) -> Reference | None:
         """The owner reference of a usage row that belongs to another usage row (an invoice
         line of its invoice): such rows travel in their parent's window."""

@@ -3,6 +3,7 @@ ids taken inside a load's transaction, and what the ledger pairs with a row's ke
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
     from bundler.graph import TableSpec
 
 
+#: engine -> (table, column) -> the sequence that serves the column on PostgreSQL (None: none),
+#: asked once per engine: the target's schema does not change under a run
+_SEQUENCES: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], str | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class IdAllocator:
     """New surrogate ids from the target, per table, inside the load's transaction."""
 
@@ -26,17 +34,53 @@ class IdAllocator:
         self.connection = connection
         self.dialect = connection.dialect.name
         self._next: dict[str, int] = {}
-        self._sequence: dict[str, str | None] = {}
+        self._sequence = _SEQUENCES.setdefault(connection.engine, {})
+        self._reserved: dict[str, list[int]] = {}
+
+    def _sequences(self, wanted: Iterable[tuple[str, str]]) -> None:
+        """Find the sequences of these (table, column) pairs not known yet, in one query."""
+        unknown = [pair for pair in dict.fromkeys(wanted) if pair not in self._sequence]
+        if not unknown:
+            return
+        found = self.connection.exec_driver_sql(
+            "SELECT " + ", ".join(f"pg_get_serial_sequence('{t}', '{c}')" for t, c in unknown)
+        ).one()
+        self._sequence.update(zip(unknown, found, strict=True))
+
+    def reserve(self, wanted: dict[str, tuple[str, int]]) -> None:
+        """Take ids for several tables at once (table -> (column, how many)): one round trip
+        on PostgreSQL instead of one per table. :meth:`take` hands them out; what is not
+        used is a gap, as a rolled-back transaction leaves in a sequence."""
+        if self.dialect != "postgresql":
+            return
+        self._sequences((table, column) for table, (column, _) in wanted.items())
+        asked = [
+            (table, seq, n)
+            for table, (column, n) in wanted.items()
+            if n > 0 and (seq := self._sequence[(table, column)])
+        ]
+        if not asked:
+            return
+        parts = " UNION ALL ".join(
+            f"SELECT {i} AS k, nextval('{seq}') AS id FROM generate_series(1, {int(n)})"
+            for i, (_, seq, n) in enumerate(asked)
+        )
+        rows = self.connection.exec_driver_sql(
+            f"SELECT k, array_agg(id ORDER BY id) FROM ({parts}) v GROUP BY k"
+        ).all()
+        for k, ids in rows:
+            self._reserved[asked[k][0]] = [int(v) for v in ids]
 
     def take(self, table: str, column: str, n: int) -> Sequence[int]:
         if n == 0:
             return []
+        reserved = self._reserved.get(table)
+        if reserved is not None and len(reserved) >= n:
+            self._reserved[table] = reserved[n:]
+            return reserved[:n]
         if self.dialect == "postgresql":
-            if table not in self._sequence:
-                self._sequence[table] = self.connection.exec_driver_sql(
-                    f"SELECT pg_get_serial_sequence('{table}', '{column}')"
-                ).scalar()
-            seq = self._sequence[table]
+            self._sequences([(table, column)])
+            seq = self._sequence[(table, column)]
             if seq:
                 # one row back, not n: the range when the values came out contiguous (the usual
                 # case), the list only when another session took values in between
@@ -258,6 +302,65 @@ def write_rows(
         names=["bundle_id", "table_name", "source_pk", "target_pk", "action"],
     )
     return insert_arrow(connection, tracking.ledger_table, batch)
+
+
+class LedgerRows:
+    """Ledger rows (one per row) of one load, gathered from table after table and written
+    together: one bulk insert for a small bundle's ~15 tables instead of one per table.
+    Written when :data:`LEDGER_FLUSH_ROWS` are waiting, and by :meth:`flush`."""
+
+    def __init__(self, connection: sa.Connection, bundle_id: str) -> None:
+        self.conn = connection
+        self.bundle_id = bundle_id
+        self.rows = 0  # rows written, or waiting
+        self._waiting: list[tuple[str, pa.Array, pa.Array, str]] = []
+        self._count = 0
+
+    def add(self, table: str, source: pa.Array, target: pa.Array, action: str) -> None:
+        """Ledger rows of ``table``, keys as text: source -> target."""
+        if not len(source):
+            return
+        self._waiting.append((table, source, target, action))
+        self._count += len(source)
+        self.rows += len(source)
+        if self._count >= LEDGER_FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        from bundler.bulk import insert_arrow
+
+        if not self._waiting:
+            return
+        n = self._count
+        tables = pa.array([t for t, source, _, _ in self._waiting for _ in range(len(source))], pa.string())
+        actions = pa.array([a for _, source, _, a in self._waiting for _ in range(len(source))], pa.string())
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array([self.bundle_id] * n, pa.string()),
+                tables,
+                pa.concat_arrays([_plain(source) for _, source, _, _ in self._waiting]),
+                pa.concat_arrays([_plain(target) for _, _, target, _ in self._waiting]),
+                actions,
+            ],
+            names=["bundle_id", "table_name", "source_pk", "target_pk", "action"],
+        )
+        self._waiting, self._count = [], 0
+        insert_arrow(self.conn, tracking.ledger_table, batch)
+
+
+#: ledger rows waiting to be written at most (see :class:`LedgerRows`)
+LEDGER_FLUSH_ROWS = 65_536
+
+
+def _plain(values: pa.Array) -> pa.Array:
+    """Text keys as one plain string array (a chunked one combined)."""
+    import pyarrow as pa
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values.cast(pa.string())
 
 
 def _integers(texts: Iterable[str]) -> list[int]:

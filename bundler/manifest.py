@@ -148,6 +148,7 @@ class TableEntry:
     sha256: str
     columns: dict[str, str]
     status_restored: int | None = None
+    encrypted: tuple[str, ...] = ()  # columns encrypted column by column (bundler.secure.columns)
 
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -160,6 +161,8 @@ class TableEntry:
         }
         if self.status_restored is not None:
             doc["status_restored"] = self.status_restored
+        if self.encrypted:
+            doc["encrypted"] = list(self.encrypted)
         return doc
 
     @classmethod
@@ -172,6 +175,7 @@ class TableEntry:
             doc["sha256"],
             dict(doc["columns"]),
             doc.get("status_restored"),
+            tuple(doc.get("encrypted", ())),
         )
 
 

@@ -9,9 +9,9 @@
   decision once, with the roots that need them;
 - :func:`plan_bundles` — the same check for bundles already made (``load --plan``).
 
-Nothing is marked, loaded or written: no sidecar, no ledger, no status. (On MariaDB the
-first contact with a target that has no ``bundler_*`` tables creates them, since DDL
-commits there; on SQLite and PostgreSQL they are rolled back too.)
+Nothing is marked, loaded or written, in either database: no sidecar, no ledger, no status,
+no ``bundler_*`` table (where one is missing, the check reads an empty temporary one of its
+own connection, which is closed for good after it), no recovery of exports that died.
 """
 
 from __future__ import annotations
@@ -220,7 +220,9 @@ def check_bundle(
     decisions: str | Path | None = None,
     spec: str | Path | None = None,
 ) -> BundleCheck:
-    """Preflight and decide a bundle against the target, in a transaction rolled back."""
+    """Preflight and decide a bundle against the target, in a transaction rolled back; a
+    target without bundler's tables reads empty temporary ones (nothing is created)."""
+    from bundler import tracking
     from bundler.bundle import open_bundle
     from bundler.context import bundle_graph, system_graph
     from bundler.load.decide import _compute_keys, _TableDecision
@@ -233,8 +235,10 @@ def check_bundle(
     check = BundleCheck()
     with open_bundle(bundle_path) as bundle, target.connect() as connection:
         txn = connection.begin()
+        shadowed = False
         try:
-            graph, system = system_graph(connection, spec)
+            graph, system = system_graph(connection, spec, create=False)
+            shadowed = tracking.shadow_missing_tables(connection)
             translator = translator_for(bundle_graph(bundle.manifest.graph.release, spec), graph)
             state = LoadState(
                 connection,
@@ -262,6 +266,8 @@ def check_bundle(
             check.questions = [(q.table, describe(q.key), sorted(q.differs)) for q in questions]
         finally:
             txn.rollback()
+            if shadowed:
+                connection.invalidate()  # its temporary tables go with it, not back to the pool
     return check
 
 
@@ -279,7 +285,7 @@ def plan_bundles(
 
     plan = Plan()
     with target.connect() as connection, connection.begin() as txn:
-        graph, _ = system_graph(connection, spec)
+        graph, _ = system_graph(connection, spec, create=False)
         txn.rollback()
     brings = bringers(graph)
     loads = tracking.loads_table
@@ -326,9 +332,7 @@ def plan_migration(
     """The plan of a migration (or, without ``target``, of an export) of the selected roots."""
     from bundler.context import database_graph
     from bundler.export import ExportOptions, export_root
-    from bundler.export.export import _check_root_status
     from bundler.lineup.lineup import select_roots
-    from bundler.marking import find_root
     from bundler.progress import NullProgress
 
     progress = progress or NullProgress()
@@ -350,12 +354,14 @@ def plan_migration(
                 progress.advance("plan", 1)
                 continue
             try:
-                with source.connect() as connection:  # refused as the export would: Exported, terminated
-                    _check_root_status(
-                        connection, find_root(connection, graph, kind, pk), ExportOptions(xdrs=xdrs)
-                    )
+                _check_status(source, graph, kind, pk, xdrs)
                 exported = export_root(
-                    source, kind, pk, scratch, spec=spec, options=ExportOptions(xdrs=xdrs, mark=False)
+                    source,
+                    kind,
+                    pk,
+                    scratch,
+                    spec=spec,
+                    options=ExportOptions(xdrs=xdrs, mark=False, plan=True),
                 )
                 root.rows, root.bytes = exported.manifest.totals.rows, exported.manifest.totals.bytes
                 root.tables = exported.manifest.table_rows()
@@ -371,6 +377,24 @@ def plan_migration(
         progress.finish("plan")
     plan.settle(graph)
     return plan
+
+
+def _check_status(source: sa.Engine, graph: Graph, kind: str, pk: Any, xdrs: str) -> None:
+    """Refuse the root as its export would (Exported, terminated, claimed), writing nothing: a
+    source without bundler's tables reads empty temporary ones."""
+    from bundler import tracking
+    from bundler.export import ExportOptions
+    from bundler.export.export import _check_root_status
+    from bundler.marking import find_root
+
+    with source.connect() as connection:
+        shadowed = tracking.shadow_missing_tables(connection)
+        try:
+            _check_root_status(connection, find_root(connection, graph, kind, pk), ExportOptions(xdrs=xdrs))
+        finally:
+            connection.rollback()
+            if shadowed:
+                connection.invalidate()
 
 
 def _in_target(source: sa.Engine, target: sa.Engine) -> set[tuple[str, str]]:

@@ -251,19 +251,28 @@ def _in(column: sa.ColumnClause[Any], values: Iterable[Any]) -> sa.ColumnElement
 
 
 def natural_keys(
-    connection: sa.Connection, graph: Graph, table: str, column: str, values: Iterable[Any]
+    connection: sa.Connection,
+    graph: Graph,
+    table: str,
+    column: str,
+    values: Iterable[Any],
+    *,
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[Any, Key]:
     """The natural key of each row of ``table`` whose ``column`` is one of ``values``.
 
     Reference columns in a natural key are replaced by the referenced row's key, recursively.
+    ``rows``: those rows, read already through ``connection`` (``column`` and the natural key's
+    columns at least): not read again.
     """
     spec = graph.table(table)
-    t = table_clause(spec)
-    wanted = list(dict.fromkeys([column, *spec.natural_key]))
-    rows: list[dict[str, Any]] = []
-    for part in chunks(sorted_values(set(values))):
-        stmt = sa.select(*(t.c[c] for c in wanted)).where(t.c[column].in_(part))
-        rows.extend(dict(r._mapping) for r in connection.execute(stmt))
+    if rows is None:
+        t = table_clause(spec)
+        wanted = list(dict.fromkeys([column, *spec.natural_key]))
+        rows = []
+        for part in chunks(sorted_values(set(values))):
+            stmt = sa.select(*(t.c[c] for c in wanted)).where(t.c[column].in_(part))
+            rows.extend(dict(r._mapping) for r in connection.execute(stmt))
     nested: dict[str, dict[Any, Key]] = {}
     for col in spec.natural_key:
         ref = spec.ref_by_column.get(col)
@@ -348,17 +357,19 @@ def match_keys(
     if not keys:
         return {}
     t = table_clause(spec)
+    # the candidates with their natural keys' columns, in one query (natural_keys reads no more)
+    selected = [t.c[c] for c in dict.fromkeys([column, *spec.natural_key])]
     scalar = next((c for c in spec.natural_key if c not in spec.ref_by_column), None)
+    candidates: list[dict[str, Any]] = []
     if scalar is not None:
         firsts = db_values(spec, scalar, {k.get(scalar) for k in keys})
-        candidates: list[Any] = []
         for part in chunks(sorted_values(firsts)):
-            candidates.extend(
-                connection.execute(sa.select(t.c[column]).where(t.c[scalar].in_(part))).scalars()
-            )
+            stmt = sa.select(*selected).where(t.c[scalar].in_(part))
+            candidates.extend(dict(r._mapping) for r in connection.execute(stmt))
     else:
-        candidates = list(connection.execute(sa.select(t.c[column])).scalars())
-    target_keys = natural_keys(connection, graph, spec.name, column, candidates)
+        candidates = [dict(r._mapping) for r in connection.execute(sa.select(*selected))]
+    candidates = [r for r in candidates if r[column] is not None]
+    target_keys = natural_keys(connection, graph, spec.name, column, (), rows=candidates)
     out: dict[str, Any] = {}
     seen: dict[str, list[Any]] = defaultdict(list)
     for value, k in target_keys.items():

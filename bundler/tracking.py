@@ -144,6 +144,10 @@ class SystemInfo:
     dialect: str
 
 
+#: the identity a plan gives a database that no export or ``db init`` registered yet
+UNREGISTERED = "(not registered yet)"
+
+
 def now() -> datetime:
     """Naive UTC now, the way every bundler table stores time."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -152,7 +156,7 @@ def now() -> datetime:
 def create_tables(connection: sa.Connection, md: sa.MetaData) -> None:
     """Create the tables of ``md`` that are missing, even when another process races us to it."""
     names = list(md.tables)
-    if all(sa.inspect(connection).has_table(n) for n in names):
+    if not set(names) - set(sa.inspect(connection).get_table_names()):  # one catalog query, not one per table
         return
     try:
         with connection.begin_nested():
@@ -163,6 +167,21 @@ def create_tables(connection: sa.Connection, md: sa.MetaData) -> None:
         inspector.clear_cache()
         if not all(inspector.has_table(n) for n in names):
             raise
+
+
+def shadow_missing_tables(connection: sa.Connection) -> bool:
+    """For a check that must write nothing (a plan): bundler's tables the database lacks, made
+    as temporary tables of this connection alone (empty, without indexes), so that reading
+    them finds nothing. No DDL of a permanent table, which MariaDB would commit. True when one
+    was made: the caller then closes the connection for good (``invalidate``) when done."""
+    from sqlalchemy.schema import CreateTable
+
+    inspector = sa.inspect(connection)
+    missing = [t for t in metadata.tables.values() if not inspector.has_table(t.name)]
+    for table in missing:
+        ddl = str(CreateTable(table).compile(dialect=connection.dialect))
+        connection.exec_driver_sql(ddl.replace("CREATE TABLE", "CREATE TEMPORARY TABLE", 1))
+    return bool(missing)
 
 
 _upgraded: weakref.WeakSet[sa.Engine] = weakref.WeakSet()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         CleanResult,
         KeptRow,
         Selected,
+        clean_now,
         plan_clean,
         run_clean,
     )
@@ -27,6 +28,7 @@ __all__ = [
     "CleanResult",
     "KeptRow",
     "Selected",
+    "clean_now",
     "plan_clean",
     "run_clean",
 ]

@@ -54,17 +54,18 @@ of all.
 **Removal.** Children first (reverse dependency order), in one transaction; references
 that break cycles (``customers.i_default_site``) and self-references are set to NULL first.
 :func:`plan_clean` computes the plan and writes nothing; :func:`run_clean` computes it
-again inside its transaction and refuses when the database changed in between, and again
-when a delete removes another number of rows than planned. The keys of the set's owned
-and shared rows are held in memory; usage rows (xDRs) never are: they are selected,
+again inside its transaction and refuses when the database changed in between (a plan shown
+and confirmed first); :func:`clean_now` computes it once inside its transaction and carries out
+that plan (``--yes``). Each refuses when a delete removes another number of rows than
+planned. The keys of the set's owned and shared rows are held in memory; usage rows (xDRs) never are: they are selected,
 counted and deleted by SQL, by owner and by the ledger (target) or the export windows
 (source). Run it while no load writes the same rows; a racing insert that a foreign key
 protects makes the delete fail and roll back.
 
 **Statistics.** Planning reads the ledger and the tables by owner: on a database a bulk load
-has just filled, a planner without statistics chooses plans that never end. Both
-:func:`plan_clean` and :func:`run_clean` first refresh the statistics of every table whose
-statistics are missing or stale (:func:`bundler.db.refresh_stale_statistics`).
+has just filled, a planner without statistics chooses plans that never end.
+:func:`plan_clean`, :func:`run_clean` and :func:`clean_now` first refresh the statistics of
+every table whose statistics are missing or stale (:func:`bundler.db.refresh_stale_statistics`).
 
 **Bookkeeping.** Target: every ledger row that names a removed row goes (a reuse recorded
 by another load included: the row it names is gone); a load all of whose created
@@ -77,7 +78,7 @@ removed rows go; the exports of a removed root are recorded as ``cleaned``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,13 +98,20 @@ from bundler.errors import BundlerError
 from bundler.progress import NullProgress, Progress
 
 
-def _plan_on(connection: sa.Connection, request: CleanRequest) -> tuple[CleanPlan, CleanSet]:
-    """The plan, computed on ``connection``, and the set it was computed from."""
+def _plan_on(
+    connection: sa.Connection, request: CleanRequest, target: sa.Engine | None = None
+) -> tuple[CleanPlan, CleanSet]:
+    """The plan, computed on ``connection``, and the set it was computed from. ``target`` (for a
+    source-side clean) is consulted for the exports it loaded; the plan's request names them."""
     side_name, reason = choose_side(connection, request)
     tracking.ensure_tables(connection)
     graph = database_graph(connection, request.spec)
-    side: Side = TargetSide(connection, graph) if side_name == "target" else SourceSide(connection, graph)
+    side: Side = (
+        TargetSide(connection, graph) if side_name == "target" else SourceSide(connection, graph, target)
+    )
     side.resolve(request)
+    if isinstance(side, SourceSide) and side.loaded:
+        request = replace(request, loaded=tuple(sorted(set(request.loaded) | side.loaded)))
     cleanset = CleanSet(side)
     cleanset.merge()
     cleanset.settle()
@@ -125,6 +133,22 @@ def _plan_on(connection: sa.Connection, request: CleanRequest) -> tuple[CleanPla
     return plan, cleanset
 
 
+def _request(
+    entities: Iterable[tuple[str, str]],
+    bundles: Iterable[str],
+    side: str | None,
+    spec: str | Path | None,
+    all_usage: bool,
+) -> CleanRequest:
+    return CleanRequest(
+        tuple((str(k), str(i)) for k, i in entities),
+        tuple(str(b) for b in bundles),
+        side,
+        str(spec) if spec is not None else None,
+        all_usage,
+    )
+
+
 def plan_clean(
     engine: sa.Engine,
     *,
@@ -141,48 +165,33 @@ def plan_clean(
     unless ``all_usage`` says to remove it too, or ``target`` is the target that loaded the
     root's export (then the target has the root, and its usage there is the reference).
     """
-    request = CleanRequest(
-        tuple((str(k), str(i)) for k, i in entities),
-        tuple(str(b) for b in bundles),
-        side,
-        str(spec) if spec is not None else None,
-        all_usage,
-    )
+    request = _request(entities, bundles, side, spec, all_usage)
     refresh_stale_statistics(engine)
     with engine.connect() as connection, connection.begin():
-        plan, _ = _plan_on(connection, request)
-    if plan.side == "source" and target is not None and not all_usage:
-        loaded = _loaded_in(target, {b for s in plan.selected for b in s.bundles})
-        if loaded:
-            request = replace(request, loaded=tuple(sorted(loaded)))
-            with engine.connect() as connection, connection.begin():
-                plan, _ = _plan_on(connection, request)
+        plan, _ = _plan_on(connection, request, target)
     return plan
 
 
-def _loaded_in(target: sa.Engine, bundles: set[str]) -> set[str]:
-    """Those of the source's ``bundles`` that ``target`` records as loaded."""
-    loads = tracking.loads_table
-    with target.connect() as connection:
-        if not bundles or not sa.inspect(connection).has_table(loads.name):
-            return set()
-        return set(
-            connection.execute(
-                sa.select(loads.c.bundle_id).where(
-                    loads.c.bundle_id.in_(sorted(bundles)), loads.c.outcome == "loaded"
-                )
-            ).scalars()
-        )
-
-
-def run_clean(engine: sa.Engine, plan: CleanPlan, *, progress: Progress | None = None) -> CleanResult:
-    """Carry out ``plan`` in one transaction; refuses when the database changed since it was made."""
-    progress = progress or NullProgress()
-    started = time.monotonic()
+def _refresh(engine: sa.Engine, progress: Progress) -> None:
     refreshed = refresh_stale_statistics(engine)
     if refreshed:
         progress.note(f"planner statistics refreshed for {', '.join(refreshed)}")
-    with engine.connect().execution_options(sqlite_begin="immediate") as connection, connection.begin():
+
+
+def _writing(engine: sa.Engine) -> sa.Connection:
+    """A connection whose transaction takes SQLite's write lock at once (no upgrade half-way)."""
+    return engine.connect().execution_options(sqlite_begin="immediate")
+
+
+def run_clean(engine: sa.Engine, plan: CleanPlan, *, progress: Progress | None = None) -> CleanResult:
+    """Carry out ``plan`` in one transaction; refuses when the database changed since it was made.
+
+    For a plan shown and confirmed first: it is computed again inside the transaction, to
+    compare. :func:`clean_now` plans once and carries that plan out."""
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    _refresh(engine, progress)
+    with _writing(engine) as connection, connection.begin():
         fresh, cleanset = _plan_on(connection, plan.request)
         if fresh.signature() != plan.signature():
             raise BundlerError(
@@ -193,6 +202,37 @@ def run_clean(engine: sa.Engine, plan: CleanPlan, *, progress: Progress | None =
     return CleanResult(fresh, deleted, bookkeeping, closed, time.monotonic() - started)
 
 
+def clean_now(
+    engine: sa.Engine,
+    *,
+    entities: Iterable[tuple[str, str]] = (),
+    bundles: Iterable[str] = (),
+    side: str | None = None,
+    spec: str | Path | None = None,
+    all_usage: bool = False,
+    target: sa.Engine | None = None,
+    progress: Progress | None = None,
+    show: Callable[[CleanPlan], None] | None = None,
+) -> CleanResult:
+    """Plan and carry out a clean in one transaction, the plan computed once (``clean --yes``).
+
+    ``show`` sees the plan before anything is removed. A plan with nothing to remove and no
+    record to close removes nothing (the result's ``rows`` is 0). Arguments as :func:`plan_clean`.
+    """
+    request = _request(entities, bundles, side, spec, all_usage)
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    _refresh(engine, progress)
+    with _writing(engine) as connection, connection.begin():
+        plan, cleanset = _plan_on(connection, request, target)
+        if show is not None:
+            show(plan)
+        if plan.rows == 0 and not plan.closes:
+            return CleanResult(plan, {}, 0, [], time.monotonic() - started)
+        deleted, bookkeeping, closed = execute(cleanset, plan, progress)
+    return CleanResult(plan, deleted, bookkeeping, closed, time.monotonic() - started)
+
+
 __all__ = [
     "CleanPlan",
     "CleanRefused",
@@ -200,6 +240,7 @@ __all__ = [
     "CleanResult",
     "KeptRow",
     "Selected",
+    "clean_now",
     "plan_clean",
     "run_clean",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -146,7 +146,7 @@ def clean_command(
       bundler clean --source postgresql://billing@old/porta --customer acme --target postgresql://billing@new/porta --yes
       bundler clean --target postgresql://billing@new/porta --kind sim_card --id 8944000000000000001 --json --yes
     """
-    from bundler.clean import plan_clean, run_clean
+    from bundler.clean import clean_now, plan_clean, run_clean
     from bundler.db import connect
 
     entities = entity_pairs(customers, kinds, ids) + root_pairs(roots, {})
@@ -163,15 +163,30 @@ def clean_command(
     if target_url and side == "target":
         raise UsageError("--target beside the database to clean is for a source-side clean")
     engine = connect(url)
-    plan = plan_clean(
-        engine,
-        entities=entities,
-        bundles=bundles,
-        side=side,
-        spec=spec,
-        all_usage=all_usage,
-        target=connect(target_url) if target_url else None,
-    )
+    asked: dict[str, Any] = {  # what plan_clean and clean are asked, alike
+        "entities": entities,
+        "bundles": bundles,
+        "side": side,
+        "spec": spec,
+        "all_usage": all_usage,
+        "target": connect(target_url) if target_url else None,
+    }
+    if yes and not dry_run:  # planned once, inside the transaction that carries it out
+        with progress_for_cli() as progress:
+            result = clean_now(
+                engine,
+                progress=progress,
+                show=None if as_json else lambda p: _print_plan(p, err=False),
+                **asked,
+            )
+        if result.plan.rows == 0 and not result.plan.closes:
+            _print_nothing(result.plan, as_json, shown=True)
+        elif as_json:
+            print_json(result.summary())
+        else:
+            _print_result(result)
+        return
+    plan = plan_clean(engine, **asked)
     if dry_run:
         if as_json:
             print_json({**plan.summary(), "outcome": "dry-run"})
@@ -180,28 +195,30 @@ def clean_command(
             click.echo("dry run: nothing was removed")
         return
     if plan.rows == 0 and not plan.closes:
-        if as_json:
-            print_json({**plan.summary(), "outcome": "nothing-to-remove"})
-        else:
-            _print_plan(plan, err=False)
-            click.echo("nothing to remove")
+        _print_nothing(plan, as_json, shown=False)
         return
-    if not yes:
-        _print_plan(plan, err=as_json)
-        click.confirm(
-            f"remove {plan.rows} row(s) from the {plan.side} {plan.database}?",
-            default=False,
-            abort=True,
-            err=True,
-        )
-    elif not as_json:
-        _print_plan(plan, err=False)
+    _print_plan(plan, err=as_json)
+    click.confirm(
+        f"remove {plan.rows} row(s) from the {plan.side} {plan.database}?",
+        default=False,
+        abort=True,
+        err=True,
+    )
     with progress_for_cli() as progress:
         result = run_clean(engine, plan, progress=progress)
     if as_json:
         print_json(result.summary())
     else:
         _print_result(result)
+
+
+def _print_nothing(plan: CleanPlan, as_json: bool, *, shown: bool) -> None:
+    if as_json:
+        print_json({**plan.summary(), "outcome": "nothing-to-remove"})
+        return
+    if not shown:
+        _print_plan(plan, err=False)
+    click.echo("nothing to remove")
 
 
 def _print_plan(plan: CleanPlan, *, err: bool) -> None:

@@ -33,13 +33,17 @@ class SourceSide(Side):
     name = "source"
     untransferred_usage = "not exported: outside the exported usage window"
 
-    def __init__(self, connection: sa.Connection, graph: Graph) -> None:
+    def __init__(self, connection: sa.Connection, graph: Graph, target: sa.Engine | None = None) -> None:
         super().__init__(connection, graph)
         # export -> its usage mode and window
         self.windows: dict[str, tuple[str, datetime | None, datetime | None]] = {}
         # exports whose root's usage goes whole, windows or not (the target has the root)
         self.whole: set[str] = set()
         self.request: CleanRequest | None = None
+        # the target consulted for which exports it loaded (``--target`` beside the source),
+        # and those it was found to have loaded
+        self.target = target
+        self.loaded: set[str] = set()
 
     def resolve(self, request: CleanRequest) -> None:
         self.request = request
@@ -106,8 +110,13 @@ class SourceSide(Side):
         for bundle_id, rec in bundles.items():
             self.windows[bundle_id] = (rec.usage_mode, rec.window_from, rec.window_to)
         request = self.request
-        if candidates and request is not None and (request.all_usage or set(bundles) & set(request.loaded)):
-            self.whole |= set(bundles)
+        if candidates and request is not None:
+            loaded = set(bundles) & set(request.loaded)
+            if not request.all_usage and not loaded and self.target is not None:
+                loaded = _loaded_in(self.target, set(bundles))
+                self.loaded |= loaded
+            if request.all_usage or loaded:
+                self.whole |= set(bundles)
         closure = Closure(self.conn, self.graph, follow_shared=candidates)
         for table, rows in seeds.items():
             spec = self.graph.table(table)
@@ -233,6 +242,21 @@ class SourceSide(Side):
                 )
             ).rowcount
         return n
+
+
+def _loaded_in(target: sa.Engine, bundles: set[str]) -> set[str]:
+    """Those of the source's ``bundles`` that ``target`` records as loaded."""
+    loads = tracking.loads_table
+    with target.connect() as connection:
+        if not bundles or not sa.inspect(connection).has_table(loads.name):
+            return set()
+        return set(
+            connection.execute(
+                sa.select(loads.c.bundle_id).where(
+                    loads.c.bundle_id.in_(sorted(bundles)), loads.c.outcome == "loaded"
+                )
+            ).scalars()
+        )
 
 
 def _check_export(bundle_id: str, rec: Any) -> Any:

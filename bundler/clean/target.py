@@ -22,6 +22,7 @@ from bundler.graph import EntitySpec, Graph, Scope, TableSpec
 from bundler.ledger import created_counts, created_counts_where, created_in, forget_gone, forget_ranges
 from bundler.ledger import records as ledger_records
 from bundler.load.charges import reverse_charges
+from bundler.load.crossroot import forget_open, forget_open_gone, forget_open_of
 from bundler.sql import Closure, chunks
 
 if TYPE_CHECKING:
@@ -226,9 +227,10 @@ class TargetSide(Side):
         return counts
 
     def forget_rows(self, table: str, texts: list[str]) -> int:
-        """Every ledger row that names a removed row: created, or reused by any load."""
+        """Every ledger row that names a removed row (created, or reused by any load), and the
+        references a load left open from it (a later load must not set them on another row)."""
         ledger = tracking.ledger_table
-        return sum(
+        return forget_open(self.conn, table, texts) + sum(
             self.conn.execute(
                 sa.delete(ledger).where(ledger.c.table_name == table, ledger.c.target_pk.in_(part))
             ).rowcount
@@ -237,8 +239,9 @@ class TargetSide(Side):
 
     def forget_usage(self, spec: TableSpec, bundles: list[str]) -> int:
         """The ledger rows of the selected loads whose usage row is gone (the subquery reads the
-        usage table, not the ledger: MariaDB refuses a DELETE that reads its own table)."""
-        return forget_gone(self.conn, spec, bundles)
+        usage table, not the ledger: MariaDB refuses a DELETE that reads its own table), and the
+        references those loads left open from such rows."""
+        return forget_gone(self.conn, spec, bundles) + forget_open_gone(self.conn, spec, bundles)
 
     def close(self, plan: CleanPlan) -> int:
         """Forget the loads the plan closes: their remaining ledger rows and their record; the
@@ -255,6 +258,7 @@ class TargetSide(Side):
                 )
             n += self.conn.execute(sa.delete(ledger).where(ledger.c.bundle_id == bundle_id)).rowcount
             n += forget_ranges(self.conn, bundle_id)
+            n += forget_open_of(self.conn, bundle_id)
             n += self.conn.execute(sa.delete(loads).where(loads.c.bundle_id == bundle_id)).rowcount
         return n
 

@@ -22,6 +22,7 @@ from bundler.export.snapshot import Snapshot
 from bundler.export.usage import (
     Late,
     high_water,
+    left_keys,
     outside_exists,
     owner_windows,
     usage_clause,
@@ -62,7 +63,7 @@ class TableWriter:
         exports carried; ``keys``: collect the keys written."""
         import pyarrow.compute as pc
 
-        out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
+        out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope, spec.sensitive)
         task = f"export {self.writer.bundle_id}"
         rows = 0
         # usage tables are the big ones: read in key ranges side by side
@@ -172,7 +173,7 @@ def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) ->
     """
     plan, graph = run.usage, owned.graph
     groups: dict[str, Any] = {}
-    if plan.window.mode == "current":
+    if plan.window.mode in ("current", "since"):
         groups, plan.windows = owner_windows(owned.connection, graph, owned, plan.window, run.now)
     selected: dict[str, sa.ColumnElement[bool]] = {}
     for spec in graph.tables_in_order((Scope.USAGE,)):
@@ -192,7 +193,7 @@ def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) ->
             by_owner = owned.usage_owners.get(spec.name)
             if not by_owner:
                 continue
-            where = usage_clause(spec, by_owner, plan, groups.get(spec.name))
+            where = usage_clause(owned.connection, spec, by_owner, plan, groups.get(spec.name))
             # the rows that own the usage are in the closure already: no need to collect them
             owners = by_owner
         selected[spec.name] = where
@@ -206,6 +207,11 @@ def _stream_usage(out: TableWriter, owned: Closure, refs: Closure, run: _Run) ->
         for ref in wanted:
             refs.reference(ref.table, ref.target_column, collect[ref.column])
     refs.run()
+    if run.marking and plan.window.mode != "none":  # what the root leaves in the source: not late
+        for spec in graph.tables_in_order((Scope.USAGE,)):
+            hw, by_owner = plan.high_water.get(spec.name), owned.usage_owners.get(spec.name)
+            if hw is not None and by_owner and graph.usage_parent(spec) is None:
+                plan.left[spec.name] = left_keys(owned.connection, spec, by_owner, hw, plan.keys[spec.name])
     if plan.rows or plan.late is not None or plan.window.mode not in ("current", "since"):
         return
     if any(
@@ -250,8 +256,9 @@ def _settle_layers(snapshot: Snapshot, closure: Closure, layers: Layers | None) 
     """Layered rows that are unchanged since their layer, as outside rows; the changed ones carried."""
     if layers is None or not closure.layered:
         return {}
-    settle_layers(closure, layers, lambda spec, where: snapshot.read(spec, where))
+    read: dict[str, list[dict[str, Any]]] = {}
+    settle_layers(closure, layers, lambda spec, where: snapshot.read(spec, where), read)
     # a table the bundle must also name outside for other reasons keeps one way in: carry it
     for table in [t for t in closure.layered if t in closure.outside]:
         closure.carry(table, set(closure.layered[table]))
-    return layered_outside(closure, layers)
+    return layered_outside(closure, layers, read)

@@ -55,7 +55,8 @@ from bundler.secure.options import BUNDLE_LOCATION, security_options
     default="current",
     show_default=True,
     metavar="current|all|none|since=DATE",
-    help="Which usage travels: the root's current billing period, all, none (two-phase transfer), or since a date.",
+    help="Which usage travels: the root's current billing period, all, none (two-phase transfer), "
+    "or since a date (midnight in each customer's own time zone).",
 )
 @click.option(
     "--usage-only",
@@ -78,7 +79,7 @@ from bundler.secure.options import BUNDLE_LOCATION, security_options
 )
 @spec_option
 @json_option
-@security_options("sign", "encrypt")
+@security_options("sign", "encrypt", "encrypt_columns")
 def export_command(
     source: str,
     customers: tuple[str, ...],
@@ -114,6 +115,7 @@ def export_command(
       bundler export --source postgresql://billing@db/porta --customer acme --usage-only --out bundles/
       bundler export --source sqlite:///library.db --spec library.json --root member=C-17 --out bundles/
       bundler export --source sqlite:///s.db --customer acme --sign-with keys/site-a.key --encrypt-to keys/site-b.age.pub --out s3://moves/
+      bundler export --source sqlite:///s.db --customer acme --encrypt-columns-to keys/site-b.age.pub --out audit/
     """
     from bundler.db import connect
     from bundler.errors import UsageError

@@ -98,6 +98,9 @@ class ExportOptions:
     validate_manifest: bool = True
     #: a usage export that finds nothing new writes no bundle (raises :class:`NothingNew`)
     skip_empty: bool = False
+    #: a plan's copy (with ``mark=False``): nothing is written to the source, not even a
+    #: bundler table, and exports that died are left to the run to recover
+    plan: bool = False
 
 
 @dataclass
@@ -225,12 +228,14 @@ def export_root(
         raise UsageError(
             "--usage-only with --xdrs none exports nothing", hint="choose current, all or since=DATE"
         )
+    planned = options.plan and not options.mark and not options.usage_only
     with begin_write(engine) as connection:
-        graph, system = system_graph(connection, spec)
+        graph, system = system_graph(connection, spec, create=not planned)
         if kind not in graph.roots:
             raise UsageError(f"unknown root kind {kind!r}; known: {', '.join(graph.roots)}")
         root = find_root(connection, graph, kind, ident)
-    root = recover_before_export(engine, graph, root, "--source", progress)
+    if not planned:
+        root = recover_before_export(engine, graph, root, "--source", progress)
     layers = layers_for(system, graph, options)
     with begin_write(engine) as connection:
         depends_on = _check_root_status(connection, root, options)

@@ -101,11 +101,14 @@ def settle_layers(
     closure: Closure,
     layers: Layers,
     read: Callable[[TableSpec, sa.ColumnElement[bool]], Iterable[pa.RecordBatch]],
+    keys: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, int]:
     """Carry again the layered rows whose content changed since their layer; how many, per table.
 
     ``read`` streams a table's rows as the export reads them (the same snapshot, the same
-    Arrow types), so an unchanged row gives the digest its layer recorded.
+    Arrow types), so an unchanged row gives the digest its layer recorded. ``keys``: filled
+    with the primary and natural key columns of the rows read, per table (see
+    :func:`layered_outside`).
     """
     checked: dict[str, set[Any]] = {}
     recarried: dict[str, int] = {}
@@ -121,6 +124,9 @@ def settle_layers(
             t = table_clause(spec)
             for part in chunks(sorted_values(todo)):
                 for batch in read(spec, t.c[spec.pk[0]].in_(part)):
+                    if keys is not None:
+                        named = list(dict.fromkeys([spec.pk[0], *spec.natural_key]))
+                        keys.setdefault(table, []).extend(batch.select(named).to_pylist())
                     pks = batch.column(spec.pk[0]).to_pylist()
                     for pk, digest in zip(pks, row_digests(batch, spec), strict=True):
                         if known[pk][1] != digest:
@@ -132,13 +138,38 @@ def settle_layers(
             closure.carry(table, pks)
 
 
-def layered_outside(closure: Closure, layers: Layers) -> dict[str, Outside]:
-    """The layered rows as outside rows of the manifest: natural keys, and the bundles that carried them."""
+#: column types whose values read through Arrow and through the database's driver give the
+#: same natural-key value on PostgreSQL (a timestamp or a decimal may be rendered otherwise)
+_SAME_KEY_TYPES = ("int", "uint", "string", "bool")
+
+
+def layered_outside(
+    closure: Closure, layers: Layers, read: dict[str, list[dict[str, Any]]] | None = None
+) -> dict[str, Outside]:
+    """The layered rows as outside rows of the manifest: natural keys, and the bundles that carried them.
+
+    ``read``: the key columns of the layered rows as :func:`settle_layers` read them in the
+    snapshot; on PostgreSQL, a table whose natural key holds only integers, text and booleans
+    (and references, looked up) takes its keys from there instead of reading the rows again.
+    """
     out: dict[str, Outside] = {}
+    postgresql = closure.connection.dialect.name == "postgresql"
     for table, values in sorted(closure.layered.items()):
         spec = closure.graph.table(table)
         column = spec.pk[0]
-        keys = natural_keys(closure.connection, closure.graph, table, column, values)
+        rows = None
+        if (
+            postgresql
+            and read is not None
+            and all(
+                c in spec.ref_by_column or spec.column_map[c].type.startswith(_SAME_KEY_TYPES)
+                for c in spec.natural_key
+            )
+        ):
+            rows = [r for r in read.get(table, []) if r[column] in values]
+            if {r[column] for r in rows} != set(values):
+                rows = None  # not all read there: ask the database
+        keys = natural_keys(closure.connection, closure.graph, table, column, values, rows=rows)
         known = layers.known(table)
         ordered = sorted(values, key=str)
         out[table] = Outside(

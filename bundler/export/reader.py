@@ -22,6 +22,7 @@ tables of a bundle come from one consistent snapshot.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -90,11 +91,16 @@ class _CopyStream:
                 del self._buffer[:size]
             return out
 
-    def peek(self) -> bool:
-        """Whether any data comes at all (reads the first chunk into the buffer)."""
+    def fill(self, size: int) -> bool:
+        """Read up to ``size`` bytes ahead into the buffer; whether any data comes at all."""
         with self._lock:
-            self._fill(1)
+            self._fill(size)
             return bool(self._buffer)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the whole result is in the buffer."""
+        return self._done
 
     def readable(self) -> bool:
         return True
@@ -126,24 +132,36 @@ def _read_postgresql(
     read_types = {f.name: pa.string() if f.name in as_text else f.type for f in schema}
     with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
         stream = _CopyStream(copy)
-        if not stream.peek():
+        if not stream.fill(WHOLE_BYTES):
             return  # no rows: Arrow's reader refuses an empty file
-        # 1 MiB blocks: Arrow's streaming reader reads ahead, and 8 MiB blocks made memory
-        # grow with the number of rows (measured: 202 MiB at 100k xDRs, 380 MiB at 1M)
-        reader = pcsv.open_csv(
-            pa.PythonFile(stream, mode="r"),
-            read_options=pcsv.ReadOptions(column_names=schema.names, block_size=1 << 20),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(
-                column_types=read_types,
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                null_values=[""],
-                true_values=["t"],
-                false_values=["f"],
-            ),
+        read_options = pcsv.ReadOptions(column_names=schema.names, block_size=1 << 20)
+        parse_options = pcsv.ParseOptions(newlines_in_values=True)
+        convert_options = pcsv.ConvertOptions(
+            column_types=read_types,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            null_values=[""],
+            true_values=["t"],
+            false_values=["f"],
         )
-        for batch in reader:
+        if stream.ended:  # a small result (a root's own tables): parsed in one go, no reader thread
+            table = pcsv.read_csv(
+                pa.py_buffer(stream.read()),
+                read_options=pcsv.ReadOptions(column_names=schema.names, use_threads=False),
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
+            batches = table.to_batches()
+        else:
+            # 1 MiB blocks: Arrow's streaming reader reads ahead, and 8 MiB blocks made memory
+            # grow with the number of rows (measured: 202 MiB at 100k xDRs, 380 MiB at 1M)
+            batches = pcsv.open_csv(
+                pa.PythonFile(stream, mode="r"),
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
+        for batch in batches:
             if batch.num_rows:
                 if as_text:
                     batch = _cast_columns(batch, schema, as_text)
@@ -153,17 +171,29 @@ def _read_postgresql(
             pass
 
 
-def _text_columns(connection: sa.Connection, table: str) -> set[str]:
-    """The columns of PostgreSQL table ``table`` (found on the search path) that hold text."""
-    rows = connection.execute(
-        sa.text(
-            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(:t))"
-            " AND attnum > 0 AND NOT attisdropped"
-            " AND atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)"
-        ),
-        {"t": table},
-    )
-    return {name for (name,) in rows}
+#: a COPY result of at most this many bytes is parsed in one go (bigger ones are streamed)
+WHOLE_BYTES = 1 << 20
+
+
+#: engine -> table -> its text columns (the schema does not change under a run)
+_TEXT_COLUMNS: weakref.WeakKeyDictionary[sa.Engine, dict[str, frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def _text_columns(connection: sa.Connection, table: str) -> frozenset[str]:
+    """The columns of PostgreSQL table ``table`` (found on the search path) that hold text;
+    asked once per engine and table."""
+    known = _TEXT_COLUMNS.setdefault(connection.engine, {})
+    if table not in known:
+        rows = connection.execute(
+            sa.text(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(:t))"
+                " AND attnum > 0 AND NOT attisdropped"
+                " AND atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)"
+            ),
+            {"t": table},
+        )
+        known[table] = frozenset(name for (name,) in rows)
+    return known[table]
 
 
 def _text_first(type_: pa.DataType) -> bool:

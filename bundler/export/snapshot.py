@@ -3,12 +3,15 @@
 An export reads the closure through a SQLAlchemy connection (small queries: ids, keys)
 and the tables' rows through :meth:`Snapshot.read`. On PostgreSQL the rows come through ADBC, whose C drivers hand over Arrow batches without building Python
 objects and release the GIL; a big table (a usage table) is cut into primary key ranges
-read by ``streams`` connections at once and handed back in key order. Every connection
-sees the same snapshot:
+read by ``streams`` connections at once and handed back in key order. A read of fewer than
+:data:`ADBC_ROWS` rows (every table of a small root) is one ``COPY`` through the main
+connection instead, and the ADBC connections are opened only when a read first needs them:
+opening two took ~35 ms each and two server processes, more than a small root's whole read.
+Every connection sees the same snapshot:
 
 - PostgreSQL: the main connection is REPEATABLE READ and exports its snapshot
-  (``pg_export_snapshot()``); each ADBC connection adopts it with ``SET TRANSACTION
-  SNAPSHOT``, as ``pg_dump --jobs`` does.
+  (``pg_export_snapshot()``, when the ADBC connections open); each adopts it with ``SET
+  TRANSACTION SNAPSHOT``, as ``pg_dump --jobs`` does.
 - SQLite is read through the main connection alone. ADBC's SQLite driver links its own
   copy of the SQLite library; two copies in one process cancel each other's POSIX locks
   on the same file (https://sqlite.org/howtocorrupt.html, 2.2.1), and a lineup whose
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
     from bundler.graph import TableSpec
 
 STREAMS = 2
+#: a read of at least this many rows goes through ADBC (below, one COPY through the main
+#: connection is quicker: no connection to open, no thread; measured on a small root's tables)
+ADBC_ROWS = 20_000
 _QUEUE_DEPTH = 1
 _POLL_S = 0.1
 
@@ -63,19 +69,29 @@ class _Done:
 
 
 class Snapshot:
-    """The reads of one export, all in the snapshot of ``connection``."""
+    """The reads of one export, all in the snapshot of ``connection``.
+
+    ``adbc`` opens the ADBC connections (PostgreSQL) when a read first needs them, each set
+    to this snapshot: a small root never opens one (each takes ~35 ms and a server process).
+    """
 
     def __init__(
-        self, connection: sa.Connection, adbc: list[_Stream], *, batch_rows: int = BATCH_ROWS
+        self,
+        connection: sa.Connection,
+        adbc: _Opener | None = None,
+        *,
+        batch_rows: int = BATCH_ROWS,
+        adbc_rows: int = ADBC_ROWS,
     ) -> None:
         self.connection = connection
         self.batch_rows = batch_rows
-        self.streams = len(adbc)
+        self.adbc_rows = adbc_rows
+        self._opener = adbc
+        self.streams = adbc.streams if adbc is not None else 0
         self._sqlite = connection.dialect.name == "sqlite"
         self.fallbacks = 0  # queries ADBC could not type, finished by read_arrow
-        self._free: queue.Queue[_Stream] = queue.Queue()
-        for stream in adbc:
-            self._free.put(stream)
+        self.adbc_reads = 0  # queries read through ADBC (the others through the main connection)
+        self._free: queue.Queue[_Stream] | None = None
 
     @property
     def parallel(self) -> bool:
@@ -87,30 +103,46 @@ class Snapshot:
         """The rows of ``spec``'s table that match ``where``, in primary key order, as exact batches.
 
         ``split``: cut the query into primary key ranges read side by side (for big tables).
+        A query of fewer than ``adbc_rows`` rows (or any query not ``split``, unless
+        ``adbc_rows`` is 0) is read through the main connection: one COPY, no thread.
         """
-        if not self.parallel:
+        if not self.parallel or (not split and self.adbc_rows > 0):
             yield from read_arrow(self.connection, spec, _select(spec, where), batch_rows=self.batch_rows)
             return
-        tasks = self._ranges(spec, where) if split else [_select(spec, where)]
-        if len(tasks) == 1:  # nothing to read side by side: no thread to start (a small root's tables)
-            yield from self._single(spec, tasks[0])
-        else:
+        tasks, count = self._ranges(spec, where) if split else ([_select(spec, where)], None)
+        if len(tasks) > 1:
             yield from self._ordered(spec, tasks)
+        elif count is not None and count < self.adbc_rows:
+            yield from read_arrow(self.connection, spec, tasks[0], batch_rows=self.batch_rows)
+        else:  # nothing to read side by side: no thread to start
+            yield from self._single(spec, tasks[0])
+
+    def _streams(self) -> queue.Queue[_Stream]:
+        """The free ADBC connections, opened (all at once, in the background) at first use."""
+        if self._free is None:
+            assert self._opener is not None
+            self._free = queue.Queue()
+            for stream in self._opener.open(self.connection):
+                self._free.put(stream)
+        return self._free
 
     # -- ranges ------------------------------------------------------------------------------
 
-    def _ranges(self, spec: TableSpec, where: sa.ColumnElement[bool]) -> list[sa.Select[Any]]:
-        """The query cut into ranges of its integer primary key of about ``batch_rows`` rows each."""
+    def _ranges(
+        self, spec: TableSpec, where: sa.ColumnElement[bool]
+    ) -> tuple[list[sa.Select[Any]], int | None]:
+        """The query cut into ranges of its integer primary key of about ``batch_rows`` rows
+        each, and the number of rows it selects (None when not counted)."""
         import pyarrow as pa
 
         if len(spec.pk) != 1 or not pa.types.is_integer(spec.arrow_schema().field(spec.pk[0]).type):
-            return [_select(spec, where)]
+            return [_select(spec, where)], None
         pk = table_clause(spec).c[spec.pk[0]]
         bounds = sa.select(sa.func.count(), sa.func.min(pk), sa.func.max(pk)).where(where)
         count, low, high = self.connection.execute(bounds).one()
         pieces = math.ceil(count / self.batch_rows) if count else 0
         if pieces <= 1:
-            return [_select(spec, where)]
+            return [_select(spec, where)], count
         span = int(high) - int(low) + 1
         if self._sqlite and count * 2 >= span:
             # most keys of the span match (dense ids, a big root): SQLite's planner, which
@@ -120,11 +152,12 @@ class Snapshot:
         # equal widths: uneven keys only make some ranges bigger (streamed all the same)
         width = math.ceil(span / pieces)
         edges = [int(low) + i * width for i in range(pieces)] + [int(high) + 1]
-        return [
+        ranges = [
             _select(spec, sa.and_(where, pk >= lo, pk < hi))
             for lo, hi in itertools.pairwise(edges)
             if lo < hi
         ]
+        return ranges, count
 
     # -- the ordered, bounded fan-out ----------------------------------------------------------
 
@@ -143,8 +176,11 @@ class Snapshot:
                     continue
             return False
 
+        free = self._streams()
+        self.adbc_reads += len(tasks)
+
         def work(i: int) -> None:
-            stream = self._free.get()
+            stream = free.get()
             last = None
             try:
                 conn = stream.connection()
@@ -159,7 +195,7 @@ class Snapshot:
             except Exception as exc:  # read_arrow finishes the query (see _finish)
                 put(queues[i], _Done(exc, last))
             finally:
-                self._free.put(stream)
+                free.put(stream)
 
         pool = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="snapshot-read")
         try:
@@ -183,7 +219,9 @@ class Snapshot:
         """One query through a free ADBC stream, in this thread (what ``_ordered``'s workers do)."""
         schema = spec.arrow_schema()
         sql = self._adbc_sql(spec, task)
-        stream = self._free.get()
+        free = self._streams()
+        self.adbc_reads += 1
+        stream = free.get()
         last, error = None, None
         batches: Generator[pa.RecordBatch, None, None] | None = None
         try:
@@ -203,7 +241,7 @@ class Snapshot:
         finally:
             if batches is not None:
                 batches.close()
-            self._free.put(stream)
+            free.put(stream)
         if error is not None:
             yield from self._finish(spec, task, last, error)
 
@@ -315,43 +353,53 @@ class _Stream:
             conn.close()
 
 
+class _Opener:
+    """Opens a snapshot's ADBC connections when a read first needs them, and closes them."""
+
+    def __init__(self, driver: str, uri: str, streams: int) -> None:
+        self.driver, self.uri, self.streams = driver, uri, streams
+        self._pool: ThreadPoolExecutor | None = None
+        self._opened: list[_Stream] = []
+
+    def open(self, connection: sa.Connection) -> list[_Stream]:
+        """``streams`` connections opening side by side, each adopting ``connection``'s
+        snapshot (exported now: any time in a REPEATABLE READ transaction is its snapshot)."""
+        snapshot_id = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+        pin = ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", f"SET TRANSACTION SNAPSHOT '{snapshot_id}'"]
+        self._pool = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="snapshot-connect")
+        self._opened = [
+            _Stream(self._pool.submit(_adbc_connect, self.driver, self.uri), pin) for _ in range(self.streams)
+        ]
+        return list(self._opened)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for stream in self._opened:
+            stream.close()
+
+
 @contextlib.contextmanager
 def open_snapshot(
-    engine: sa.Engine, *, streams: int = STREAMS, batch_rows: int = BATCH_ROWS
+    engine: sa.Engine, *, streams: int = STREAMS, batch_rows: int = BATCH_ROWS, adbc_rows: int = ADBC_ROWS
 ) -> Iterator[Snapshot]:
-    """A :class:`Snapshot` of ``engine``'s database, its transaction open for the block."""
+    """A :class:`Snapshot` of ``engine``'s database, its transaction open for the block.
+
+    ``adbc_rows``: reads of fewer rows go through the main connection (0: every read of a
+    database with an ADBC driver goes through ADBC)."""
     dialect = engine.dialect.name
     target = _adbc_uri(engine) if streams > 0 else None
     options: dict[str, Any] = {}
     if dialect in ("postgresql", "mysql"):
         options["isolation_level"] = "REPEATABLE READ"
-    opener = (
-        ThreadPoolExecutor(max_workers=streams, thread_name_prefix="snapshot-connect")
-        if target is not None
-        else None
-    )
-    adbc: list[_Stream] = []
+    opener = _Opener(*target, streams) if target is not None else None
     try:
-        if opener is not None and target is not None:
-            # an ADBC connection takes ~35 ms to open (it reads the type catalog): open them
-            # while the closure is worked out; each adopts the snapshot when first used
-            adbc = [_Stream(opener.submit(_adbc_connect, *target)) for _ in range(streams)]
         with engine.connect().execution_options(**options) as connection, connection.begin():
-            if target is None:
-                _pin_main(connection)
-            else:
-                snapshot_id = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
-                for stream in adbc:
-                    stream.pin = [
-                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-                        f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
-                    ]
-            yield Snapshot(connection, adbc, batch_rows=batch_rows)
+            _pin_main(connection)
+            yield Snapshot(connection, opener, batch_rows=batch_rows, adbc_rows=adbc_rows)
     finally:
-        if opener is not None:
-            opener.shutdown(wait=True)
-        for stream in adbc:  # also the ones opened for a snapshot that failed to start
-            stream.close()
+        if opener is not None:  # also the connections opened for a snapshot that failed
+            opener.close()
 
 
 def _pin_main(connection: sa.Connection) -> None:

@@ -1,8 +1,9 @@
 """Which usage rows an export carries: each customer's own window, and late usage exactly once.
 
-**Windows.** In mode ``current`` every usage row is selected by the window of the row that
-has a billing period above it (an xDR by its account's customer): its own billing period in
-its own time zone (:func:`~bundler.export.window.current_period`). A reseller bundle thus
+**Windows.** In modes ``current`` and ``since`` every usage row is selected by the window of
+the row that has a billing period above it (an xDR by its account's customer): its own
+billing period, or the date's midnight, in its own time zone
+(:func:`~bundler.export.window.owner_bounds`). A reseller bundle thus
 gives every customer under it its own window; each is recorded in the manifest.
 
 **Late usage.** Every export records, per usage table, the source keys it carried and the
@@ -11,7 +12,11 @@ before the export is recorded done. A usage bundle of an Exported root
 (``--usage-only``) then carries the root's rows that are in its window or arrived after the
 root was exported (a key above the marking export's high-water, whatever its timestamp),
 minus every key the root's exports since the marking one carried: each row once. Keys are
-compared, not times, since late usage may carry old timestamps. The manifest names the
+compared, not times, since late usage may carry old timestamps. A row whose key is below the
+high-water but that committed after the snapshot (its key was taken before, its transaction
+ended after) is late too: the marking export also records the keys of the root's usage it
+*left* in the source (in its snapshot, at or below the high-water, not carried: older
+periods), and a usage export carries every row of the root that is neither carried nor left. The manifest names the
 high-water (``usage.late_after``): the load applies the charge of each row above it to the
 balances the graph declares, as those rows were not in the balances the root left with.
 """
@@ -29,7 +34,8 @@ from sqlalchemy.dialects import mysql
 
 from bundler import tracking
 from bundler.errors import BundlerError, ExitCode
-from bundler.export.window import OwnerWindow, UsageWindow, current_period, zone
+from bundler.export.timecol import window_bounds
+from bundler.export.window import OwnerWindow, UsageWindow, owner_bounds, zone
 from bundler.graph import Graph, Reference, TableSpec
 from bundler.keys import describe, key_value
 from bundler.sql import Closure, _in, chunks, natural_keys, table_clause
@@ -53,6 +59,9 @@ usage_keys_table = sa.Table(
     sa.Column("high_water", sa.String(255)),
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("keys", BLOB, nullable=False),
+    #: the marking export: the keys of the root's rows in its snapshot that it did not carry
+    #: (None: not recorded, by an export of mode none or an older bundler)
+    sa.Column("left_keys", BLOB),
 )
 
 
@@ -62,8 +71,15 @@ class NothingNew(BundlerError):
     exit_code = ExitCode.OK
 
 
+_upgraded: set[str] = set()
+
+
 def ensure_tables(connection: sa.Connection) -> None:
     tracking.create_tables(connection, metadata)
+    url = connection.engine.url.render_as_string(hide_password=True)
+    if url not in _upgraded:  # a table of an older bundler gets the columns it lacks
+        tracking.add_missing_columns(connection, metadata)
+        _upgraded.add(url)
 
 
 @dataclass
@@ -74,6 +90,8 @@ class Late:
     base: str
     high_water: dict[str, Any] = field(default_factory=dict)
     carried: dict[str, pa.Array] = field(default_factory=dict)
+    #: per usage table, the keys the base export left in the source (older usage, not late)
+    left: dict[str, pa.Array] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,13 +104,28 @@ class UsagePlan:
     #: per usage table: the keys written into the bundle (filled while streaming)
     keys: dict[str, list[pa.Array]] = field(default_factory=lambda: defaultdict(list))
     high_water: dict[str, Any] = field(default_factory=dict)
+    #: a marking export: per usage table, the keys of the root's rows it left in the source
+    left: dict[str, pa.Array] = field(default_factory=dict)
     rows: int = 0
     warning: str | None = None
 
     def manifest_late_after(self) -> dict[str, Any] | None:
+        """Per usage table, the key above which the bundle's rows are late: the marking
+        export's high-water; where it recorded what it left, every row of the bundle is late
+        (none existed in its snapshot), so below the lowest key carried when that is lower."""
+        import pyarrow.compute as pc
+
         if self.late is None:
             return None
-        return {t: key_value(v) for t, v in self.late.high_water.items() if v is not None}
+        out = {}
+        for table, value in self.late.high_water.items():
+            if value is None:
+                continue
+            carried = [k for k in self.keys.get(table, []) if len(k)]
+            if table in self.late.left and carried:
+                value = min(value, min(int(pc.min(k).as_py()) for k in carried) - 1)
+            out[table] = key_value(value)
+        return out
 
 
 # -- windows -----------------------------------------------------------------------------------
@@ -132,9 +165,12 @@ def _row_by(closure: Closure, spec: TableSpec, column: str, value: Any) -> dict[
 
 def owner_windows(
     connection: sa.Connection, graph: Graph, closure: Closure, window: UsageWindow, now: datetime
-) -> tuple[dict[str, dict[tuple[datetime, datetime], dict[Reference, set[Any]]]], tuple[OwnerWindow, ...]]:
-    """Mode current: per usage table, the owner values grouped by their own window; and the windows."""
-    groups: dict[str, dict[tuple[datetime, datetime], dict[Reference, set[Any]]]] = {}
+) -> tuple[
+    dict[str, dict[tuple[datetime, datetime | None], dict[Reference, set[Any]]]], tuple[OwnerWindow, ...]
+]:
+    """Modes current and since: per usage table, the owner values grouped by their own window;
+    and the windows."""
+    groups: dict[str, dict[tuple[datetime, datetime | None], dict[Reference, set[Any]]]] = {}
     owners_of: dict[tuple[str, Reference], dict[Any, tuple[str, Any] | None]] = {}
     wanted: dict[str, set[Any]] = defaultdict(set)
     for spec in graph.tables_in_order(("usage",)):
@@ -151,7 +187,7 @@ def owner_windows(
     windows: dict[tuple[str, Any], OwnerWindow] = {}
     for table, pks in wanted.items():
         windows.update(_windows_of(connection, graph, graph.table(table), pks, window, now))
-    assert window.start is not None and window.end is not None
+    assert window.start is not None
     for (usage_table, ref), found in owners_of.items():
         by_window = groups.setdefault(usage_table, {})
         for value, owner in found.items():
@@ -185,7 +221,7 @@ def _windows_of(
             tz = (row[2] or None) if period.time_zone else None
             what = f"{spec.name} {describe(keys.get(row[0], {pk: row[0]}))}: {period.time_zone}"
             zone(tz, what=what)  # an unknown name is refused, naming the row
-            start, end = current_period(code, now, tz)
+            start, end = owner_bounds(window, code, now, tz)
             out[(spec.name, row[0])] = OwnerWindow(
                 spec.name, key_value(row[0]), keys.get(row[0], {}), code, tz, start, end
             )
@@ -196,15 +232,14 @@ def _windows_of(
 
 
 def usage_clause(
+    connection: sa.Connection,
     spec: TableSpec,
     owners: dict[Reference, set[Any]],
     plan: UsagePlan,
-    groups: dict[tuple[datetime, datetime], dict[Reference, set[Any]]] | None,
+    groups: dict[tuple[datetime, datetime | None], dict[Reference, set[Any]]] | None,
 ) -> sa.ColumnElement[bool]:
     """The rows of usage table ``spec`` this export carries (before the carried keys are taken out)."""
     t = table_clause(spec)
-    assert spec.time_column is not None
-    time = t.c[spec.time_column]
     owned = sa.or_(*(_in(t.c[ref.column], values) for ref, values in owners.items()))
     window = plan.window
     if groups:
@@ -212,21 +247,20 @@ def usage_clause(
             *(
                 sa.and_(
                     sa.or_(*(_in(t.c[ref.column], values) for ref, values in by_ref.items())),
-                    time >= start,
-                    time < end,
+                    *window_bounds(connection, spec, start, end),
                 )
-                for (start, end), by_ref in sorted(groups.items())
+                for (start, end), by_ref in sorted(
+                    groups.items(), key=lambda g: (g[0][0], g[0][1] or datetime.max)
+                )
             )
         )
     else:
-        bounds = []
-        if window.start is not None:
-            bounds.append(time >= window.start)
-        if window.end is not None:
-            bounds.append(time < window.end)
+        bounds = window_bounds(connection, spec, window.start, window.end)
         in_window = sa.and_(owned, *bounds) if bounds else owned
     late = plan.late.high_water.get(spec.name) if plan.late is not None else None
     if late is not None:
+        if plan.late is not None and spec.name in plan.late.left:
+            return owned  # neither carried nor left (taken out as it streams): late, whatever its key
         pk = t.c[spec.pk[0]]
         return sa.or_(in_window, sa.and_(owned, pk > late))
     return in_window
@@ -238,6 +272,29 @@ def high_water(connection: sa.Connection, spec: TableSpec) -> Any:
         return None
     t = table_clause(spec)
     return connection.execute(sa.select(sa.func.max(t.c[spec.pk[0]]))).scalar() or 0
+
+
+def left_keys(
+    connection: sa.Connection,
+    spec: TableSpec,
+    owners: dict[Reference, set[Any]],
+    hw: Any,
+    carried: list[pa.Array],
+) -> pa.Array:
+    """The keys of the owners' rows at or below the high-water ``hw`` that the export did not
+    carry (read in its snapshot): what it left in the source."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = table_clause(spec)
+    pk = t.c[spec.pk[0]]
+    owned = sa.or_(*(_in(t.c[ref.column], values) for ref, values in owners.items()))
+    pk_type = spec.arrow_schema().field(spec.pk[0]).type
+    keys = pa.array(connection.execute(sa.select(pk).where(owned, pk <= hw)).scalars().all(), pk_type)
+    if carried:
+        done = pa.concat_arrays([k.cast(pk_type) for k in carried])
+        keys = keys.filter(pc.invert(pc.is_in(keys, value_set=done)))
+    return keys
 
 
 def outside_exists(connection: sa.Connection, spec: TableSpec, owners: dict[Reference, set[Any]]) -> bool:
@@ -286,6 +343,7 @@ def record_usage(connection: sa.Connection, bundle_id: str, graph: Graph, plan: 
         hw = plan.high_water.get(spec.name)
         if not keys and hw is None:
             continue
+        left = plan.left.get(spec.name)
         rows.append(
             {
                 "bundle_id": bundle_id,
@@ -293,6 +351,7 @@ def record_usage(connection: sa.Connection, bundle_id: str, graph: Graph, plan: 
                 "high_water": None if hw is None else str(hw),
                 "rows": sum(len(k) for k in keys),
                 "keys": _encode(keys),
+                "left_keys": None if left is None else _encode([left]),
             }
         )
     if rows:
@@ -309,7 +368,9 @@ def read_late(connection: sa.Connection, graph: Graph, root: Root, base: str) ->
         sa.select(exports.c.started_at).where(exports.c.bundle_id == base)
     ).scalar_one()
     found = connection.execute(
-        sa.select(usage.c.bundle_id, usage.c.table_name, usage.c.high_water, usage.c["keys"])
+        sa.select(
+            usage.c.bundle_id, usage.c.table_name, usage.c.high_water, usage.c["keys"], usage.c.left_keys
+        )
         .join(exports, exports.c.bundle_id == usage.c.bundle_id)
         .where(exports.c.root_table == root.spec.name, exports.c.root_pk == str(root.pk))
         .where(exports.c.status == "done", exports.c.started_at >= started)
@@ -322,12 +383,14 @@ def read_late(connection: sa.Connection, graph: Graph, root: Root, base: str) ->
     ).all()
     late = Late(base)
     carried: dict[str, list[pa.Array]] = defaultdict(list)
-    for bundle_id, table, hw, blob in found:
+    for bundle_id, table, hw, blob, left in found:
         if table not in graph.tables:
             continue
         spec = graph.table(table)
         if bundle_id == base and hw is not None:
             late.high_water[table] = spec.from_text(spec.pk[0], hw)
+            if left is not None:
+                late.left[table] = _decode(left)
         carried[table].append(_decode(blob))
     for table, arrays in carried.items():
         late.carried[table] = pa.concat_arrays(arrays) if len(arrays) > 1 else arrays[0]
@@ -343,7 +406,7 @@ def has_pending(connection: sa.Connection, graph: Graph, root: Root, plan: Usage
     owned.add(root.spec.name, [root.row])
     owned.run()
     groups: dict[str, Any] = {}
-    if plan.window.mode == "current":
+    if plan.window.mode in ("current", "since"):
         groups, _ = owner_windows(connection, graph, owned, plan.window, now)
     for spec in graph.tables_in_order(("usage",)):
         owners = owned.usage_owners.get(spec.name)
@@ -351,7 +414,8 @@ def has_pending(connection: sa.Connection, graph: Graph, root: Root, plan: Usage
             continue
         t = table_clause(spec)
         pk_type = spec.arrow_schema().field(spec.pk[0]).type
-        query = sa.select(t.c[spec.pk[0]]).where(usage_clause(spec, owners, plan, groups.get(spec.name)))
+        where = usage_clause(connection, spec, owners, plan, groups.get(spec.name))
+        query = sa.select(t.c[spec.pk[0]]).where(where)
         for part in connection.execution_options(yield_per=65_536).execute(query).scalars().partitions():
             batch = pa.RecordBatch.from_arrays([pa.array(part, pk_type)], names=[spec.pk[0]])
             if without_carried(batch, spec, plan.late).num_rows:
@@ -360,11 +424,16 @@ def has_pending(connection: sa.Connection, graph: Graph, root: Root, plan: Usage
 
 
 def without_carried(batch: pa.RecordBatch, spec: TableSpec, late: Late | None) -> pa.RecordBatch:
-    """The batch without the rows an earlier export of the root carried."""
+    """The batch without the rows an earlier export of the root carried, or that its marking
+    export left in the source."""
     import pyarrow.compute as pc
 
-    if late is None or spec.name not in late.carried or len(late.carried[spec.name]) == 0:
+    if late is None:
         return batch
     column = batch.column(spec.pk[0])
-    carried = late.carried[spec.name].cast(column.type)
-    return batch.filter(pc.invert(pc.is_in(column, value_set=carried)))
+    for known in (late.carried.get(spec.name), late.left.get(spec.name)):
+        if known is not None and len(known):
+            batch = batch.filter(
+                pc.invert(pc.is_in(batch.column(spec.pk[0]), value_set=known.cast(column.type)))
+            )
+    return batch

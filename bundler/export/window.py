@@ -3,7 +3,8 @@
 The current billing period of a customer comes from its own billing period and its own
 time zone (the columns the graph names: ``billing_period.column`` and
 ``billing_period.time_zone``): a monthly customer in America/New_York has its period
-from midnight of the 1st there, which is 04:00 or 05:00 UTC. Usage times are naive UTC.
+from midnight of the 1st there, which is 04:00 or 05:00 UTC; ``--xdrs since=DATE`` likewise
+starts at midnight of DATE in each customer's own zone. Usage times are naive UTC.
 A bundle that carries several customers (a reseller with everything under it) gives each
 its own window (:class:`OwnerWindow`), and the manifest records each one.
 """
@@ -23,7 +24,8 @@ MODES = ("current", "all", "none", "since")
 
 @dataclass(frozen=True)
 class OwnerWindow:
-    """The current billing period of one row that has one (a customer), in naive UTC."""
+    """The window of one row that has a billing period (a customer), in naive UTC: its current
+    period, or (mode since) from midnight of the date in its zone, unbounded above."""
 
     table: str
     pk: Any
@@ -31,7 +33,7 @@ class OwnerWindow:
     billing_period: str
     time_zone: str | None
     start: datetime
-    end: datetime
+    end: datetime | None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -41,7 +43,7 @@ class OwnerWindow:
             "billing_period": self.billing_period,
             "time_zone": self.time_zone,
             "from": self.start.isoformat(sep=" "),
-            "to": self.end.isoformat(sep=" "),
+            "to": self.end.isoformat(sep=" ") if self.end else None,
         }
 
 
@@ -54,6 +56,8 @@ class UsageWindow:
     end: datetime | None = None
     billing_period: str | None = None
     time_zone: str | None = None
+    #: mode since: the date, whose midnight each customer's own zone places
+    since: date | None = None
 
     @property
     def carries_usage(self) -> bool:
@@ -128,6 +132,21 @@ def current_period(period: str, now: datetime, time_zone: str | None = None) -> 
     return _utc(start, tz), _utc(end, tz)
 
 
+def since_start(since: date, time_zone: str | None = None) -> datetime:
+    """Midnight of ``since`` in ``time_zone`` (None: UTC), as naive UTC."""
+    return _utc(datetime(since.year, since.month, since.day), zone(time_zone))
+
+
+def owner_bounds(
+    window: UsageWindow, period: str, now: datetime, time_zone: str | None
+) -> tuple[datetime, datetime | None]:
+    """The bounds of one customer's own window: of ``window``'s mode (current or since), in its zone."""
+    if window.mode == "since":
+        assert window.since is not None
+        return since_start(window.since, time_zone), None
+    return current_period(period, now, time_zone)
+
+
 def _utc(local: datetime, tz: Any) -> datetime:
     return local.replace(tzinfo=tz).astimezone(UTC).replace(tzinfo=None)
 
@@ -141,7 +160,9 @@ def resolve_window(
         return UsageWindow("all")
     if mode == "since":
         assert since is not None
-        return UsageWindow("since", datetime(since.year, since.month, since.day), None)
+        return UsageWindow(
+            "since", since_start(since, time_zone), None, time_zone=time_zone or None, since=since
+        )
     period = period or "monthly"
     start, end = current_period(period, now, time_zone)
     return UsageWindow("current", start, end, period, time_zone or None)

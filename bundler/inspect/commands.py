@@ -108,7 +108,7 @@ def inspect() -> None:
 @spec_option
 @security_options("trust", "identity", "show")
 def summary(bundles: tuple[str, ...], as_json: bool, full: bool, spec: Path | None) -> None:
-    """What bundles hold: kind, root, source, usage window, tables, prerequisites.
+    """What bundles hold: kind, root, source, usage window, tables, prerequisites, other roots' rows.
 
     One bundle: its details. Several (or a glob): one line per bundle, then the totals
     per table (--full adds each bundle's details); --json always has everything.
@@ -177,10 +177,12 @@ def _print_bundle(console: Console, b: BundleSummary) -> None:
     for label, value in _facts(b):
         head.add_row(Text(label), Text(str(value)))
     console.print(head)
-    tables = _grid("table", "scope", "rows>", "bytes>")
+    encrypted = any(t.encrypted for t in b.tables)  # a column only for bundles that have some
+    tables = _grid("table", "scope", "rows>", "bytes>", *(["encrypted columns"] if encrypted else []))
     for t in b.tables:
-        tables.add_row(Text(t.name), t.scope, str(t.rows), _size(t.bytes))
-    tables.add_row(Text("total", style="bold"), "", str(b.rows), _size(b.bytes))
+        shown = [Text(", ".join(t.encrypted))] if encrypted else []
+        tables.add_row(Text(t.name), t.scope, str(t.rows), _size(t.bytes), *shown)
+    tables.add_row(Text("total", style="bold"), "", str(b.rows), _size(b.bytes), *([""] if encrypted else []))
     console.print(tables)
     if b.prerequisites:
         pre = _grid("needs in the target", "by", "scope", "rows>")
@@ -189,7 +191,25 @@ def _print_bundle(console: Console, b: BundleSummary) -> None:
         console.print(pre)
     else:
         console.print("needs in the target: nothing")
+    for line in _other_root_lines(b):
+        console.print(Text(line))
     console.print()
+
+
+def _other_root_lines(b: BundleSummary, shown: int = 5) -> list[str]:
+    """What the bundle references of other roots: left open by a load until their roots' loads."""
+    if not b.other_roots:
+        return []
+    whose = (
+        "owned rows it references, of its root (brought by the bundle it depends on) or of other roots"
+        if b.depends_on
+        else "rows of other roots it references"
+    )
+    lines = [f"{whose} (a load leaves those the target lacks open until their root's load brings them):"]
+    for o in b.other_roots:
+        more = f", … {len(o.keys) - shown} more" if len(o.keys) > shown else ""
+        lines.append(f"  {o.table} by {o.column}: {len(o.keys)} row(s): {', '.join(o.keys[:shown])}{more}")
+    return lines
 
 
 def _facts(b: BundleSummary) -> list[tuple[str, Any]]:

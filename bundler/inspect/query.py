@@ -246,10 +246,11 @@ class BundleSet:
             for table in sorted(bundle.manifest.tables):
                 if not TABLE_NAME.match(table) or not bundle.has_table_file(table):
                     continue
-                src = bundle.duckdb_source(table)
+                src = bundle.duckdb_source(table, self.con)
                 prefix = f"{literal(bundle.bundle_id)} AS bundle_id, " if with_id else ""
-                if self.mask:
-                    columns = list(bundle.manifest.tables[table].columns)
+                if self.mask:  # not the columns shown as (encrypted): their values are not there
+                    unread = set(bundle.encrypted_columns(table)) if bundle.column_keys is None else set()
+                    columns = [c for c in bundle.manifest.tables[table].columns if c not in unread]
                     select = masked_select(table, columns, graph, src, prefix)
                 else:
                     select = f"SELECT {prefix}* FROM {src}"

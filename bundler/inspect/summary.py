@@ -3,7 +3,11 @@
 For each bundle: kind, root, source system and release, graph, usage window (declared, and
 the span of the usage rows actually carried, read by DuckDB from the Parquet files), per
 table rows and bytes, the prerequisites it needs in the target and the bundles it depends
-on. Over several bundles, totals: bundles by kind, rows and bytes, per table.
+on, and which of those are owned rows of other roots: references a load leaves open (NULL,
+recorded in the target) until the load of that root brings the rows. (A bundle that depends
+on another, a usage bundle, also needs its own root's owned rows, which the bundle it depends
+on brought; the manifest does not say which root owns a row.) Over several bundles, totals:
+bundles by kind, rows and bytes, per table.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from bundler.graph import Graph
 from bundler.inspect.query import BundleSet, qident
 from bundler.keys import describe
 
-__all__ = ["BundleSummary", "Summary", "TableSummary", "summarize"]
+__all__ = ["BundleSummary", "OtherRoot", "Summary", "TableSummary", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class TableSummary:
     scope: str
     rows: int
     bytes: int
+    encrypted: tuple[str, ...] = ()  # columns encrypted column by column (readable with the key only)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"scope": self.scope, "rows": self.rows, "bytes": self.bytes}
+        if self.encrypted:
+            doc["encrypted"] = list(self.encrypted)
+        return doc
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,19 @@ class Prerequisite:
     column: str
     scope: str
     rows: int
+
+
+@dataclass(frozen=True)
+class OtherRoot:
+    """Rows of another root the bundle references but does not carry: a load before that root's
+    leaves the references open until the root's load brings them."""
+
+    table: str
+    column: str
+    keys: tuple[str, ...]  # each row's natural key, in a few words
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"column": self.column, "rows": len(self.keys), "keys": list(self.keys)}
 
 
 @dataclass
@@ -61,6 +85,9 @@ class BundleSummary:
     prerequisites: list[Prerequisite]
     depends_on: list[str]
     selection: list[dict[str, Any]] | None = None
+    # owned rows of other roots among the prerequisites (None: the entity graph is unknown);
+    # of a bundle that depends on another, its own root's rows too
+    other_roots: list[OtherRoot] | None = None
 
     @property
     def rows(self) -> int:
@@ -109,13 +136,16 @@ class BundleSummary:
             "marked": self.marked,
             "usage": self.usage,
             "usage_span": self.usage_span,
-            "tables": {t.name: {"scope": t.scope, "rows": t.rows, "bytes": t.bytes} for t in self.tables},
+            "tables": {t.name: t.to_dict() for t in self.tables},
             "rows": self.rows,
             "bytes": self.bytes,
             "prerequisites": {
                 p.table: {"column": p.column, "scope": p.scope, "rows": p.rows} for p in self.prerequisites
             },
             "depends_on": self.depends_on,
+            "other_roots": None
+            if self.other_roots is None
+            else {o.table: o.to_dict() for o in self.other_roots},
         }
 
 
@@ -165,7 +195,9 @@ def summarize(
 def _one(path: str, bundle: Bundle, bs: BundleSet) -> BundleSummary:
     m = bundle.manifest
     selection = m.selection
-    tables = [TableSummary(name, e.scope, e.rows, e.bytes) for name, e in sorted(m.tables.items())]
+    tables = [
+        TableSummary(name, e.scope, e.rows, e.bytes, e.encrypted) for name, e in sorted(m.tables.items())
+    ]
     return BundleSummary(
         path=path,
         bundle_id=bundle.bundle_id,
@@ -184,7 +216,19 @@ def _one(path: str, bundle: Bundle, bs: BundleSet) -> BundleSummary:
             Prerequisite(name, o.column, o.scope, len(o.rows)) for name, o in sorted(m.prerequisites.items())
         ],
         depends_on=list(m.depends_on),
+        other_roots=_other_roots(bundle, bs.graphs[0]),
     )
+
+
+def _other_roots(bundle: Bundle, graph: Graph | None) -> list[OtherRoot] | None:
+    """The prerequisites that are rows of other roots (:meth:`Graph.of_another_root`)."""
+    if graph is None:
+        return None
+    return [
+        OtherRoot(name, o.column, tuple(describe(r.key) for r in o.rows))
+        for name, o in sorted(bundle.manifest.prerequisites.items())
+        if graph.of_another_root(name, o.scope)
+    ]
 
 
 def _usage_span(bs: BundleSet, tables: list[TableSummary]) -> dict[str, dict[str, Any]]:

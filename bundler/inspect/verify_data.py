@@ -60,7 +60,7 @@ class _DataChecks:
     def run(self) -> None:
         for t in self.v.readable.values():
             self.con.execute(
-                f"CREATE VIEW {qident(t.name)} AS SELECT * FROM {self.v.bundle.duckdb_source(t.name)}"
+                f"CREATE VIEW {qident(t.name)} AS SELECT * FROM {self.v.bundle.duckdb_source(t.name, self.con)}"
             )
         self.prereq.update(self._prerequisite_tables())
         self.window = self._window()

@@ -206,6 +206,15 @@ def _check_against_entry(
             f"the columns listed for table {name} differ from {file}: " + _column_differences(listed, actual),
             table=name,
         )
+    from bundler.secure.columns import encrypted_columns
+
+    said, found = encrypted_columns(entry), v.bundle.encrypted_columns(name)
+    if set(said) != set(found):
+        v.problem(
+            MANIFEST,
+            f"table {name}: the manifest lists encrypted columns {sorted(said)}, {file} has {sorted(found)}",
+            table=name,
+        )
 
 
 def _schema_against_graph(

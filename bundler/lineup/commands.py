@@ -130,7 +130,9 @@ def migrate_command(
     The lineup is kept in the target (bundler_lineup): several workers, on several
     machines, can run the same command and share it. Kinds go in the entity graph's
     order (vendors before the customers whose DID numbers they own): no root of a later
-    kind is claimed before every root of the earlier kinds is done or failed. A re-run
+    kind is claimed before every root of the earlier kinds is done or failed; within a
+    kind, a root whose rows another references goes first, and roots that reference each
+    other are loaded in one transaction. References still open are listed. A re-run
     skips what the target already holds, finishes or restores an export whose process
     died (see bundler recover), loads a bundle exported but not loaded, and retries what
     failed. A failed root gets its status restored in the source and keeps its bundle;
@@ -245,8 +247,7 @@ def migrate_command(
         print_json(summary)
     else:
         print_summary(summary)
-        for line in summary["open_references"]:
-            click.echo(f"  open: {line}")
+        print_open(summary["open_references"])
         click.echo(f"bundles: {summary['bundles']}")
         for name, path in paths.items():
             click.echo(f"{name}: {path}")
@@ -372,12 +373,26 @@ def print_plan(plan: Any, as_json: bool) -> None:
         raise BundlerError(f"the plan: {problems} root(s) cannot go (marked !! above)")
 
 
-def _still_open(target: Any) -> list[str]:
-    """The references loads left open in the target (their root is not migrated yet)."""
-    from bundler.load.crossroot import open_references
+def _still_open(target: Any) -> dict[str, Any]:
+    """The references loads left open in the target (their root is not migrated yet): see
+    :func:`bundler.load.crossroot.open_summary`."""
+    from bundler.load.crossroot import open_summary
 
     with target.connect() as conn:
-        return [o.line() for o in open_references(conn)]
+        return open_summary(conn)
+
+
+def print_open(still: dict[str, Any], shown: int = 20) -> None:
+    """What is still open: how many, per column, the first ``shown``, and what to do."""
+    if not still["count"]:
+        return
+    columns = ", ".join(f"{column} {n}" for column, n in still["per_column"].items())
+    click.echo(f"{still['count']} reference(s) to rows of roots not in the target yet still open ({columns})")
+    for line in still["lines"][:shown]:
+        click.echo(f"  open: {line}")
+    if still["count"] > shown:
+        click.echo(f"  … {still['count'] - shown} more (see --json)")
+    click.echo(f"  to do: {still['what_to_do']}")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -4,7 +4,9 @@ The lineup lives in the target database (``bundler_lineup``, see
 :mod:`bundler.lineup.queue`): one row per root and phase, claimed by workers anywhere with a
 row lock; kinds go in the tiers the graph gives (vendors before the customers whose DID
 numbers they own), and no root of a later tier is claimed before the earlier tiers are
-finished. For each claimed root a worker:
+finished. Within a tier, a root whose rows another root references goes first, and roots
+that reference each other are claimed as one unit and migrated back to back
+(:mod:`bundler.lineup.order`). For each claimed root a worker:
 
 1. finishes what an earlier, interrupted run left: an export whose process died is finished
    or restored (:mod:`bundler.recover`), a bundle exported and not loaded is loaded, a root
@@ -58,13 +60,14 @@ from bundler.lineup.queue import (
     release_stale_claims,
     retrying,
     selection,
+    unit_rows,
     worker_name,
 )
 from bundler.lineup.queue import retry_failed as retry_failed_roots
 from bundler.lineup.returned import reopen_returned, reversed_exports
 from bundler.load import TargetCache, load_bundle
 from bundler.load.grants import check_target_writable
-from bundler.load.load import Written
+from bundler.load.load import LoadResult, Written
 from bundler.marking import find_root
 from bundler.progress import NullProgress, Progress
 from bundler.recover import LEFT, crash_point, crash_progress, recover_root
@@ -184,7 +187,7 @@ def select_roots(
     lineup order (kinds in the graph's tiers: :func:`~bundler.lineup.queue.kind_order`)."""
     found: dict[tuple[str, str], tuple[str, Any, str]] = {}
     with source.connect() as conn:
-        graph, _ = system_graph(conn, spec)
+        graph, _ = system_graph(conn, spec, create=False)  # a read: nothing is created
         order = kind_order(graph)
         for sel in sorted(selectors, key=lambda s: order.get(s.kind, (len(order), 0))):
             idents = _all_of(conn, graph, sel) if sel.all else list(sel.idents)
@@ -299,6 +302,21 @@ def _recover(source: sa.Engine, graph: Graph, kind: str, root_pk: str, progress:
     return None
 
 
+@dataclass
+class _Ready:
+    """A root exported (or found exported by an earlier run) and not loaded yet."""
+
+    base: dict[str, Any]
+    phase: str
+    bundle_id: str
+    path: Path
+    rows: int
+    bytes: int
+    marked_at: float
+    timings: dict[str, float]
+    written: Written | None
+
+
 def migrate_root(
     source: sa.Engine,
     target: sa.Engine,
@@ -310,6 +328,36 @@ def migrate_root(
     graph: Graph | None = None,
     layers: Layers | None = None,
 ) -> RootOutcome:
+    ready = export_for_load(source, target, source_system, row, options, progress, graph, layers)
+    if isinstance(ready, RootOutcome):
+        return ready
+    try:
+        loaded = load_bundle(
+            target,
+            ready.path,
+            decisions=options.decisions,
+            spec=options.target_spec,
+            progress=crash_progress(progress, "load"),
+            cache=cache,
+            written=ready.written,
+        )
+    except BundlerError as exc:
+        return load_failed(source, ready, exc, options)
+    return loaded_outcome(ready, loaded, options)
+
+
+def export_for_load(
+    source: sa.Engine,
+    target: sa.Engine,
+    source_system: str,
+    row: Any,
+    options: LineupOptions,
+    progress: Progress,
+    graph: Graph | None = None,
+    layers: Layers | None = None,
+) -> _Ready | RootOutcome:
+    """A claimed root exported and ready to load, or its outcome when it needs no load (the
+    target has it) or cannot go (its export failed, or another process is exporting it)."""
     kind, root_pk, phase = row.kind, row.root_pk, row.phase
     base = {"kind": kind, "root_pk": root_pk, "root_key": row.root_key}
     loaded = _already_loaded(target, source_system, kind, root_pk, phase)
@@ -324,78 +372,77 @@ def migrate_root(
     started = time.monotonic()
     left = _unloaded_export(source, kind, root_pk, options.bundles, phase)
     timings: dict[str, float] = {}
-    written: Written | None = None
     if left is not None:
         bundle_id, path = left
-        rows = bytes_ = 0
-        marked_at = started  # marked by the earlier run: its downtime is counted from now
         progress.note(f"{kind} {describe_key(row.root_key)}: loading {bundle_id}, exported by an earlier run")
-    else:
-        export_options = ExportOptions(
-            xdrs=options.xdrs,
-            usage_only=phase == "usage",
-            mark=True,
-            now=options.now,
-            layers=layers,
-            validate_manifest=False,  # after the downtime: see _manifest_problem
-        )
-        try:
-            # a deadlock while marking (MariaDB's 1213 between workers marking side by side)
-            # rolled the mark back, and one later in the export gave the statuses back: again
-            exported = retrying(
-                lambda: export_root(
-                    source,
-                    kind,
-                    root_pk,
-                    options.bundles,
-                    spec=options.spec,
-                    options=export_options,
-                    progress=progress,
-                )
-            )
-        except BundlerError as exc:
-            return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")
-        bundle_id, path = exported.bundle_id, exported.path
-        rows, bytes_ = exported.manifest.totals.rows, exported.manifest.totals.bytes
-        marked_at = exported.marked_at or started
-        timings["prepare"] = marked_at - started
-        timings["export"] = time.monotonic() - marked_at
-        if exported.manifest_sha256 is not None:
-            written = Written(exported.manifest_sha256)
-        crash_point("exported")
+        # marked by the earlier run: its downtime is counted from now
+        return _Ready(base, phase, bundle_id, path, 0, 0, started, timings, None)
+    export_options = ExportOptions(
+        xdrs=options.xdrs,
+        usage_only=phase == "usage",
+        mark=True,
+        now=options.now,
+        layers=layers,
+        validate_manifest=False,  # after the downtime: see _manifest_problem
+    )
     try:
-        loaded = load_bundle(
-            target,
-            path,
-            decisions=options.decisions,
-            spec=options.target_spec,
-            progress=crash_progress(progress, "load"),
-            cache=cache,
-            written=written,
+        # a deadlock while marking (MariaDB's 1213 between workers marking side by side)
+        # rolled the mark back, and one later in the export gave the statuses back: again
+        exported = retrying(
+            lambda: export_root(
+                source,
+                kind,
+                root_pk,
+                options.bundles,
+                spec=options.spec,
+                options=export_options,
+                progress=progress,
+            )
         )
     except BundlerError as exc:
-        reason = f"load: {exc.line()}"
-        if phase != "usage":
-            try:
-                restore_export(source, bundle_id, reason, spec=options.spec)
-            except Exception as restore_exc:
-                reason += f"; and restoring its status in the source failed: {restore_exc}"
-        return RootOutcome(
-            **base, state="failed", bundle_id=bundle_id, message=reason + f" (bundle kept: {path})"
-        )
+        return RootOutcome(**base, state="failed", message=f"export: {exc.line()}")
+    marked_at = exported.marked_at or started
+    timings["prepare"] = marked_at - started
+    timings["export"] = time.monotonic() - marked_at
+    written = Written(exported.manifest_sha256) if exported.manifest_sha256 is not None else None
+    crash_point("exported")
+    totals = exported.manifest.totals
+    return _Ready(
+        base, phase, exported.bundle_id, exported.path, totals.rows, totals.bytes, marked_at, timings, written
+    )
+
+
+def load_failed(source: sa.Engine, ready: _Ready, exc: BundlerError, options: LineupOptions) -> RootOutcome:
+    """A root whose load failed: its status restored in the source, its bundle kept."""
+    reason = f"load: {exc.line()}"
+    if ready.phase != "usage":
+        try:
+            restore_export(source, ready.bundle_id, reason, spec=options.spec)
+        except Exception as restore_exc:
+            reason += f"; and restoring its status in the source failed: {restore_exc}"
+    return RootOutcome(
+        **ready.base,
+        state="failed",
+        bundle_id=ready.bundle_id,
+        message=reason + f" (bundle kept: {ready.path})",
+    )
+
+
+def loaded_outcome(ready: _Ready, loaded: LoadResult, options: LineupOptions) -> RootOutcome:
+    """A root whose load committed: its downtime, and what the checks after the commit found."""
     ended = loaded.committed_at or time.monotonic()
-    timings.update(loaded.steps)
-    problem = _manifest_problem(path) if written is not None else None
-    problem = problem or _to_store(path, options)  # after the commit: outside the downtime
+    timings = {**ready.timings, **loaded.steps}
+    problem = _manifest_problem(ready.path) if ready.written is not None else None
+    problem = problem or _to_store(ready.path, options)  # after the commit: outside the downtime
     timings["after"] = time.monotonic() - ended
     return RootOutcome(
-        **base,
+        **ready.base,
         state="done" if problem is None else "failed",
         message=problem,
-        bundle_id=bundle_id,
-        downtime_s=ended - marked_at,
-        rows=rows,
-        bytes=bytes_,
+        bundle_id=ready.bundle_id,
+        downtime_s=ended - ready.marked_at,
+        rows=ready.rows,
+        bytes=ready.bytes,
         timings=timings,
         differing=loaded.reused_with_differences(),
         lacking=loaded.lacking_in_target(),
@@ -476,7 +523,8 @@ class _Run:
                 if not self.waiting_noted:
                     self.waiting_noted = True
                     self.progress.note(
-                        "waiting for the roots of an earlier kind (the graph's order) to finish"
+                        "waiting for the roots of an earlier kind (the graph's order) or of a lower level "
+                        "(roots whose rows others reference) to finish"
                     )
             if delay >= MAX_POLL:
                 release_stale_claims(self.target, self.system, stale_after=self.stale_after)
@@ -486,32 +534,74 @@ class _Run:
 
     def worker_loop(self) -> None:
         name = worker_name()
-        while (row := self.next_root(name)) is not None:
-            if self.forward is not None:
-                self.forward("claimed", None)
+        while (claimed := self.next_root(name)) is not None:
+            rest = unit_rows(self.target, claimed, name)
+            if rest:  # roots that reference each other: claimed together, loaded in one transaction
+                self.migrate_unit([claimed, *rest])
             else:
-                self.claimed()
-            try:
-                outcome = migrate_root(
-                    self.source,
-                    self.target,
-                    self.system,
-                    row,
-                    self.options,
-                    self.progress,
-                    self.cache,
-                    self.graph,
-                    self.layers,
-                )
-            except Exception as exc:
-                outcome = RootOutcome(
-                    row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
-                )
-            finish(self.target, row, _finished_values(outcome))
-            if self.forward is not None:
-                self.forward("outcome", outcome)
-            else:
-                self.report(outcome)
+                self.migrate(claimed)
+
+    def migrate_unit(self, rows: list[Any]) -> None:
+        """Migrate the claimed roots of one unit together (:mod:`bundler.lineup.together`)."""
+        from bundler.lineup.together import migrate_unit
+
+        for _ in rows:
+            self.started_one()
+        try:
+            outcomes = migrate_unit(
+                self.source,
+                self.target,
+                self.system,
+                rows,
+                self.options,
+                self.progress,
+                self.cache,
+                self.graph,
+                self.layers,
+            )
+        except Exception as exc:
+            outcomes = [
+                RootOutcome(r.kind, r.root_pk, r.root_key, "failed", message=f"{type(exc).__name__}: {exc}")
+                for r in rows
+            ]
+        for row, outcome in zip(rows, outcomes, strict=True):
+            self.finished(row, outcome)
+
+    def migrate(self, row: Any) -> None:
+        """Migrate one claimed root, record its outcome in the lineup, and report it."""
+        self.started_one()
+        try:
+            outcome = migrate_root(
+                self.source,
+                self.target,
+                self.system,
+                row,
+                self.options,
+                self.progress,
+                self.cache,
+                self.graph,
+                self.layers,
+            )
+        except Exception as exc:
+            outcome = RootOutcome(
+                row.kind, row.root_pk, row.root_key, "failed", message=f"{type(exc).__name__}: {exc}"
+            )
+        self.finished(row, outcome)
+
+    def started_one(self) -> None:
+        """A root is in flight (told to the parent, in a worker process)."""
+        if self.forward is not None:
+            self.forward("claimed", None)
+        else:
+            self.claimed()
+
+    def finished(self, row: Any, outcome: RootOutcome) -> None:
+        """Record a root's outcome in the lineup, and report it."""
+        finish(self.target, row, _finished_values(outcome))
+        if self.forward is not None:
+            self.forward("outcome", outcome)
+        else:
+            self.report(outcome)
 
     def claimed(self) -> None:
         with self.lock:
@@ -576,7 +666,13 @@ def run_lineup(
         check_target_writable(conn, options.target_spec, extra=[lineup_table.name], what="migrate")
     roots = select_roots(source, selectors, spec=options.spec)
     wanted = {(kind, str(pk)) for kind, pk, _ in roots}
-    enqueue(target, system.system_id, roots, phase)
+    placed = None
+    if phase == "full":  # references across roots: the referenced root first, a cycle together
+        from bundler.lineup.order import root_placements
+
+        with source.connect() as conn:
+            placed = root_placements(conn, graph, roots, kind_tiers(graph), usage=options.xdrs != "none")
+    enqueue(target, system.system_id, roots, phase, placed)
     release_stale_claims(target, system.system_id, stale_after=stale_after)
     if retry_failed:
         retry_failed_roots(target, system.system_id, phase, wanted)

@@ -12,6 +12,11 @@ any worker of any run still holds a root of an earlier tier: the claim answers
 :data:`WAIT`, and the worker polls again with a short backoff. A root that failed counts
 as finished: later tiers still go (a root that needed it fails its load's preflight and is
 restored in the source, listed with the rest).
+
+**Within a tier, levels** (:mod:`bundler.lineup.order`): a root whose rows another root
+references has a lower level and goes first; a claim waits the same way until the lower
+levels of its tier are finished. Roots that reference each other form a **unit**: the claim
+takes the unit whole (:func:`unit_rows`), and one worker migrates its roots back to back.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from sqlalchemy.dialects import mysql
 from bundler import tracking
 from bundler.db import begin_write, contended
 from bundler.graph import Graph
+from bundler.lineup.order import Placement
+from bundler.sql import chunks
 
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -53,6 +60,10 @@ lineup_table = sa.Table(
     sa.Column("rows", sa.BigInteger),
     sa.Column("bytes", sa.BigInteger),
     sa.Column("message", sa.Text),
+    # the root's place within its tier (bundler.lineup.order): lower levels go first; the roots
+    # of a unit (they reference each other) are claimed together, by one worker
+    sa.Column("level", sa.Integer),
+    sa.Column("unit", sa.Integer),
     sa.Index("ix_bundler_lineup_state", "source_system", "phase", "state", "position"),
 )
 
@@ -70,8 +81,17 @@ class _Wait:
 WAIT = _Wait()
 
 
+_upgraded: set[str] = set()
+
+
 def ensure_lineup(connection: sa.Connection) -> None:
+    """Create the lineup's table, or add the columns an older bundler's table lacks (once per
+    database and process)."""
     tracking.create_tables(connection, lineup_metadata)
+    url = connection.engine.url.render_as_string(hide_password=True)
+    if url not in _upgraded:
+        tracking.add_missing_columns(connection, lineup_metadata)
+        _upgraded.add(url)
 
 
 def worker_name() -> str:
@@ -149,9 +169,19 @@ def kind_order(graph: Graph) -> dict[str, tuple[int, int]]:
 # -- building the lineup -----------------------------------------------------------------------
 
 
-def enqueue(target: sa.Engine, source_system: str, roots: Sequence[tuple[str, Any, str]], phase: str) -> int:
-    """Add the roots the lineup does not have yet (each once); returns how many were added."""
+def enqueue(
+    target: sa.Engine,
+    source_system: str,
+    roots: Sequence[tuple[str, Any, str]],
+    phase: str,
+    placed: dict[tuple[str, str], Placement] | None = None,
+) -> int:
+    """Add the roots the lineup does not have yet (each once); returns how many were added.
+
+    ``placed``: each root's level and unit (:func:`bundler.lineup.order.placements`); the
+    roots already in the lineup and still pending (or failed) take theirs too."""
     unique = list({(kind, str(pk)): (kind, pk, key) for kind, pk, key in roots}.values())
+    placed = placed or {}
 
     def once() -> int:
         with begin_write(target) as conn:
@@ -185,6 +215,8 @@ def enqueue(target: sa.Engine, source_system: str, roots: Sequence[tuple[str, An
             ]
             if new:
                 conn.execute(t.insert(), new)
+            if placed:
+                _place(conn, source_system, phase, placed)
             return len(new)
 
     for attempt in range(3):
@@ -195,6 +227,43 @@ def enqueue(target: sa.Engine, source_system: str, roots: Sequence[tuple[str, An
                 raise
             time.sleep(0.1 * (attempt + 1))  # another worker enqueued the same roots: read again
     raise AssertionError("unreachable")
+
+
+def _place(
+    conn: sa.Connection, source_system: str, phase: str, placed: dict[tuple[str, str], Placement]
+) -> None:
+    """Set the level and unit of the roots of ``placed`` still to migrate; a unit is numbered by the
+    lowest position among its roots (positions are unique in the lineup)."""
+    t = lineup_table
+    base = (t.c.source_system == source_system, t.c.phase == phase)
+    positions = {
+        (r.kind, r.root_pk): r.position
+        for r in conn.execute(
+            sa.select(t.c.kind, t.c.root_pk, t.c.position).where(*base, selection(set(placed)))
+        )
+    }
+    units: dict[int, int] = {}
+    for root, place in placed.items():
+        if place.unit is not None and root in positions:
+            units[place.unit] = min(units.get(place.unit, positions[root]), positions[root])
+    changes = [
+        {
+            "_kind": kind,
+            "_pk": pk,
+            "_level": place.level,
+            "_unit": None if place.unit is None else units[place.unit],
+        }
+        for (kind, pk), place in placed.items()
+        if (kind, pk) in positions
+    ]
+    stmt = (
+        sa.update(t)
+        .where(*base, t.c.kind == sa.bindparam("_kind"), t.c.root_pk == sa.bindparam("_pk"))
+        .where(sa.or_(t.c.state == "pending", t.c.state == "failed"))  # a failed one goes again
+        .values(level=sa.bindparam("_level"), unit=sa.bindparam("_unit"))
+    )
+    for part in chunks(changes, 1000):
+        conn.execute(stmt, part)
 
 
 def selection(wanted: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
@@ -228,17 +297,19 @@ def retry_failed(target: sa.Engine, source_system: str, phase: str, wanted: set[
 
 def _open_tiers(
     conn: sa.Connection, source_system: str, phase: str, wanted: set[tuple[str, str]], tiers: dict[str, int]
-) -> tuple[int | None, int | None]:
-    """(first tier with a pending root of ours, first tier with a root any worker holds)."""
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(first (tier, level) with a pending root of ours, first (tier, level) with a root any
+    worker holds)."""
     t = lineup_table
     base = (t.c.source_system == source_system, t.c.phase == phase)
+    level = sa.func.coalesce(t.c.level, 0)
     pending = conn.execute(
-        sa.select(t.c.kind).where(*base, t.c.state == "pending", selection(wanted)).distinct()
-    ).scalars()
-    held = conn.execute(sa.select(t.c.kind).where(*base, t.c.state == "claimed").distinct()).scalars()
+        sa.select(t.c.kind, level).where(*base, t.c.state == "pending", selection(wanted)).distinct()
+    ).all()
+    held = conn.execute(sa.select(t.c.kind, level).where(*base, t.c.state == "claimed").distinct()).all()
     last = max(tiers.values(), default=0) + 1  # a kind the graph does not know goes last
-    ours = [tiers.get(k, last) for k in pending]
-    theirs = [tiers.get(k, last) for k in held]
+    ours = [(tiers.get(k, last), n) for k, n in pending]
+    theirs = [(tiers.get(k, last), n) for k, n in held]
     return min(ours, default=None), min(theirs, default=None)
 
 
@@ -251,7 +322,8 @@ def claim(
     tiers: dict[str, int],
 ) -> sa.Row[Any] | _Wait | None:
     """Claim the next pending root of this run's selection (other runs' roots stay for them):
-    a row, :data:`WAIT` (an earlier tier is not finished: poll again), or None (nothing left)."""
+    a row, :data:`WAIT` (an earlier tier or level is not finished: poll again), or None
+    (nothing left). A root of a unit is claimed with the rest of its unit (:func:`unit_rows`)."""
     return retrying(lambda: _claim_once(target, source_system, phase, worker, wanted, tiers))
 
 
@@ -270,12 +342,12 @@ def _claim_once(
         if ours is None:
             return None
         if held is not None and held < ours:
-            return WAIT  # a root of an earlier tier is in flight somewhere
+            return WAIT  # a root of an earlier tier or level is in flight somewhere
+        tier, level = ours
         last = max(tiers.values(), default=0) + 1
-        kinds = {k for k, v in tiers.items() if v == ours} if ours < last else None
-        stmt = sa.select(t).where(
-            t.c.source_system == source_system, t.c.phase == phase, t.c.state == "pending", selection(wanted)
-        )
+        kinds = {k for k, v in tiers.items() if v == tier} if tier < last else None
+        base = (t.c.source_system == source_system, t.c.phase == phase, t.c.state == "pending")
+        stmt = sa.select(t).where(*base, selection(wanted), sa.func.coalesce(t.c.level, 0) == level)
         stmt = stmt.where(t.c.kind.in_(kinds) if kinds is not None else t.c.kind.not_in(list(tiers)))
         stmt = stmt.order_by(t.c.position).limit(1)
         if conn.dialect.name in ("postgresql", "mysql"):
@@ -283,13 +355,32 @@ def _claim_once(
         row = conn.execute(stmt).first()
         if row is None:
             return WAIT  # another worker is claiming the last ones of this tier right now
+        same = sa.and_(t.c.kind == row.kind, t.c.root_pk == row.root_pk)
+        if row.unit is not None:  # the rest of its unit goes with it, to this worker
+            same = sa.or_(same, sa.and_(t.c.unit == row.unit, selection(wanted)))
         conn.execute(
             sa.update(t)
-            .where(t.c.source_system == source_system, t.c.kind == row.kind, t.c.root_pk == row.root_pk)
-            .where(t.c.phase == phase)
-            .values(state="claimed", worker=worker, claimed_at=tracking.now(), attempts=row.attempts + 1)
+            .where(*base, same)
+            .values(state="claimed", worker=worker, claimed_at=tracking.now(), attempts=t.c.attempts + 1)
         )
         return row
+
+
+def unit_rows(target: sa.Engine, row: Any, worker: str) -> list[sa.Row[Any]]:
+    """The other roots of ``row``'s unit that the same claim gave ``worker``, in lineup order."""
+    if getattr(row, "unit", None) is None:
+        return []
+    t = lineup_table
+    with target.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(t)
+                .where(t.c.source_system == row.source_system, t.c.phase == row.phase)
+                .where(t.c.unit == row.unit, t.c.state == "claimed", t.c.worker == worker)
+                .where(sa.not_(sa.and_(t.c.kind == row.kind, t.c.root_pk == row.root_pk)))
+                .order_by(t.c.position)
+            ).all()
+        )
 
 
 def finish(target: sa.Engine, row: sa.Row[Any], values: dict[str, Any]) -> None:

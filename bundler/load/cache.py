@@ -6,10 +6,16 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from bundler.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from bundler.graph import Graph
+    from bundler.tracking import SystemInfo
 
 
 def reflect(connection: sa.Connection, name: str, metadata: sa.MetaData | None = None) -> sa.Table:
@@ -40,7 +46,8 @@ class TargetCache:
     - what the ledger of earlier bundles a layered bundle refers to says (table and source
       pk -> target pk): asked once per run, not by every root's preflight. It is kept
       with the count of those bundles' ledger rows (:meth:`through_stamp`), which every
-      load reads again: a clean of such a bundle meanwhile empties it.
+      load reads again: a clean of such a bundle meanwhile empties it;
+    - the target's graph and identity (what ``bundler_system`` says), read once.
 
     Thread-safe.
     """
@@ -51,7 +58,22 @@ class TargetCache:
         self._known: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
         self._through: dict[tuple[tuple[str, ...], str], dict[str, str]] = defaultdict(dict)
         self._stamps: dict[tuple[str, ...], int] = {}
+        self._graphs: dict[str | None, tuple[Graph, SystemInfo]] = {}
         self._lock = threading.Lock()
+
+    def system_graph(self, connection: sa.Connection, spec: str | Path | None) -> tuple[Graph, SystemInfo]:
+        """The target's graph and identity (:func:`bundler.context.system_graph`), resolved
+        once per run: three catalog and table reads less in every load."""
+        from bundler.context import system_graph
+
+        key = None if spec is None else str(spec)
+        with self._lock:
+            known = self._graphs.get(key)
+        if known is None:
+            known = system_graph(connection, spec)
+            with self._lock:
+                self._graphs[key] = known
+        return known
 
     def table(self, connection: sa.Connection, name: str) -> sa.Table:
         with self._lock:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.errors import PrerequisitesMissing
-from bundler.graph import Graph, Scope
+from bundler.graph import Graph, TableSpec
 from bundler.keys import describe, key_text
 from bundler.ledger import ledger_map
 from bundler.load.state import LoadState
@@ -32,11 +32,9 @@ from bundler.sql import chunks, table_clause
 
 def deferrable(state: LoadState, table: str, entry: Outside) -> bool:
     """Whether missing outside rows of ``table`` may be left open: they belong to another root
-    (owned scope). The write refuses a reference to one through a column that cannot be NULL
-    (:func:`refuse_open`). Another root itself (a reseller parent, a vendor's customer
-    counterpart) is a prerequisite, never left open: it is set up on the target first."""
-    roots = {r.table for r in state.graph.roots.values()}
-    return Scope(entry.scope) is Scope.OWNED and table in state.graph.tables and table not in roots
+    (:meth:`bundler.graph.Graph.of_another_root`). The write refuses a reference to one through
+    a column that cannot be NULL (:func:`refuse_open`)."""
+    return state.graph.of_another_root(table, entry.scope)
 
 
 def blocking(state: LoadState, table: str, values: set[Any]) -> set[Any]:
@@ -179,6 +177,45 @@ def _set_open(
     return done
 
 
+def forget_open(connection: sa.Connection, table: str, target_pks: Sequence[str]) -> int:
+    """Forget the open references of removed rows of ``table`` (target keys as text); how many."""
+    deferred = tracking.deferred_table
+    return sum(
+        int(
+            connection.execute(
+                sa.delete(deferred).where(deferred.c.table_name == table, deferred.c.target_pk.in_(part))
+            ).rowcount
+        )
+        for part in chunks(sorted(target_pks))
+    )
+
+
+def forget_open_gone(connection: sa.Connection, spec: TableSpec, bundles: Sequence[str]) -> int:
+    """Forget the open references the loads ``bundles`` recorded for rows of ``spec`` that are gone
+    (usage rows a clean removed by SQL, whose keys it never holds); how many. Read from the
+    few open references, each looked up in ``spec``'s table by its key."""
+    deferred = tracking.deferred_table
+    t = table_clause(spec)
+    key = t.c[spec.pk[0]]
+    integer = spec.column_map[spec.pk[0]].type.startswith("int")
+    target = sa.cast(deferred.c.target_pk, sa.BigInteger) if integer else deferred.c.target_pk
+    return int(
+        connection.execute(
+            sa.delete(deferred).where(
+                deferred.c.bundle_id.in_(sorted(bundles)),
+                deferred.c.table_name == spec.name,
+                ~sa.exists().where(key == target),
+            )
+        ).rowcount
+    )
+
+
+def forget_open_of(connection: sa.Connection, bundle_id: str) -> int:
+    """Forget every open reference a load recorded (the load is forgotten); how many."""
+    deferred = tracking.deferred_table
+    return int(connection.execute(sa.delete(deferred).where(deferred.c.bundle_id == bundle_id)).rowcount)
+
+
 @dataclass(frozen=True)
 class OpenReference:
     bundle_id: str
@@ -193,6 +230,59 @@ class OpenReference:
             f"{self.table} {self.target_pk}.{self.column} → {self.ref_table} {self.ref_key} "
             f"(left open by {self.bundle_id}: that row's root is not loaded yet)"
         )
+
+
+#: what an operator does about references still open
+WHAT_TO_DO = (
+    "migrate (or load) the roots that own the referenced rows: their loads set these references; "
+    "until then the columns are NULL in the target"
+)
+
+
+def open_summary(connection: sa.Connection, shown: int = 100) -> dict[str, Any]:
+    """The references still open (:func:`open_references`) as ``migrate --json`` reports them:
+    how many, per column, per root that left them open, the first ``shown`` of them (as
+    objects and as lines), and what to do."""
+    found = open_references(connection)
+    per_column: dict[str, int] = defaultdict(int)
+    per_bundle: dict[str, int] = defaultdict(int)
+    for o in found:
+        per_column[f"{o.table}.{o.column}"] += 1
+        per_bundle[o.bundle_id] += 1
+    loads = tracking.loads_table
+    roots = {
+        r.bundle_id: r
+        for part in chunks(sorted(per_bundle), 1000)
+        for r in connection.execute(
+            sa.select(loads.c.bundle_id, loads.c.kind, loads.c.root_key).where(loads.c.bundle_id.in_(part))
+        )
+    }
+    return {
+        "count": len(found),
+        "per_column": dict(sorted(per_column.items())),
+        "per_root": [
+            {
+                "bundle_id": bundle_id,
+                "kind": roots[bundle_id].kind if bundle_id in roots else None,
+                "root": roots[bundle_id].root_key if bundle_id in roots else None,
+                "count": n,
+            }
+            for bundle_id, n in sorted(per_bundle.items())
+        ],
+        "refs": [
+            {
+                "bundle_id": o.bundle_id,
+                "table": o.table,
+                "target_pk": o.target_pk,
+                "column": o.column,
+                "ref_table": o.ref_table,
+                "ref_key": o.ref_key,
+            }
+            for o in found[:shown]
+        ],
+        "lines": [o.line() for o in found[:shown]],
+        "what_to_do": WHAT_TO_DO if found else None,
+    }
 
 
 def open_references(connection: sa.Connection) -> list[OpenReference]:

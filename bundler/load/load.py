@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -121,6 +122,8 @@ class LoadResult:
 
 
 RETRIES = 12
+#: rows per batch a load writes (``load_bundle``'s ``batch_rows``)
+BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def load_bundle(
     spec: str | Path | None = None,
     progress: Progress | None = None,
     asker: Asker | None = None,
-    batch_rows: int = 65_536,
+    batch_rows: int = BATCH_ROWS,
     verify: bool = True,
     cache: TargetCache | None = None,
     written: Written | None = None,
@@ -173,6 +176,7 @@ def load_bundle(
             _check_written(bundle, written)
         elif verify:
             _verify(bundle, spec)
+        bundle.require_column_keys()
         request = _Request(
             bundle, bundle_path, decisions, dry_run, spec, progress, asker, batch_rows, cache, again=again
         )
@@ -184,10 +188,19 @@ def load_bundle(
 
 def _attempts(engine: sa.Engine, request: _Request) -> LoadResult:
     """Run the load until it is not contended, at most :data:`RETRIES` times."""
+    return retried(request, lambda: _load_once(engine, request))
+
+
+T = TypeVar("T")
+
+
+def retried(request: _Request, once: Callable[[], T]) -> T:
+    """Run ``once`` (a load's transaction: ``request``'s, or one holding it with others) until
+    it is not contended, at most :data:`RETRIES` times."""
     bundle = request.bundle
     for attempt in range(1, RETRIES + 1):
         try:
-            return _load_once(engine, request)
+            return once()
         except sa.exc.DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
@@ -209,46 +222,76 @@ def _attempts(engine: sa.Engine, request: _Request) -> LoadResult:
 
 def _load_once(engine: sa.Engine, request: _Request) -> LoadResult:
     """One attempt, in one transaction (rolled back for a dry run)."""
-    from bundler.load.translate import translator_for
-
-    bundle = request.bundle
-    options: dict[str, Any] = {"sqlite_begin": "immediate"}
     clock = _Clock(request.steps)
-    with engine.connect().execution_options(**options) as connection:
-        with connection.begin():
-            graph, system = system_graph(connection, request.spec)
-            if bundle.manifest.usage.late_after:  # DDL outside the load's transaction (MariaDB commits it)
-                tracking.create_tables(connection, charges_metadata)
+    with engine.connect().execution_options(sqlite_begin="immediate") as connection:
+        graph, system = prepare(connection, [request])
         with connection.begin() as txn:
-            done = _already_loaded(connection, request, graph)
-            if done is not None:
-                return done
-            if not request.again:
-                _refuse_loaded_root(connection, graph, request)
-            # a record left: a clean removed the root and kept some rows; load it again, reusing them
-            reload = _recorded(connection, bundle.bundle_id)
-            translator = translator_for(bundle_graph(bundle.manifest.graph.release, request.spec), graph)
-            state = LoadState(
-                connection,
-                bundle,
-                graph,
-                system,
-                translator,
-                load_decisions(request.decisions),
-                request.progress,
-                request.asker,
-                request.batch_rows,
-                request.cache,
-            )
-            clock.lap("begin")
-            root_pk = _run_steps(state, request.decisions, clock, reload)
+            ran = run_in(connection, request, graph, system, clock)
+            if isinstance(ran, LoadResult):
+                return ran
             outcome = "loaded"
             if request.dry_run:
                 txn.rollback()
                 outcome = "dry-run"
         committed_at = clock.lap("commit")
-        if request.cache is not None and outcome == "loaded":  # committed: the next loads may know it
-            remember_shared(state, request.cache)
+    return finished(engine, request, ran, outcome, committed_at)
+
+
+def prepare(connection: sa.Connection, requests: list[_Request]) -> tuple[Graph, tracking.SystemInfo]:
+    """The target's graph and system, and the tables late usage needs, before the loads'
+    transaction (DDL: MariaDB commits it)."""
+    with connection.begin():
+        cache = requests[0].cache
+        if cache is not None:  # a run into one target: resolved once
+            graph, system = cache.system_graph(connection, requests[0].spec)
+        else:
+            graph, system = system_graph(connection, requests[0].spec)
+        if any(r.bundle.manifest.usage.late_after for r in requests):
+            tracking.create_tables(connection, charges_metadata)
+    return graph, system
+
+
+def run_in(
+    connection: sa.Connection, request: _Request, graph: Graph, system: Any, clock: _Clock
+) -> tuple[LoadState, Any] | LoadResult:
+    """Load ``request``'s bundle in the transaction open on ``connection``: its state and root
+    key, or the result of a load the target recorded already."""
+    from bundler.load.translate import translator_for
+
+    bundle = request.bundle
+    done = _already_loaded(connection, request, graph)
+    if done is not None:
+        return done
+    if not request.again:
+        _refuse_loaded_root(connection, graph, request)
+    # a record left: a clean removed the root and kept some rows; load it again, reusing them
+    reload = _recorded(connection, bundle.bundle_id)
+    translator = translator_for(bundle_graph(bundle.manifest.graph.release, request.spec), graph)
+    state = LoadState(
+        connection,
+        bundle,
+        graph,
+        system,
+        translator,
+        load_decisions(request.decisions),
+        request.progress,
+        request.asker,
+        request.batch_rows,
+        request.cache,
+    )
+    clock.lap("begin")
+    return state, _run_steps(state, request.decisions, clock, reload)
+
+
+def finished(
+    engine: sa.Engine, request: _Request, ran: tuple[LoadState, Any], outcome: str, committed_at: float
+) -> LoadResult:
+    """The result of a load whose transaction ended (``outcome``); after a commit, the run's
+    cache learns its shared rows and the planner statistics are refreshed."""
+    state, root_pk = ran
+    if request.cache is not None and outcome == "loaded":  # committed: the next loads may know it
+        remember_shared(state, request.cache)
+    bundle = request.bundle
     result = LoadResult(
         bundle.bundle_id, str(request.bundle_path), outcome, state.plans, state.decided, 0.0, root_pk
     )

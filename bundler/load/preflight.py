@@ -135,11 +135,9 @@ def _through_ledger(
     state: LoadState, depends: tuple[str, ...], table: str, values: list[Any]
 ) -> dict[Any, Any]:
     """The target rows the loads of ``depends`` gave these source values (all must be loaded)."""
-    loads = tracking.loads_table
-    loaded = set(
-        state.conn.execute(sa.select(loads.c.bundle_id).where(loads.c.bundle_id.in_(depends))).scalars()
-    )
-    absent = [d for d in depends if d not in loaded]
+    absent = state.layers_absent.get(depends)
+    if absent is None:
+        absent = _absent(state, depends)
     if absent:
         raise PrerequisitesMissing(
             f"bundle {state.bundle_id} depends on bundle {', '.join(absent)}, which this target has not loaded "
@@ -154,14 +152,35 @@ def _through_ledger(
     return {wanted[source_pk]: typed(target_pk) for source_pk, target_pk in found.items()}
 
 
+def _absent(state: LoadState, depends: tuple[str, ...]) -> list[str]:
+    """The bundles of ``depends`` the target has not loaded."""
+    loads = tracking.loads_table
+    loaded = set(
+        state.conn.execute(sa.select(loads.c.bundle_id).where(loads.c.bundle_id.in_(depends))).scalars()
+    )
+    return [d for d in depends if d not in loaded]
+
+
 def _stamp_layers(state: LoadState) -> None:
-    """Tell the cache how many ledger rows the earlier bundles this one refers to have now."""
-    ledger = tracking.ledger_table
+    """Tell the cache how many ledger rows the earlier bundles this one refers to have now,
+    and note which of them the target has not loaded: one query per group of bundles, not
+    one per table that refers to them."""
+    ledger, loads = tracking.ledger_table, tracking.loads_table
     for depends in {e.source_bundles for e in state.manifest.prerequisites.values() if e.source_bundles}:
-        count = state.conn.execute(
-            sa.select(sa.func.count()).select_from(ledger).where(ledger.c.bundle_id.in_(depends))
-        ).scalar_one()
+        count, loaded = state.conn.execute(
+            sa.select(
+                sa.select(sa.func.count())
+                .select_from(ledger)
+                .where(ledger.c.bundle_id.in_(depends))
+                .scalar_subquery(),
+                sa.select(sa.func.count())
+                .select_from(loads)
+                .where(loads.c.bundle_id.in_(depends))
+                .scalar_subquery(),
+            )
+        ).one()
         state.cache.through_stamp(depends, count)
+        state.layers_absent[depends] = [] if loaded == len(set(depends)) else _absent(state, depends)
 
 
 def check_owned_conflicts(state: LoadState) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bundler.keys import Key, key_value
-from bundler.ledger import IdAllocator
+from bundler.ledger import IdAllocator, LedgerRows
 from bundler.load.cache import TargetCache
 from bundler.load.decisions import Decisions, Question
 from bundler.load.idmap import IdMap
@@ -130,6 +130,9 @@ class LoadState:
         # references to those rows, written NULL and left open: (table, column, [(source pk, value)])
         self.left_open: list[tuple[TableSpec, str, list[tuple[Any, Any]]]] = []
         self.ledger_rows = 0
+        self.ledger: LedgerRows | None = None  # the write's ledger rows, gathered (see write)
+        #: groups of earlier bundles a layered bundle refers to -> those the target has not loaded
+        self.layers_absent: dict[tuple[str, ...], list[str]] = {}
         self.cache = cache or TargetCache()
         self.asked: list[Question] = []  # questions the asker answered
         self.questions: list[Question] = []  # open questions of the preflight (ambiguous prerequisites)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from bundler.errors import BundlerError
 from bundler.graph import TableSpec
 from bundler.keys import describe
-from bundler.ledger import CreatedLedger, compactable, write_rows
+from bundler.ledger import CreatedLedger, LedgerRows, compactable
 from bundler.load.state import Contended, LoadState, first_line, pk_text
 from bundler.sql import chunks, table_clause
 
@@ -31,17 +31,35 @@ if TYPE_CHECKING:
     from bundler.bulk import ValueRefused
 
 
+#: tables creating at most this many rows take their ids together, before the first is written
+RESERVE_ROWS = 10_000
+
+
 def write(state: LoadState) -> None:
     """Write every table of the bundle, then the deferred references."""
     task = f"load {state.bundle_id}"
     state.progress.start(task, total=state.manifest.totals.rows)
     compact = CreatedLedger(state.conn, state.bundle_id)
-    for spec in state.graph.tables_in_order(("owned", "shared", "usage")):
-        if spec.name in state.tables:
-            _write_table(state, spec, task, compact)
-    state.ledger_rows += compact.rows
+    specs = [s for s in state.graph.tables_in_order(("owned", "shared", "usage")) if s.name in state.tables]
+    # the ids of the small tables in one round trip (a big usage table takes its own per batch)
+    wanted = {s.name: (s.surrogate, _created(state, s)) for s in specs if s.surrogate}
+    state.alloc.reserve({t: w for t, w in wanted.items() if w[1] <= RESERVE_ROWS})
+    state.ledger = LedgerRows(state.conn, state.bundle_id)
+    for spec in specs:
+        _write_table(state, spec, task, compact)
+    state.ledger.flush()
+    state.ledger_rows += compact.rows + state.ledger.rows
     _apply_deferred(state)
     state.progress.finish(task)
+
+
+def _created(state: LoadState, spec: TableSpec) -> int:
+    """How many rows the write creates in ``spec``'s table: all of an owned or usage table's,
+    the shared rows decided ``create``."""
+    if spec.scope == "shared":
+        return sum(1 for action in state.actions[spec.name].values() if action == "create")
+    entry = state.manifest.tables.get(state.tr.source_of(spec.name))
+    return entry.rows if entry is not None else 0
 
 
 def _write_table(state: LoadState, spec: TableSpec, task: str, compact: CreatedLedger) -> None:
@@ -320,4 +338,5 @@ def _ledger_reused(state: LoadState, spec: TableSpec) -> None:
 
 
 def _ledger(state: LoadState, table: str, source: pa.Array, target: pa.Array, action: str) -> None:
-    state.ledger_rows += write_rows(state.conn, state.bundle_id, table, source, target, action)
+    assert state.ledger is not None  # set by write()
+    state.ledger.add(table, source, target, action)

@@ -330,7 +330,7 @@ class Reader:
         )
 
     def _usage(self, spec: TableSpec, where: sa.ColumnElement[bool]) -> None:
-        out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope)
+        out = self.writer.table(spec.name, spec.arrow_schema(), spec.scope, spec.sensitive)
         task = f"reverse export {spec.name}"
         self.progress.start(task)
         for batch in self._scanned(spec, where):

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from bundler.errors import BundleInvalid
 
@@ -121,6 +122,8 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
         raise exceeded(bundle, f"{shown}: footer of {footer} bytes", footer, "parquet_footer_bytes")
     if footer > size - 12:
         raise BundleInvalid(bundle, [f"{shown}: its footer is longer than the file"])
+    if _has_encrypted_chunks(bundle, shown, fh, size):  # pyarrow would abort on them without keys
+        return _check_encrypted(bundle, shown, fh, size)
     fh.seek(0)
     try:
         meta = pq.ParquetFile(
@@ -129,15 +132,18 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
             thrift_container_size_limit=THRIFT_CONTAINER_LIMIT,
             decryption_properties=_no_keys(),
         ).metadata
-    except _Encrypted:
-        raise BundleInvalid(
-            bundle,
-            [f"{shown}: holds encrypted columns (Parquet modular encryption), which bundles do not use"],
-        ) from None
+    except _Encrypted:  # encrypted columns, read without their key: the footer read by hand
+        return _check_encrypted(bundle, shown, fh, size)
     except (pa.ArrowException, OSError) as exc:
         raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
-    for i in range(meta.num_row_groups):
-        rg = meta.row_group(i)
+    check_row_groups(bundle, shown, size, (meta.row_group(i) for i in range(meta.num_row_groups)))
+    pages.check_pages(bundle, shown, fh, size, pages.column_chunks(meta))
+    return meta
+
+
+def check_row_groups(bundle: str, shown: str, size: int, groups: Iterable[Any]) -> None:
+    """Every row group's rows and bytes, and every column chunk's, within the limits."""
+    for i, rg in enumerate(groups):
         where = f"{shown}: row group {i}"
         if rg.num_rows > limit("row_group_rows"):
             raise exceeded(bundle, f"{where} rows", rg.num_rows, "row_group_rows")
@@ -154,7 +160,45 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
                 )
             if col.total_compressed_size > size:
                 raise BundleInvalid(bundle, [f"{where} column {col.path_in_schema}: larger than the file"])
-    pages.check_pages(bundle, shown, fh, size, pages.column_chunks(meta))
+
+
+def _has_encrypted_chunks(bundle: str, shown: str, fh: IO[bytes], size: int) -> bool:
+    """Whether the footer (read by hand) declares encrypted column chunks, whatever else it says."""
+    from bundler.secure.footer import FooterError, encrypted_columns, footer_bytes
+
+    try:
+        return bool(encrypted_columns(footer_bytes(fh, size), THRIFT_CONTAINER_LIMIT))
+    except FooterError as exc:
+        raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
+
+
+def _check_encrypted(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileMetaData:
+    """:func:`check_parquet` of a file with encrypted columns, without their key: the sizes are read
+    from the footer by :mod:`bundler.secure.footer`; pyarrow's metadata (schema, row counts) is
+    returned, whose encrypted column chunks must not be looked at (pyarrow aborts on them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bundler.secure import pages
+    from bundler.secure.footer import FooterError, encrypted_columns, footer_bytes, row_groups
+
+    data = footer_bytes(fh, size)
+    try:
+        check_row_groups(bundle, shown, size, row_groups(data, THRIFT_CONTAINER_LIMIT))
+        skip = encrypted_columns(data, THRIFT_CONTAINER_LIMIT)
+    except FooterError as exc:
+        raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
+    fh.seek(0)
+    try:
+        meta = pq.ParquetFile(
+            fh,
+            thrift_string_size_limit=THRIFT_STRING_LIMIT,
+            thrift_container_size_limit=THRIFT_CONTAINER_LIMIT,
+        ).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
+    # the pages of the plain columns (an encrypted column's page headers are encrypted too)
+    pages.check_pages(bundle, shown, fh, size, pages.column_chunks(meta, skip))
     return meta
 
 

@@ -50,7 +50,16 @@ OPTIONS: dict[str, Callable[[F], F]] = {
         "sec_recipients",
         multiple=True,
         metavar="RECIPIENT",
-        help="Encrypt to this age recipient (age1…, or a file of them; repeatable; env BUNDLER_ENCRYPT_TO).",
+        help="Encrypt to this age recipient (age1…, or a file of them; repeatable; env BUNDLER_ENCRYPT_TO); "
+        "sensitive columns are encrypted column by column too.",
+    ),
+    "encrypt_columns": click.option(
+        "--encrypt-columns-to",
+        "sec_column_recipients",
+        multiple=True,
+        metavar="RECIPIENT",
+        help="Encrypt only the sensitive columns (passwords, card numbers, PINs) to this age recipient "
+        "(repeatable; env BUNDLER_ENCRYPT_COLUMNS_TO): the rest stays readable without the key.",
     ),
     "show": click.option(
         "--show-sensitive",
@@ -62,7 +71,8 @@ OPTIONS: dict[str, Callable[[F], F]] = {
 
 
 def security_options(*which: str) -> Callable[[F], F]:
-    """Add the named options (``sign``, ``trust``, ``identity``, ``encrypt``, ``show``) to a command."""
+    """Add the named options (``sign``, ``trust``, ``identity``, ``encrypt``, ``encrypt_columns``,
+    ``show``) to a command."""
 
     def decorate(f: F) -> F:
         @functools.wraps(f)
@@ -72,6 +82,7 @@ def security_options(*which: str) -> Callable[[F], F]:
                 trust=tuple(kwargs.pop("sec_trust", ())),
                 identities=tuple(kwargs.pop("sec_identities", ())),
                 recipients=tuple(kwargs.pop("sec_recipients", ())),
+                column_recipients=tuple(kwargs.pop("sec_column_recipients", ())),
                 show_sensitive=kwargs.pop("sec_show_sensitive", False),
             )
             with using(security):

@@ -176,9 +176,10 @@ def column_chunks(meta: pq.FileMetaData, skip: Collection[str] = ()) -> Iterator
     for i in range(meta.num_row_groups):
         rg = meta.row_group(i)
         for c in range(rg.num_columns):
-            col = rg.column(c)
-            if col.path_in_schema in skip:
+            # skipped by the schema's name: pyarrow aborts on an encrypted chunk's metadata
+            if meta.schema.column(c).path in skip:
                 continue
+            col = rg.column(c)
             start = col.data_page_offset
             if col.has_dictionary_page and 0 < col.dictionary_page_offset < start:
                 start = col.dictionary_page_offset

@@ -148,6 +148,23 @@ def target(new_db: Any, dialect: str) -> sa.Engine:
     return fixture.build_target(new_db(dialect), "r2")
 
 
+@pytest.fixture
+def plans(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every plan computed (``bundler.clean.clean._plan_on``), in order."""
+    import bundler.clean.clean as module
+
+    made: list[Any] = []
+    plan_on = module._plan_on
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        plan, cleanset = plan_on(*args, **kwargs)
+        made.append(plan)
+        return plan, cleanset
+
+    monkeypatch.setattr(module, "_plan_on", recorded)
+    return made
+
+
 # -- target ----------------------------------------------------------------------------------------
 
 
@@ -498,7 +515,7 @@ def test_source_refusals(source: sa.Engine, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dialect", ["sqlite"])
 def test_command_dry_run_prompt_json_and_exit_codes(
-    source: sa.Engine, target: sa.Engine, tmp_path: Path, dialect: str
+    source: sa.Engine, target: sa.Engine, tmp_path: Path, dialect: str, plans: list[Any]
 ) -> None:
     from bundler.cli import BundlerGroup
 
@@ -533,8 +550,10 @@ def test_command_dry_run_prompt_json_and_exit_codes(
     assert_same(snapshot(target, "r2"), s1)
 
     load_bundle(target, acme.path)
+    plans.clear()
     done = runner.invoke(clean_command, ["--db", url, "--bundle", acme.bundle_id, "--yes", "--json"])
     assert done.exit_code == 0, done.output
+    assert len(plans) == 1  # with --yes the plan is made once, inside the transaction that carries it out
     summary = json.loads(done.stdout)
     assert summary["outcome"] == "cleaned" and summary["side"] == "target"
     assert summary["deleted"]["xdrs"] == 5 and summary["forgot_loads"] == [acme.bundle_id]
@@ -593,7 +612,7 @@ def test_a_cleaned_customer_loads_again_reusing_what_was_kept(
 
 
 def test_source_clean_of_a_migrated_root_takes_all_its_usage(
-    source: sa.Engine, target: sa.Engine, tmp_path: Path
+    source: sa.Engine, target: sa.Engine, tmp_path: Path, plans: list[Any]
 ) -> None:
     vendor = export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS)
     bravo = export_root(source, "customer", "bravo", tmp_path, options=ExportOptions(now=NOW, xdrs="none"))
@@ -611,8 +630,11 @@ def test_source_clean_of_a_migrated_root_takes_all_its_usage(
     )
     load_bundle(target, vendor.path)
     load_bundle(target, bravo.path)
+    plans.clear()
 
     plan = plan_clean(source, entities=[("customer", "bravo")], target=target)
+
+    assert len(plans) == 1 and plan.request.loaded == (bravo.bundle_id,)  # the target asked while planning
 
     r1 = graph_for_release("r1")
     assert all(r1.table(k.table).is_shared for k in plan.kept)  # only configuration others use stays
@@ -625,9 +647,115 @@ def test_source_clean_of_a_migrated_root_takes_all_its_usage(
     assert sum(len(v) for v in s.values()) - sum(len(v) for v in after.values()) == result.rows
     assert dangling(source, r1) == []
     assert export_status(source, bravo.bundle_id) == "cleaned"
-    # with the flag, no target is needed
-    acme = export_root(source, "customer", "acme", tmp_path, options=ExportOptions(now=NOW, xdrs="none"))
-    assert plan_clean(source, entities=[("customer", "acme")]).kept != []
+    # a default export (the current period's usage): acme's October xDRs never travelled and hold
+    # its accounts, until the flag says to take them, or the target has the root
+    acme = export_root(source, "customer", "acme", tmp_path, options=ExportOptions(now=NOW))
+    assert acme.manifest.tables["xdrs"].rows == 3
+    held = plan_clean(source, entities=[("customer", "acme")])
+    assert held.rows == 0  # the accounts stay, and with them the usage that travelled
+    assert any("outside the exported usage window" in k.reason for k in held.kept)
     plan = plan_clean(source, bundles=[acme.bundle_id], all_usage=True)
     assert all(r1.table(k.table).is_shared for k in plan.kept)
     assert plan.tables["xdrs"] == 5 and plan.closes == [acme.bundle_id]
+    load_bundle(target, acme.path)
+    plan = plan_clean(source, entities=[("customer", "acme")], target=target)
+    assert all(r1.table(k.table).is_shared for k in plan.kept)
+    assert plan.tables["xdrs"] == 5 and plan.closes == [acme.bundle_id]
+    run_clean(source, plan)
+    after = snapshot(source, "r1")
+    owned = {(t, pk) for t, pk in bundle_rows(acme) if r1.table(t).scope == "owned"}
+    assert owned and all(pk not in after[t] for t, pk in owned)
+    with source.connect() as conn:  # the older xDRs too: nothing of acme's accounts is left
+        assert conn.execute(sa.text("SELECT count(*) FROM xdrs WHERE i_account IN (1, 2)")).scalar() == 0
+    assert dangling(source, r1) == []
+
+
+def open_rows(engine: sa.Engine) -> list[tuple[str, str, str, str]]:
+    """Every row of ``bundler_deferred`` (load, table, target pk, column), raw."""
+    deferred = tracking.deferred_table
+    with engine.connect() as conn:
+        return [
+            (r.bundle_id, r.table_name, r.target_pk, r.column_name)
+            for r in conn.execute(sa.select(deferred).order_by(deferred.c.table_name, deferred.c.target_pk))
+        ]
+
+
+def test_a_clean_forgets_the_open_references_of_what_it_removed(
+    source: sa.Engine, target: sa.Engine, tmp_path: Path
+) -> None:
+    """Bravo's extension is on acme's line: loaded before acme, the reference is left open. A clean
+    of bravo that keeps what distri uses removes the extension and its open reference with it; the
+    same bundle then loads again, and acme's load completes what is open, exact."""
+    from bundler.load.crossroot import open_references
+    from tests.load.test_crossroot import cross, exact
+
+    cross(source, [("bravo", "acme")])
+    vendor = export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS)
+    bundles = {
+        n: export_root(source, "customer", n, tmp_path, options=OPTIONS) for n in ("bravo", "distri", "acme")
+    }
+    for bundle in (vendor, bundles["bravo"], bundles["distri"]):
+        load_bundle(target, bundle.path)
+    left = open_rows(target)
+    assert {(b, t, c) for b, t, _, c in left} == {(bundles["bravo"].bundle_id, "extensions", "i_account")}
+
+    plan = plan_clean(target, entities=[("customer", "bravo")])
+    assert plan.kept and "extensions" in plan.tables  # the shared rows distri uses stay
+    run_clean(target, plan)
+
+    assert open_rows(target) == []  # what was removed leaves nothing open behind
+    again = load_bundle(target, bundles["bravo"].path)
+    assert again.outcome == "loaded" and again.tables["products"].reused == 1
+    with target.connect() as conn:
+        assert [(o.table, o.column) for o in open_references(conn)] == [("extensions", "i_account")]
+    load_bundle(target, bundles["acme"].path)
+    exact(target, {n: b.path for n, b in bundles.items()}, tmp_path / "check")
+    assert open_rows(target) == []
+
+
+def test_a_target_clean_reaches_usage_rows_by_their_target_key(
+    source: sa.Engine, target: sa.Engine, tmp_path: Path, dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean selects usage rows through the ledger's runs of target keys (written out, or joined
+    through the index on ``target_first`` as for many loads), never by casting each usage key to
+    text against the ledger (issue 16: more than 6 minutes for 1M xDRs on PostgreSQL)."""
+    from bundler import ledger as ledger_module
+    from bundler.clean.model import CleanRequest
+    from bundler.clean.plan import CleanSet
+    from bundler.clean.target import TargetSide
+
+    load_bundle(target, export_root(source, "vendor", "Carrier Ä", tmp_path, options=OPTIONS).path)
+    acme = export_root(source, "customer", "acme", tmp_path, options=OPTIONS)
+    load_bundle(target, acme.path)
+    graph = graph_for_release("r2")
+    xdrs = table_clause(graph.table("xdrs"))
+    with target.connect() as conn:
+        indexes = {
+            name: {tuple(i["column_names"]) for i in sa.inspect(conn).get_indexes(name)}
+            for name in ("bundler_ledger", "bundler_ledger_ranges")
+        }
+        assert ("table_name", "target_pk") in indexes["bundler_ledger"]
+        assert ("table_name", "target_first") in indexes["bundler_ledger_ranges"]
+        chosen: dict[int, list[int]] = {}
+        for inline in (ledger_module.INLINE_RANGES, 0):
+            monkeypatch.setattr(ledger_module, "INLINE_RANGES", inline)
+            side = TargetSide(conn, graph)
+            side.resolve(CleanRequest(entities=(("customer", "acme"),)))
+            cleanset = CleanSet(side)
+            cleanset.merge()
+            clauses = list(cleanset.usage_clauses("xdrs"))
+            sql = " ".join(
+                str(c.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})) for c in clauses
+            )
+            assert "CAST(xdrs.i_xdr" not in sql.replace('"', "").replace("`", "")
+            assert ("bundler_ledger_ranges" in sql) == (inline == 0), sql
+            chosen[inline] = sorted(
+                v for c in clauses for v in conn.execute(sa.select(xdrs.c.i_xdr).where(c)).scalars()
+            )
+            if dialect == "postgresql" and inline == 0:  # the runs are reached by the index, not read whole
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                query = sa.select(xdrs.c.i_xdr).where(*clauses)
+                compiled = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN {compiled}").scalars())
+                assert "ix_bundler_ledger_ranges_target" in plan, plan
+    assert chosen[0] == chosen[ledger_module.INLINE_RANGES] and len(chosen[0]) == 5

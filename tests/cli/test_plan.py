@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from bundler import tracking
 from bundler.cli import main
+from bundler.export import export_root
 from bundler.lineup.lineup import lineup_table
 from tests.export import fixture
 
@@ -121,3 +122,49 @@ def fixture_statuses_unchanged(source: sa.Engine) -> bool:
         return (
             conn.execute(sa.text("SELECT bill_status FROM customers WHERE name = 'acme'")).scalar_one() == "O"
         )
+
+
+def every_count(engine: sa.Engine) -> dict[str, int]:
+    """Every table of the database (the bundler_* ones too) with its row count."""
+    with engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+        return {
+            name: int(conn.execute(sa.select(sa.func.count()).select_from(sa.table(name))).scalar_one())
+            for name in sorted(names)
+        }
+
+
+def test_plan_writes_nothing_anywhere(dialect: str, new_db: Any, tmp_path: Path) -> None:
+    """migrate --plan, export --plan and load --plan leave both databases as they were: the
+    same tables (no bundler_* table created), each with the same rows — on a target that has
+    never been loaded into (not even a bundler_* table), and on one that has."""
+    source_url, target_url = new_db(dialect), new_db(dialect)
+    source = fixture.build(source_url)
+    target = fixture.build_target(target_url, "r2")
+    for engine in (source, target):  # as `db init` leaves them: only bundler_system
+        with engine.begin() as conn:
+            for name in sa.inspect(conn).get_table_names():
+                if name.startswith("bundler_") and name != "bundler_system":
+                    conn.execute(sa.text(f"DROP TABLE {name}"))
+    runner = CliRunner()
+    migrate = ["migrate", "--source", source_url, "--target", target_url, "--bundles", str(tmp_path / "b")]
+
+    def unchanged(*args: str) -> None:
+        before = every_count(source), every_count(target)
+        result = runner.invoke(main, [*args, "--plan", "--json"])
+        assert result.exit_code in (0, 1, 5), result.output  # 1: a root refused, 5: not ready
+        after = every_count(source), every_count(target)
+        changed = [
+            (side, name, b.get(name), a.get(name))
+            for side, b, a in zip(("source", "target"), before, after, strict=True)
+            for name in sorted(set(b) | set(a))
+            if b.get(name) != a.get(name)
+        ]
+        assert changed == [], (args, changed)
+
+    unchanged(*migrate, "--all", "--xdrs", "all")
+    unchanged("export", "--source", source_url, "--customer", "acme", "--out", str(tmp_path / "e"))
+    bundle = str(export_root(source, "customer", "bravo", tmp_path).path)
+    unchanged("load", "--target", target_url, bundle)
+    assert runner.invoke(main, ["load", "--target", target_url, bundle]).exit_code == 0
+    unchanged(*migrate, "--customer", "acme", "--customer", "bravo")

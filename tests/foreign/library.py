@@ -69,9 +69,10 @@ LOANED = [
 BIG = Decimal("1234567890123456789012345678.0123456789")  # 38 digits
 
 
-def _ts(value: datetime, dialect: str, style: int = 0) -> Any:
-    """As each database's applications write it: ISO text in SQLite (T, Z or an offset)."""
-    if dialect == "sqlite":
+def _ts(value: datetime, dialect: str, style: int = 0, *, text: bool = False) -> Any:
+    """As each database's applications write it: ISO text in SQLite (T, Z or an offset), and
+    wherever the column is text (``text``)."""
+    if dialect == "sqlite" or text:
         text = value.isoformat()
         return text.replace("+00:00", "Z") if style == 0 else text.replace("T", " ")
     if dialect == "mysql":
@@ -83,9 +84,11 @@ def _dec(value: Decimal, dialect: str) -> Any:
     return format(value, "f") if dialect == "sqlite" else value
 
 
-def build(url: str, dialect: str) -> sa.Engine:
+def build(url: str, dialect: str, *, text_times: bool = False) -> sa.Engine:
+    """``text_times``: the zoned timestamps (a member's joining, a loan's time) kept as ISO
+    text on every database, as SQLite keeps them."""
     engine = connect(url)
-    types = TYPES[dialect]
+    types = {**TYPES[dialect], "TSTZ": "TEXT"} if text_times else TYPES[dialect]
     with engine.begin() as conn:
         for statement in filter(None, (s.strip() for s in DDL.format(**types).split(";"))):
             conn.exec_driver_sql(statement)
@@ -143,7 +146,7 @@ def build(url: str, dialect: str) -> sa.Engine:
                     "card_no": "C-17",
                     "name": "Ola",
                     "branch": "WAW",
-                    "joined_at": _ts(JOINED[0], dialect),
+                    "joined_at": _ts(JOINED[0], dialect, text=text_times),
                     "vip": True,
                     "deposit": _dec(BIG, dialect),
                     "rating": 4.75,
@@ -155,7 +158,7 @@ def build(url: str, dialect: str) -> sa.Engine:
                     "card_no": "C-18",
                     "name": "Jan",
                     "branch": "KRK",
-                    "joined_at": _ts(JOINED[1], dialect, 1),
+                    "joined_at": _ts(JOINED[1], dialect, 1, text=text_times),
                     "vip": False,
                     "deposit": _dec(Decimal("0E-10"), dialect),
                     "rating": None,
@@ -171,21 +174,21 @@ def build(url: str, dialect: str) -> sa.Engine:
                     "loan_id": 100,
                     "member_id": 10,
                     "branch": "WAW",
-                    "loaned_at": _ts(LOANED[0], dialect),
+                    "loaned_at": _ts(LOANED[0], dialect, text=text_times),
                     "fee": _dec(Decimal("1.5000000000"), dialect),
                 },
                 {
                     "loan_id": 101,
                     "member_id": 10,
                     "branch": "KRK",
-                    "loaned_at": _ts(LOANED[1], dialect, 1),
+                    "loaned_at": _ts(LOANED[1], dialect, 1, text=text_times),
                     "fee": None,
                 },
                 {
                     "loan_id": 102,
                     "member_id": 11,
                     "branch": "KRK",
-                    "loaned_at": _ts(LOANED[2], dialect),
+                    "loaned_at": _ts(LOANED[2], dialect, text=text_times),
                     "fee": None,
                 },
             ],

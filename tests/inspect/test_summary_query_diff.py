@@ -68,6 +68,10 @@ def test_summary_of_one_bundle(bundles: dict[str, Path]) -> None:
     prerequisites = {p.table: (p.column, p.scope, p.rows) for p in s.prerequisites}
     assert prerequisites["services"] == ("i_service", "prerequisite", 2)
     assert prerequisites["did_numbers"] == ("i_did_number", "owned", 1)
+    # the DID belongs to the vendor's batch: another root, whose load completes the reference
+    assert [(o.table, o.column, o.keys) for o in s.other_roots or []] == [
+        ("did_numbers", "i_did_number", ("number='442071230001'",))
+    ]
     assert s.usage_span == {
         "xdrs": {"column": "bill_time", "first": "2026-11-02 10:00:00", "last": "2026-11-14 23:59:00"}
     }
@@ -85,6 +89,9 @@ def test_summary_of_several_bundles_with_totals(bundles: dict[str, Path]) -> Non
     totals = result.totals
     assert totals["bundles"] == 4
     assert totals["kinds"] == {"config": 1, "customer": 1, "usage": 1, "vendor": 1}
+    # a usage bundle needs its root's owned rows too (the manifest does not say whose they are)
+    assert [o.table for o in usage.other_roots or []] == ["accounts", "invoices"]
+    assert result.bundles[2].other_roots == [] and result.bundles[3].other_roots == []
     assert totals["rows"] == sum(read_manifest(p)["totals"]["rows"] for p in paths)
     assert totals["tables"]["xdrs"] == {
         "bundles": 2,
@@ -107,6 +114,10 @@ def test_cli_summary_table_and_json(bundles: dict[str, Path]) -> None:
     assert code == 0
     for text in ("customers name='acme' (source pk 4)", "xdrs", "usage", "needs in the target", "services"):
         assert text in out
+    assert "rows of other roots it references" in out
+    assert "did_numbers by i_did_number: 1 row(s): number='442071230001'" in out
+    code, out, _ = run("summary", str(bundles["vendor"]))
+    assert code == 0 and "other roots" not in out
     code, out, _ = run("summary", str(folder / "*.bundle"))
     assert code == 0
     assert f"totals: {len(list(folder.glob('*.bundle')))} bundles" in out
@@ -120,6 +131,12 @@ def test_cli_summary_table_and_json(bundles: dict[str, Path]) -> None:
     doc = json.loads(out)
     assert doc["totals"]["bundles"] == len(doc["bundles"]) == len(list(folder.glob("*.bundle")))
     assert {b["kind"] for b in doc["bundles"]} == {"customer", "usage", "config", "vendor", "reseller"}
+    customer = next(
+        b for b in doc["bundles"] if b["bundle_id"] == read_manifest(bundles["customer"])["bundle_id"]
+    )
+    assert customer["other_roots"] == {
+        "did_numbers": {"column": "i_did_number", "rows": 1, "keys": ["number='442071230001'"]}
+    }
 
 
 # -- query -------------------------------------------------------------------------------------------

@@ -353,6 +353,16 @@ def test_round_trip(new_db: Any, dialect: str, tmp_path: Path) -> None:
     assert again.outcome == "already-returned" and again.imported == {}
     assert snapshot(world.source) == settled
 
+    # each side is still told apart for a clean without --side: a reverse export recorded by the
+    # target and a reverse load recorded by the source do not count
+    from bundler.clean import plan_clean
+    from bundler.clean.model import CleanRequest
+    from bundler.clean.side import choose_side
+
+    assert plan_clean(world.target, entities=[("customer", "acme")]).side == "target"
+    with world.source.connect() as conn:
+        assert choose_side(conn, CleanRequest(entities=(("customer", "acme"),)))[0] == "source"
+
 
 @pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_a_long_customer_name_gets_a_bundle_id_the_bookkeeping_tables_hold(
@@ -702,3 +712,35 @@ def test_a_returned_customer_migrates_again_exactly(new_db: Any, dialect: str, t
     # a second run finds it in the target: nothing to do
     second = run_lineup(world.source, world.target, [RootSelector("customer", ("acme",))], options)
     assert second.outcomes == [] and second.skipped == 1
+
+
+def test_a_returned_customer_exported_and_loaded_by_hand_comes_back_exactly(
+    new_db: Any, dialect: str, tmp_path: Path
+) -> None:
+    """Without the lineup: a new export marks the source Exported, and its load removes the stale
+    copy (in its own transaction) and brings the customer back, exact."""
+    from tests.load.compare import differences
+
+    world = migrate(new_db, dialect, tmp_path / "out")
+    use_on_target(world)
+    reverse_load(world.source, reverse_export(world.target, "acme", tmp_path / "back", now=NOW).path)
+    again = export_root(world.source, "customer", "acme", tmp_path / "again", options=OPTIONS)
+    assert scalar(world.source, "SELECT bill_status FROM customers WHERE name = 'acme'") == "E"
+
+    loaded = load_bundle(world.target, again.path)
+
+    assert loaded.outcome == "loaded"
+    check = export_root(
+        world.target,
+        "customer",
+        "acme",
+        tmp_path / "check",
+        options=ExportOptions(now=NOW, xdrs="all", mark=False),
+    )
+    assert differences(again.path, world.target, check.path, graph_for_release("r2")) == []
+    assert check.manifest.tables["xdrs"].rows == 8
+    with world.target.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers WHERE name = 'acme'")).scalar() == 1
+        assert "acme-3" not in set(conn.execute(sa.text("SELECT id FROM accounts")).scalars())
+        assert conn.execute(sa.text("SELECT bill_status FROM customers WHERE name = 'acme'")).scalar() == "O"
+    assert load_bundle(world.target, again.path).outcome == "already-loaded"

@@ -131,32 +131,6 @@ def test_parquet_sizes_are_checked_before_reading(tmp_path: Path, monkeypatch: p
         monkeypatch.delenv(f"BUNDLER_LIMIT_{name.upper()}")
 
 
-def test_a_file_with_encrypted_columns_is_refused_not_a_crash(tmp_path: Path) -> None:
-    """pyarrow aborts the process when it reads an encrypted column's metadata without keys."""
-    import base64
-
-    import pyarrow.parquet.encryption as pe
-
-    class Kms(pe.KmsClient):  # type: ignore[misc]
-        def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
-            return base64.b64encode(key_bytes).decode()
-
-        def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
-            return base64.b64decode(wrapped_key)
-
-    folder = _folder(tmp_path, 3)
-    table = pa.table({"a": [1, 2, 3], "pin": ["1234", "5678", "9012"]})
-    config = pe.EncryptionConfiguration(footer_key="f", column_keys={"c": ["pin"]}, plaintext_footer=True)
-    properties = pe.CryptoFactory(lambda _c: Kms()).file_encryption_properties(
-        pe.KmsConnectionConfig(), config
-    )
-    pq.write_table(table, folder / "tables" / "t.parquet", encryption_properties=properties)
-    assert pq.read_table(folder / "tables" / "t.parquet", columns=["a"]).num_rows == 3  # footer plain
-    for read in (Bundle.parquet_file, Bundle.duckdb_source):
-        with pytest.raises(BundleInvalid, match="tables/t.parquet: holds encrypted columns"):
-            read(Bundle(folder, folder), "t")
-
-
 def test_links_and_pipes_in_a_bundle_folder_are_refused(tmp_path: Path) -> None:
     folder = _folder(tmp_path, 1)
     os.symlink("/etc/passwd", folder / "tables" / "u.parquet")

@@ -227,3 +227,65 @@ def test_follow_runs_passes_until_stopped() -> None:
 
     assert follow(0.01, lambda: CatchUpResult(datetime(2026, 11, 15)), stop=stop, on_pass=on_pass) == 3
     assert len(seen) == 3
+
+
+def test_since_starts_at_midnight_in_each_customers_zone(dialect: str, new_db: Any, tmp_path: Path) -> None:
+    """--xdrs since=DATE starts at midnight of DATE in each customer's own zone: an xDR at 23:30
+    local on the day before stays out, one at 00:30 local on the day goes; under a reseller
+    every customer by its own zone, each window in the manifest."""
+    source = fixture.build(new_db(dialect))
+    customers = build_metadata("r1").tables["customers"]
+    with source.begin() as conn:
+        conn.execute(sa.update(customers).where(customers.c.i_customer == 1).values(time_zone="Asia/Tokyo"))
+        conn.execute(
+            sa.update(customers)
+            .where(customers.c.i_customer.in_((3, 4)))
+            .values(time_zone="America/New_York")
+        )
+    # midnight of Nov 1: 04:00 UTC in New York (EDT), 15:00 UTC on Oct 31 in Tokyo
+    _late(source, 30, 1, datetime(2026, 11, 1, 3, 30), "0.1")  # acme: 23:30 on Oct 31 in New York: out
+    _late(source, 31, 1, datetime(2026, 11, 1, 4, 30), "0.1")  # acme: 00:30 on Nov 1 in New York: in
+    _late(source, 32, 4, datetime(2026, 11, 1, 3, 30), "0.1")  # retail-under-r2, New York: out
+    _late(source, 33, 4, datetime(2026, 11, 1, 4, 0), "0.1")  # its midnight exactly: in
+    _late(source, 34, 5, datetime(2026, 10, 31, 14, 30), "0.1")  # reseller, 23:30 on Oct 31 in Tokyo: out
+    _late(source, 35, 5, datetime(2026, 10, 31, 15, 30), "0.1")  # 00:30 on Nov 1 in Tokyo: in
+    since = ExportOptions(now=NOW, mark=False, xdrs="since=2026-11-01")
+    acme = export_root(source, "customer", "acme", tmp_path, options=since)
+    assert ids(acme.path, "xdrs") == {1, 2, 3, 31}
+    assert (acme.manifest.to_doc()["usage"]["from"], acme.manifest.to_doc()["usage"]["to"]) == (
+        "2026-11-01 04:00:00",
+        None,
+    )
+    reseller = export_root(source, "reseller", "reseller-r", tmp_path, options=since)
+    assert ids(reseller.path, "xdrs") == {8, 9, 33, 35}
+    windows = {w["natural_key"]["name"]: w for w in reseller.manifest.to_doc()["usage"]["windows"]}
+    assert {name: (w["time_zone"], w["from"], w["to"]) for name, w in windows.items()} == {
+        "reseller-r": ("Asia/Tokyo", "2026-10-31 15:00:00", None),
+        "sub-reseller-r2": (None, "2026-11-01 00:00:00", None),
+        "retail-under-r2": ("America/New_York", "2026-11-01 04:00:00", None),
+    }
+
+
+def test_a_row_committed_after_the_snapshot_below_the_high_water(
+    dialect: str, new_db: Any, tmp_path: Path
+) -> None:
+    """A late row whose key was taken before the customer's export but whose transaction
+    committed after it (its key below the export's high-water, its time in a closed period)
+    is carried by the next pass, once; the older usage the export left in the source stays."""
+    source_url, target_url = new_db(dialect), new_db(dialect)
+    source = fixture.build(source_url)
+    target = fixture.build_target(target_url, "r2")
+    options = ExportOptions(now=NOW)
+    _late(source, 50, 3, datetime(2026, 11, 15, 9, 0), "0.3")  # bravo's: the high-water is 50
+    load_bundle(target, export_root(source, "vendor", "Carrier Ä", tmp_path, options=options).path)
+    load_bundle(target, export_root(source, "customer", "acme", tmp_path, options=options).path)
+    _late(source, 40, 1, datetime(2026, 10, 10, 9, 0), "0.4")  # acme's, committed after the export
+    pass_options = CatchUpOptions(tmp_path / "usage", now=NOW)
+    first = catch_up(source, target, pass_options)
+    assert first.summary()["rows"] == 1
+    with target.connect() as conn:
+        calls = set(conn.execute(sa.text("SELECT call_id FROM xdrs")).scalars())
+    # acme's current period (1-3) and the late row; its October usage (4, 5) stays in the source
+    assert calls == {"call-1", "call-2", "call-3", "late-40"}
+    assert _target_state(target)[1:] == (D("12.34567") + D("0.4"), D("3.14159") - D("0.4"), D("0.00000"))
+    assert catch_up(source, target, pass_options).summary()["bundles"] == 0
