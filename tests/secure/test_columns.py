@@ -309,3 +309,36 @@ def test_the_footer_read_by_hand_says_what_pyarrow_says(tmp_path: Path) -> None:
     ):
         with pytest.raises(FooterError, match=why):
             list(row_groups(bad, 1000))
+
+
+def test_a_footer_that_hides_its_encryption_is_not_a_crash(tmp_path: Path, keys: dict[str, str]) -> None:
+    """The footer's encryption algorithm renamed to an unknown field: pyarrow then takes the file
+    for a plain one and aborted the process on its encrypted column chunks; the footer read by
+    hand still finds them."""
+    from bundler.secure.footer import _Reader, footer_bytes
+
+    folder = _foreign(tmp_path)
+    file = folder / "tables" / "t.parquet"
+    raw = bytearray(file.read_bytes())
+    with open(file, "rb") as fh:
+        data = footer_bytes(fh, len(raw))
+    reader = _Reader(data, 1000)
+    fields = reader.fields()
+    while True:
+        at = reader.pos
+        fid, kind = next(fields)
+        if fid == 8:  # encryption_algorithm
+            break
+        reader.skip(kind)
+    start = len(raw) - 8 - len(data)
+    delta = raw[start + at] >> 4
+    assert 0 < delta <= 8
+    raw[start + at] = ((delta + 7) << 4) | kind  # now field 15, which no reader knows
+    file.write_bytes(bytes(raw))
+    bundle = Bundle(folder, folder)
+    assert bundle.encrypted_columns("t") == ("pin",)
+    with pytest.raises(UsageError, match="t.pin encrypted"):
+        bundle.read_table("t")
+    assert bundle.read_table("t", columns=["a"]).num_rows == 3
+    with using(Security(identities=(Path(keys["b.age"]),))), pytest.raises(BundleInvalid, match="t.parquet"):
+        Bundle(folder, folder).read_table("t")
