@@ -215,6 +215,14 @@ class TargetSide(Side):
         partly = {b: remaining[b] for b in bundles if remaining[b] > 0}
         return forget, partly
 
+    def _usage_gone(self, bundles: list[str]) -> list[str]:
+        """The charged loads of ``bundles`` none of whose usage rows is left (after the deletes)."""
+        left: Counter[str] = Counter()
+        charged = _charged(self.conn, bundles)
+        for spec in self.graph.in_scope(Scope.USAGE) if charged else []:
+            left.update(created_counts_where(self.conn, spec, sa.true(), charged))
+        return [b for b in charged if not left[b]]
+
     def _created_counts(self, bundles: list[str]) -> Counter[str]:
         """How many rows each load created, by its ledger."""
         return created_counts(self.conn, bundles)
@@ -245,9 +253,11 @@ class TargetSide(Side):
 
     def close(self, plan: CleanPlan) -> int:
         """Forget the loads the plan closes: their remaining ledger rows and their record; the
-        balance adjustments of their late usage are taken back (and forgotten) first."""
+        balance adjustments of their late usage are taken back (and forgotten) first, and so
+        are those of a load the clean keeps rows of (a destination others use) once none of
+        its usage rows is left."""
         ledger, loads = tracking.ledger_table, tracking.loads_table
-        n = reverse_charges(self.conn, self.graph, list(plan.closes))
+        n = reverse_charges(self.conn, self.graph, [*plan.closes, *self._usage_gone(list(plan.partly))])
         for bundle_id in plan.closes:
             left = created_counts(self.conn, [bundle_id])[bundle_id]
             if left:
@@ -261,6 +271,16 @@ class TargetSide(Side):
             n += forget_open_of(self.conn, bundle_id)
             n += self.conn.execute(sa.delete(loads).where(loads.c.bundle_id == bundle_id)).rowcount
         return n
+
+
+def _charged(conn: sa.Connection, bundles: list[str]) -> list[str]:
+    """The loads of ``bundles`` whose late usage moved balances."""
+    from bundler.load.charges import charges_table
+
+    if not bundles or not sa.inspect(conn).has_table(charges_table.name):
+        return []
+    c = charges_table.c
+    return sorted(set(conn.execute(sa.select(c.bundle_id).where(c.bundle_id.in_(bundles))).scalars()))
 
 
 def _creators(records: list[tuple[str, str]], what: str) -> set[str]:

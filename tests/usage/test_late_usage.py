@@ -289,3 +289,30 @@ def test_a_row_committed_after_the_snapshot_below_the_high_water(
     assert calls == {"call-1", "call-2", "call-3", "late-40"}
     assert _target_state(target)[1:] == (D("12.34567") + D("0.4"), D("3.14159") - D("0.4"), D("0.00000"))
     assert catch_up(source, target, pass_options).summary()["bundles"] == 0
+
+
+def test_a_clean_that_keeps_a_row_of_a_late_bundle_takes_its_charges_back(
+    dialect: str, new_db: Any, tmp_path: Path
+) -> None:
+    """A late bundle whose clean keeps a row another load uses (the destination it brought,
+    which bravo's load reused): its usage is gone, so are its charges."""
+    source = fixture.build(new_db(dialect))
+    target = fixture.build_target(new_db(dialect), "r2")
+    options = ExportOptions(now=NOW)
+    load_bundle(target, export_root(source, "vendor", "Carrier Ä", tmp_path, options=options).path)
+    load_bundle(target, export_root(source, "customer", "acme", tmp_path, options=options).path)
+    before = _target_state(target)
+    xdrs = build_metadata("r1").tables["xdrs"]
+    with (
+        source.begin() as conn
+    ):  # to destination 5, which only bravo's usage reaches: the late bundle brings it
+        conn.execute(xdrs.insert(), [fixture._xdr(60, 1, datetime(2026, 11, 15, 11), 5, call_id="late-60")])
+    late = catch_up(source, target, CatchUpOptions(tmp_path / "usage", now=NOW))
+    [bundle_id] = late.summary()["per_root"][0]["bundles"]
+    load_bundle(target, export_root(source, "customer", "bravo", tmp_path, options=options).path)
+    charged = _target_state(target)
+    assert charged[1] == before[1] + D("0.01234")
+    plan = plan_clean(target, bundles=[bundle_id])
+    assert plan.partly and not plan.closes  # the destination stays: bravo's xDRs use it
+    run_clean(target, plan)
+    assert _target_state(target) == before
