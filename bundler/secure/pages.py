@@ -180,9 +180,14 @@ def column_chunks(meta: pq.FileMetaData, skip: Collection[str] = ()) -> Iterator
             if meta.schema.column(c).path in skip:
                 continue
             col = rg.column(c)
-            start = col.data_page_offset
-            if col.has_dictionary_page and 0 < col.dictionary_page_offset < start:
-                start = col.dictionary_page_offset
+            # the chunk's first page: its dictionary's, if any; a chunk of no rows has no data
+            # page, and writers leave its data_page_offset 0
+            firsts = [col.data_page_offset]
+            if col.has_dictionary_page:
+                firsts.append(col.dictionary_page_offset)
+            start = min((f for f in firsts if f > 0), default=0)
+            if start == 0 and col.total_compressed_size == 0:
+                continue  # no page at all (a chunk of no rows written without a dictionary)
             yield Chunk(f"row group {i} column {col.path_in_schema}", start, col.total_compressed_size)
 
 

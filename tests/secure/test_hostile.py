@@ -217,6 +217,16 @@ def test_a_page_claiming_a_huge_size_is_refused_within_bounded_memory(tmp_path: 
     assert refused.value.exit_code == 4
 
 
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_a_table_of_no_rows_passes_the_page_walk(dictionary: bool, tmp_path: Path) -> None:
+    """A chunk of no rows has no data page (its data_page_offset is 0): nothing to refuse."""
+    folder = _folder(tmp_path, 1)
+    file = folder / "tables" / "t.parquet"
+    empty = pa.table({"a": pa.array([], pa.int32()), "b": pa.array([], pa.string())})
+    pq.write_table(empty, file, compression="zstd", use_dictionary=dictionary)
+    assert Bundle(folder, folder).read_table("t").num_rows == 0
+
+
 @pytest.mark.parametrize(
     ("limit", "value", "expected"),
     [
