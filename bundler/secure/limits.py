@@ -106,8 +106,6 @@ def _no_keys() -> pq.FileDecryptionProperties:
 
 def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileMetaData:
     """A Parquet file's metadata, read with bounded memory, after checking every size it declares."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from bundler.secure import pages
 
@@ -124,21 +122,32 @@ def check_parquet(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.FileM
         raise BundleInvalid(bundle, [f"{shown}: its footer is longer than the file"])
     if _has_encrypted_chunks(bundle, shown, fh, size):  # pyarrow would abort on them without keys
         return _check_encrypted(bundle, shown, fh, size)
-    fh.seek(0)
     try:
-        meta = pq.ParquetFile(
-            fh,
-            thrift_string_size_limit=THRIFT_STRING_LIMIT,
-            thrift_container_size_limit=THRIFT_CONTAINER_LIMIT,
-            decryption_properties=_no_keys(),
-        ).metadata
+        meta = _metadata(bundle, shown, fh, _no_keys())
     except _Encrypted:  # encrypted columns, read without their key: the footer read by hand
         return _check_encrypted(bundle, shown, fh, size)
-    except (pa.ArrowException, OSError) as exc:
-        raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
     check_row_groups(bundle, shown, size, (meta.row_group(i) for i in range(meta.num_row_groups)))
     pages.check_pages(bundle, shown, fh, size, pages.column_chunks(meta))
     return meta
+
+
+def _metadata(
+    bundle: str, shown: str, fh: IO[bytes], decryption: pq.FileDecryptionProperties | None = None
+) -> pq.FileMetaData:
+    """pyarrow's metadata of a Parquet file whose footer was checked, its Thrift bounded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fh.seek(0)
+    try:
+        return pq.ParquetFile(
+            fh,
+            thrift_string_size_limit=THRIFT_STRING_LIMIT,
+            thrift_container_size_limit=THRIFT_CONTAINER_LIMIT,
+            decryption_properties=decryption,
+        ).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
 
 
 def check_row_groups(bundle: str, shown: str, size: int, groups: Iterable[Any]) -> None:
@@ -176,8 +185,6 @@ def _check_encrypted(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.Fi
     """:func:`check_parquet` of a file with encrypted columns, without their key: the sizes are read
     from the footer by :mod:`bundler.secure.footer`; pyarrow's metadata (schema, row counts) is
     returned, whose encrypted column chunks must not be looked at (pyarrow aborts on them)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from bundler.secure import pages
     from bundler.secure.footer import FooterError, encrypted_columns, footer_bytes, row_groups
@@ -188,15 +195,7 @@ def _check_encrypted(bundle: str, shown: str, fh: IO[bytes], size: int) -> pq.Fi
         skip = encrypted_columns(data, THRIFT_CONTAINER_LIMIT)
     except FooterError as exc:
         raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
-    fh.seek(0)
-    try:
-        meta = pq.ParquetFile(
-            fh,
-            thrift_string_size_limit=THRIFT_STRING_LIMIT,
-            thrift_container_size_limit=THRIFT_CONTAINER_LIMIT,
-        ).metadata
-    except (pa.ArrowException, OSError) as exc:
-        raise BundleInvalid(bundle, [f"{shown}: unreadable Parquet metadata ({exc})"]) from None
+    meta = _metadata(bundle, shown, fh)
     # the pages of the plain columns (an encrypted column's page headers are encrypted too)
     pages.check_pages(bundle, shown, fh, size, pages.column_chunks(meta, skip))
     return meta
