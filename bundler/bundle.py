@@ -363,6 +363,9 @@ class Bundle:
     _checked: dict[str, pq.FileMetaData] = field(default_factory=dict, repr=False)
     _encrypted: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _sha256: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the files are the ones this process wrote (their checksums checked against the manifest
+    #: it wrote): read without the checks that guard against a hostile file (see trust_written)
+    _written: bool = field(default=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -459,10 +462,29 @@ class Bundle:
             if size is None:
                 raise BundleInvalid(self.name, [f"{relpath}: missing"])
             with self.open_file(relpath) as fh:
-                meta = limits.check_parquet(self.name, relpath, fh, size)
-                self._encrypted[table] = _encrypted_in(self.name, relpath, fh, size)
+                if self._written and not self._declared_encrypted(table):
+                    import pyarrow.parquet as pq
+
+                    meta = pq.ParquetFile(fh).metadata
+                    self._encrypted[table] = ()
+                else:
+                    meta = limits.check_parquet(self.name, relpath, fh, size)
+                    self._encrypted[table] = _encrypted_in(self.name, relpath, fh, size)
                 self._checked[table] = meta
         return self._checked[table]
+
+    def trust_written(self) -> None:
+        """This process wrote the bundle and its files' checksums were checked against the
+        manifest it wrote (:func:`bundler.load.load._check_written`): the files are its own, so
+        their Parquet metadata is read as is, without the page and footer walks that guard
+        against a hostile file (about 1.4 ms a table, inside a customer's downtime). A table
+        the manifest declares with encrypted columns is still read the careful way."""
+        self._written = True
+
+    def _declared_encrypted(self, table: str) -> bool:
+        from bundler.secure.columns import encrypted_columns
+
+        return bool(encrypted_columns(self.tables().get(table)))
 
     # -- columns encrypted column by column (bundler.secure.columns): the file says which, and they
     # -- are read with the --identity's keys only; without them, the other columns are

@@ -493,6 +493,7 @@ def _check_written(bundle: Bundle, written: Written) -> None:
         problems = checksum_problems(bundle)
     if problems:
         raise BundleInvalid(bundle.name, problems, hint="export the root again")
+    bundle.trust_written()
 
 
 def _bundle_graph(bundle: Bundle, spec: str | Path | None) -> Graph | None:

@@ -144,6 +144,31 @@ def test_loading_twice_changes_nothing(world: dict[str, Any]) -> None:
     assert counts(target) == after
 
 
+def test_a_bundle_this_process_wrote_is_read_without_the_hostile_file_walks(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lineup's own bundle (checksums checked against the manifest it wrote) is read without
+    the footer and page walks; it loads the same rows as a bundle read the careful way."""
+    from bundler.bundle import open_bundle
+    from bundler.load.load import Written
+    from bundler.secure import limits
+
+    with open_bundle(world["acme"]) as bundle:
+        written = Written(bundle.manifest_sha256)
+    careful = target_for(world)
+    load_bundle(careful, world["acme"])
+    target = target_for(world)
+
+    def walked(*args: Any) -> None:
+        raise AssertionError(f"a file of a bundle this process wrote was walked: {args[1]}")
+
+    monkeypatch.setattr(limits, "check_parquet", walked)
+    assert load_bundle(target, world["acme"], written=written).outcome == "loaded"
+    assert counts(target) == counts(careful)
+    with pytest.raises(BundlerError, match="was walked"):  # any other bundle is walked
+        load_bundle(target_for(world), world["acme"])
+
+
 def test_dry_run_plans_and_writes_nothing(world: dict[str, Any]) -> None:
     target = target_for(world)
     before = counts(target)
