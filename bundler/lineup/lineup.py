@@ -532,8 +532,16 @@ class _Run:
             delay = min(delay * 2, MAX_POLL)
         return None
 
+    def warm(self) -> None:
+        """Fill the target cache before the first claim: the target's graph and its tables,
+        reflected at once, outside every root's downtime."""
+        with self.target.connect() as conn, conn.begin():  # as a load's prepare: may register the target
+            graph, _ = self.cache.system_graph(conn, self.options.target_spec)
+            self.cache.warm(conn, graph.tables)
+
     def worker_loop(self) -> None:
         name = worker_name()
+        self.warm()
         while (claimed := self.next_root(name)) is not None:
             rest = unit_rows(self.target, claimed, name)
             if rest:  # roots that reference each other: claimed together, loaded in one transaction

@@ -81,6 +81,24 @@ class TargetCache:
                 self._tables[name] = reflect(connection, name, self._metadata)
             return self._tables[name]
 
+    def warm(self, connection: sa.Connection, names: Iterable[str]) -> int:
+        """Reflect the tables of ``names`` the target has, all at once, ahead of the loads; how
+        many were reflected. Without it the first load of a run reflected each table it had not
+        met yet inside its root's downtime (~14 ms a table on PostgreSQL: 0.3 s for the first
+        customer of a lineup whose configuration was loaded first); one batched reflection of
+        every table takes about what three of them did."""
+        with self._lock:
+            wanted = sorted(set(names) - set(self._tables))
+            if not wanted:
+                return 0
+            present = set(sa.inspect(connection).get_table_names())
+            wanted = [n for n in wanted if n in present]
+            if wanted:
+                self._metadata.reflect(bind=connection, only=wanted, resolve_fks=False)
+                for name in wanted:
+                    self._tables[name] = self._metadata.tables[name]
+            return len(wanted)
+
     def known(self, source_system: str, table: str, pks: Iterable[str]) -> dict[str, str]:
         with self._lock:
             mine = self._known.get((source_system, table), {})

@@ -277,6 +277,34 @@ def test_cli_exit_codes(new_db: Any, tmp_path: Path) -> None:
     assert again.exit_code == 0 and "already loaded; nothing changed" in again.stdout
 
 
+def test_a_run_cache_reflects_the_targets_tables_at_once_as_one_by_one(
+    dialect: str, engine: sa.Engine
+) -> None:
+    """The lineup warms its cache before the first root: the tables it reflects in one go are
+    those reflecting one table at a time finds; names the target lacks are left out."""
+    from bundler.load.cache import TargetCache, reflect
+
+    meta = sa.MetaData()
+    sa.Table("plans", meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(40)))
+    sa.Table(
+        "lines",
+        meta,
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("plan_id", sa.Integer, sa.ForeignKey("plans.id"), nullable=False),
+        sa.Column("amount", sa.Numeric(18, 6)),
+    )
+    meta.create_all(engine)
+    cache = TargetCache()
+    with engine.connect() as conn:
+        assert cache.warm(conn, ["plans", "lines", "not_there"]) == 2
+        assert cache.warm(conn, ["plans", "lines"]) == 0  # known already: nothing asked again
+        for name in ("plans", "lines"):
+            warmed, alone = cache.table(conn, name), reflect(conn, name)
+            assert [(c.name, str(c.type), c.nullable, c.primary_key) for c in warmed.columns] == [
+                (c.name, str(c.type), c.nullable, c.primary_key) for c in alone.columns
+            ]
+
+
 def test_a_run_cache_knows_what_earlier_loads_brought_and_never_trusts_it_blindly(
     world: dict[str, Any],
 ) -> None:
