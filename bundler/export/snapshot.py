@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bundler.export.reader import BATCH_ROWS, cast_text, literal_sql, read_arrow
+from bundler.export.reader import BATCH_ROWS, cast_text, literal_sql, read_arrow, select_sql, select_statement
 from bundler.sql import table_clause
 
 if TYPE_CHECKING:
@@ -107,9 +107,11 @@ class Snapshot:
         ``adbc_rows`` is 0) is read through the main connection: one COPY, no thread.
         """
         if not self.parallel or (not split and self.adbc_rows > 0):
-            yield from read_arrow(self.connection, spec, _select(spec, where), batch_rows=self.batch_rows)
+            yield from read_arrow(
+                self.connection, spec, select_sql(self.connection, spec, where), batch_rows=self.batch_rows
+            )
             return
-        tasks, count = self._ranges(spec, where) if split else ([_select(spec, where)], None)
+        tasks, count = self._ranges(spec, where) if split else ([select_statement(spec, where)], None)
         if len(tasks) > 1:
             yield from self._ordered(spec, tasks)
         elif count is not None and count < self.adbc_rows:
@@ -136,13 +138,13 @@ class Snapshot:
         import pyarrow as pa
 
         if len(spec.pk) != 1 or not pa.types.is_integer(spec.arrow_schema().field(spec.pk[0]).type):
-            return [_select(spec, where)], None
+            return [select_statement(spec, where)], None
         pk = table_clause(spec).c[spec.pk[0]]
         bounds = sa.select(sa.func.count(), sa.func.min(pk), sa.func.max(pk)).where(where)
         count, low, high = self.connection.execute(bounds).one()
         pieces = math.ceil(count / self.batch_rows) if count else 0
         if pieces <= 1:
-            return [_select(spec, where)], count
+            return [select_statement(spec, where)], count
         span = int(high) - int(low) + 1
         if self._sqlite and count * 2 >= span:
             # most keys of the span match (dense ids, a big root): SQLite's planner, which
@@ -153,7 +155,7 @@ class Snapshot:
         width = math.ceil(span / pieces)
         edges = [int(low) + i * width for i in range(pieces)] + [int(high) + 1]
         ranges = [
-            _select(spec, sa.and_(where, pk >= lo, pk < hi))
+            select_statement(spec, sa.and_(where, pk >= lo, pk < hi))
             for lo, hi in itertools.pairwise(edges)
             if lo < hi
         ]
@@ -270,11 +272,6 @@ class Snapshot:
             as_text = pa.types.is_decimal(field.type)
             columns.append(sa.cast(column, sa.Text).label(field.name) if as_text else column)
         return literal_sql(self.connection, stmt.with_only_columns(*columns))
-
-
-def _select(spec: TableSpec, where: sa.ColumnElement[bool]) -> sa.Select[Any]:
-    t = table_clause(spec)
-    return sa.select(*(t.c[c] for c in spec.column_names)).where(where).order_by(*(t.c[c] for c in spec.pk))
 
 
 def _adbc_batches(conn: Any, sql: str) -> Generator[pa.RecordBatch, None, None]:

@@ -156,3 +156,27 @@ def test_a_dense_root_walks_its_key_range_and_reads_the_same(new_db: Any, dialec
     assert all(("likely(" in q) is (dialect == "sqlite") for q in sql)
     assert got.num_rows == EXTRA
     assert got.equals(expected)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "postgresql+psycopg://", "mysql+pymysql://"])
+def test_a_select_compiled_in_parts_is_the_select_compiled_whole(url: str) -> None:
+    """The reads' SQL, its SELECT … FROM and ORDER BY compiled once per table, is the SQL of
+    the whole statement; a WHERE with a subquery is compiled within the statement."""
+    from types import SimpleNamespace
+
+    from bundler.export.reader import literal_sql, select_sql, select_statement
+
+    engine = sa.create_engine(url)  # never connects: only its dialect writes
+    conn: Any = SimpleNamespace(engine=engine, dialect=engine.dialect)
+    accounts = graph_for_release("r1").table("accounts")
+    t, x = table_clause(accounts), table_clause(SPEC)
+    wheres = [
+        t.c.i_account.in_([3, 1, 2]),
+        sa.or_(t.c.i_account.in_([1, 2]), t.c.i_customer.in_([7])),
+        sa.and_(t.c.i_account >= 10, t.c.i_account < 20, t.c.id.in_(["a'b", "€"])),
+        t.c.i_customer.in_(sa.select(x.c.i_account).where(x.c.call_id == "c1")),  # a subquery: whole
+    ]
+    for where in wheres:
+        for _ in range(2):  # the second time from the parts kept
+            assert select_sql(conn, accounts, where) == literal_sql(conn, select_statement(accounts, where))
+    engine.dispose()
