@@ -285,7 +285,7 @@ def main(argv: list[str]) -> int:
     try:
         for name in chosen:
             print(f"\n== {TITLES[name].format(xdrs=s.xdrs)}", flush=True)
-            t0 = time.perf_counter()
+            t0, ticks = time.perf_counter(), c.cpu_ticks()
             try:
                 _runner(name, ctx)(results)
             except KeyboardInterrupt:
@@ -297,7 +297,14 @@ def main(argv: list[str]) -> int:
                 traceback.print_exc(file=sys.stderr)
             timings[name] = round(time.perf_counter() - t0, 1)
             results["load_average"][f"after {name}"] = _loadavg()
-            print(f"  ({name}: {timings[name]:.0f} s; load average now {_loadavg()[0]:.1f})", flush=True)
+            steal = c.steal_pct(ticks, c.cpu_ticks())
+            results.setdefault("cpu_steal_pct", {})[name] = steal
+            print(
+                f"  ({name}: {timings[name]:.0f} s; load average now {_loadavg()[0]:.1f}"
+                + (f"; CPU steal {steal:g}%" if steal is not None else "")
+                + ")",
+                flush=True,
+            )
             results["benchmark_seconds"] = timings
             _save(results, stamp)
     finally:

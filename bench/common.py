@@ -75,6 +75,34 @@ class Settings:
         return max(self.xdrs // 10, 1_000)
 
 
+# -- the machine ---------------------------------------------------------------------------
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(all CPU ticks, ticks stolen by the hypervisor) since boot, from /proc/stat (None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks), ticks[7]
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time the hypervisor took between two :func:`cpu_ticks` (a virtual
+    machine whose host is busy runs everything slower, by as much as 2x measured here)."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return round(100 * (after[1] - before[1]) / (after[0] - before[0]), 1)
+
+
+def steal_note(pct: float | None) -> str:
+    """A note for a line of numbers measured while the hypervisor took a notable share."""
+    return f" [CPU steal {pct:g}%: slower than this machine is]" if pct is not None and pct >= 5 else ""
+
+
 # -- servers and databases -------------------------------------------------------------------
 
 _reachable: dict[str, tuple[str | None, str]] = {}

@@ -129,6 +129,7 @@ def _migrate(
                 )
             seeded = time.perf_counter() - started
             customers = len(c.open_customers(source))
+            ticks = c.cpu_ticks()
             stop = threading.Event()
             timer = threading.Timer(budget, stop.set) if budget > 0 else None
             if timer is not None:
@@ -146,6 +147,7 @@ def _migrate(
             finally:
                 if timer is not None:
                     timer.cancel()
+            steal = c.steal_pct(ticks, c.cpu_ticks())
             summary = result.summary()
             done_customers = [o for o in result.done if o.kind == "customer"]
             bundled = [_composition(bundles, o.bundle_id) for o in done_customers]
@@ -190,6 +192,7 @@ def _migrate(
         if any(bundled)
         else 0,
         "seed_seconds": round(seeded, 1),
+        "cpu_steal_pct": steal,
     }
     if second is not None:
         out["usage_phase"] = second
@@ -314,6 +317,7 @@ def _two_phase(ctx: c.Context, dialect: str) -> dict[str, Any]:
         f"over {got['customers_done']} customers (goal p95 ≤ {FIRST_PHASE_GOAL_S:g} s: {verdict}); "
         f"second phase (--usage-only, ~{second['xdrs_per_customer']:,} xDRs each, no downtime) "
         f"{second['seconds_per_customer']} s per customer"
+        + c.steal_note(got["cpu_steal_pct"])
         + (f"; {got['failed']} FAILED: {got['failures']}" if got["failed"] else "")
         + (f"; second phase {second['failed']} FAILED: {second['failures']}" if second["failed"] else ""),
         flush=True,
@@ -331,6 +335,7 @@ def _typical(ctx: c.Context, dialect: str) -> dict[str, Any]:
         f"  {c.LABELS[dialect]:<10} typical customer ({s.typical_accounts} accounts, "
         f"~{got['xdrs_per_customer']:,} xDRs, ~{got['rows_per_customer']:,} rows): downtime p50 {d['p50']} s, "
         f"p95 {d['p95']} s, max {d['max']} s over {got['customers_done']} customers (1 worker)"
+        + c.steal_note(got["cpu_steal_pct"])
         + (f"; {got['failed']} FAILED: {got['failures']}" if got["failed"] else ""),
         flush=True,
     )
@@ -355,6 +360,7 @@ def _throughput(ctx: c.Context, dialect: str, workers: int) -> dict[str, Any]:
         f"  {c.LABELS[dialect]:<10} lineup {workers} worker{'s' if workers > 1 else ' '}: {got['done']} roots in "
         f"{got['seconds']:.1f} s = {got['roots_per_s']:.2f} roots/s, {c.k(got['rows_per_s'] or 0)} rows/s; "
         f"downtime p50 {d['p50']} s, p95 {d['p95']} s, max {d['max']} s{note}"
+        + c.steal_note(got["cpu_steal_pct"])
         + (f"; {got['failed']} FAILED: {got['failures']}" if got["failed"] else ""),
         flush=True,
     )
