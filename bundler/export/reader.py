@@ -50,8 +50,11 @@ def select_statement(spec: TableSpec, where: sa.ColumnElement[bool]) -> sa.Selec
     return sa.select(*(t.c[c] for c in spec.column_names)).where(where).order_by(*(t.c[c] for c in spec.pk))
 
 
-#: engine -> table -> (``SELECT … FROM table``, ``ORDER BY …``) as that engine's dialect writes them
-_FRAMES: weakref.WeakKeyDictionary[sa.Engine, dict[str, tuple[str, str]]] = weakref.WeakKeyDictionary()
+#: engine -> (table, its columns, its key) -> (``SELECT … FROM table``, ``ORDER BY …``) as that
+#: engine's dialect writes them (keyed by the columns too: another graph may name them otherwise)
+_FRAMES: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, str]]
+] = weakref.WeakKeyDictionary()
 
 
 def select_sql(connection: sa.Connection, spec: TableSpec, where: sa.ColumnElement[bool]) -> str:
@@ -66,7 +69,8 @@ def select_sql(connection: sa.Connection, spec: TableSpec, where: sa.ColumnEleme
     if not _plain_on(where, spec.name):
         return literal_sql(connection, select_statement(spec, where))
     frames = _FRAMES.setdefault(connection.engine, {})
-    frame = frames.get(spec.name)
+    key = (spec.name, tuple(spec.column_names), tuple(spec.pk))
+    frame = frames.get(key)
     if frame is None:
         from bundler.sql import table_clause
 
@@ -74,7 +78,7 @@ def select_sql(connection: sa.Connection, spec: TableSpec, where: sa.ColumnEleme
         dialect = connection.dialect
         head = str(sa.select(*(t.c[c] for c in spec.column_names)).compile(dialect=dialect))
         order = ", ".join(str(t.c[c].compile(dialect=dialect)) for c in spec.pk)
-        frame = frames[spec.name] = (head, order)
+        frame = frames[key] = (head, order)
     where_sql = where.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
     return f"{frame[0]} \nWHERE {where_sql} ORDER BY {frame[1]}"
 
