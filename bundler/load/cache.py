@@ -84,9 +84,9 @@ class TargetCache:
     def warm(self, connection: sa.Connection, names: Iterable[str]) -> int:
         """Reflect the tables of ``names`` the target has, all at once, ahead of the loads; how
         many were reflected. Without it the first load of a run reflected each table it had not
-        met yet inside its root's downtime (~14 ms a table on PostgreSQL: 0.3 s for the first
-        customer of a lineup whose configuration was loaded first); one batched reflection of
-        every table takes about what three of them did."""
+        met yet inside its root's downtime (4-5 ms a table on PostgreSQL, ~30 tables new to the
+        first customer of a lineup whose configuration was loaded first); the 74 tables of the
+        billing target reflect at once in 74-181 ms, a third to a half of one by one (measured)."""
         with self._lock:
             wanted = sorted(set(names) - set(self._tables))
             if not wanted:
