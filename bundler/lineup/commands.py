@@ -293,7 +293,7 @@ def _catch_up(
 def print_differences(summary: dict[str, Any], shown: int = 5) -> None:
     """Per root: the shared rows reused although they differ, and the parts their target rows lack."""
     from bundler.keys import describe
-    from bundler.lineup.lineup import describe_key
+    from bundler.lineup.root import describe_key
 
     if summary.get("reused_with_differences") or summary.get("lacking_in_target"):
         click.echo(

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from bundler.errors import BundlerError
 from bundler.export.layers import Layers
 from bundler.graph import Graph
-from bundler.lineup.lineup import (
+from bundler.lineup.root import (
     LineupOptions,
     RootOutcome,
     _Ready,

@@ -32,7 +32,8 @@ from bundler.errors import BundlerError
 
 if TYPE_CHECKING:
     from bundler.export.layers import Layers
-    from bundler.lineup.lineup import LineupOptions, RootOutcome, _Run
+    from bundler.lineup.lineup import _Run
+    from bundler.lineup.root import LineupOptions, RootOutcome
 
 #: how often the parent looks at its stop request and its workers while no event arrives
 POLL_S = 0.2
