@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -310,15 +312,72 @@ def _insert_postgresql(
     raw = connection.connection.driver_connection
     assert raw is not None
     count = 0
-    with _driver_errors(connection, statement), raw.cursor() as cursor, cursor.copy(statement) as copy:
+    with (
+        _driver_errors(connection, statement),
+        raw.cursor() as cursor,
+        cursor.copy(statement) as copy,
+        _Sender(copy.write) as sender,
+    ):
         for batch in _chain(first, rest):
             for chunk in _slices(batch, COPY_CHUNK_ROWS):
                 _check_names(chunk, names, table)
                 sink = pa.BufferOutputStream()
                 pacsv.write_csv(_csv_ready(chunk), sink, _CSV_POSTGRES)
-                copy.write(memoryview(sink.getvalue()))
+                sender.send(memoryview(sink.getvalue()))
                 count += chunk.num_rows
     return count
+
+
+class _Sender:
+    """Sends buffers from a thread of its own, so that the next batch is read, translated
+    and rendered as CSV while the server takes in the last one. At most ``depth`` buffers
+    wait, so memory stays bounded by the batch size. The thread starts with the second
+    buffer: a write of one buffer (most tables of a small bundle) is sent as it was. An
+    error of the sending thread is raised by the next :meth:`send` or on leaving; an error
+    of the caller stops the sending, and what waits is dropped."""
+
+    def __init__(self, write: Callable[[Any], object], depth: int = 2) -> None:
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._dropping = False
+        self._held: Any = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None and not self._dropping:
+                try:
+                    self._write(data)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def send(self, data: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            if self._held is None:
+                self._held = data
+                return
+            self._thread = threading.Thread(target=self._run, name="bundler-copy", daemon=True)
+            self._thread.start()
+            self._queue.put(self._held)
+            self._held = None
+        self._queue.put(data)
+
+    def __enter__(self) -> _Sender:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self._thread is None:
+            if kind is None and self._held is not None:
+                self._write(self._held)
+            return
+        self._dropping = kind is not None
+        self._queue.put(None)
+        self._thread.join()
+        if kind is None and self._error is not None:
+            raise self._error
 
 
 def _mysql_local_infile(connection: Connection) -> bool:

@@ -35,7 +35,7 @@ class IdAllocator:
         self.dialect = connection.dialect.name
         self._next: dict[str, int] = {}
         self._sequence = _SEQUENCES.setdefault(connection.engine, {})
-        self._reserved: dict[str, list[int]] = {}
+        self._reserved: dict[str, Sequence[int]] = {}
 
     def _sequences(self, wanted: Iterable[tuple[str, str]]) -> None:
         """Find the sequences of these (table, column) pairs not known yet, in one query."""
@@ -70,6 +70,12 @@ class IdAllocator:
         ).all()
         for k, ids in rows:
             self._reserved[asked[k][0]] = [int(v) for v in ids]
+
+    def take_ahead(self, table: str, column: str, n: int) -> None:
+        """Take ``n`` ids of one table now, for :meth:`take` to hand out later without a
+        round trip (as while one ``COPY`` writes the whole table)."""
+        if n > 0 and len(self._reserved.get(table, ())) < n:
+            self._reserved[table] = self.take(table, column, n)
 
     def take(self, table: str, column: str, n: int) -> Sequence[int]:
         if n == 0:

@@ -26,6 +26,8 @@ from bundler.load.state import Contended, LoadState, first_line, pk_text
 from bundler.sql import chunks, table_clause
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pyarrow as pa
 
     from bundler.bulk import ValueRefused
@@ -72,6 +74,9 @@ def _write_table(state: LoadState, spec: TableSpec, task: str, compact: CreatedL
     target = state.sa_table(spec.name)
     needs_map = bool(state.graph.referencing[spec.name]) or spec.scope != "usage"
     runs = spec.is_usage and spec.surrogate is not None
+    if runs and _streams(state, spec):
+        _write_stream(state, spec, target, task, compact, needs_map)
+        return
     for batch in state.batches(spec.name):
         source_pks, row_keys = _source_keys(spec, batch)
         if spec.scope == "shared":
@@ -101,6 +106,64 @@ def _write_table(state: LoadState, spec: TableSpec, task: str, compact: CreatedL
     compact.finish(spec.name)
     if spec.scope == "shared" and len(spec.pk) == 1:
         _ledger_reused(state, spec)
+
+
+def _streams(state: LoadState, spec: TableSpec) -> bool:
+    """Whether a usage table goes to the target as one stream: on PostgreSQL, one ``COPY``
+    that the next batch is translated for while the server takes in the last (see
+    :func:`_write_stream`). Not when a reference may point to another root's rows: the rows
+    the target lacks are looked up in the ledger, which the ``COPY`` would hold up."""
+    return state.conn.dialect.name == "postgresql" and not any(
+        ref.table in state.foreign for ref in spec.references
+    )
+
+
+def _write_stream(
+    state: LoadState, spec: TableSpec, target: sa.Table, task: str, compact: CreatedLedger, needs_map: bool
+) -> None:
+    """A usage table in one bulk write, its batches translated as the write takes them.
+
+    Nothing between two batches may use the connection, which the write holds: the table's
+    ids are taken before (one round trip) and its ledger entries written after, from the
+    keys kept meanwhile (two integers a row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from bundler.bulk import ValueRefused
+
+    assert spec.surrogate is not None  # a usage table with runs of keys (_write_table)
+    plan = state.plan_for(spec)
+    state.alloc.take_ahead(spec.name, spec.surrogate, _created(state, spec))
+    kept: list[tuple[pa.Array, pa.Array]] = []
+
+    def translated() -> Iterator[pa.RecordBatch]:
+        for batch in state.batches(spec.name):
+            source_pks, _ = _source_keys(spec, batch)
+            plan.created += batch.num_rows
+            batch = _rewrite_references(state, spec, batch)
+            batch, target_pks = _target_keys(state, spec, batch, source_pks, needs_map)
+            kept.append((source_pks, target_pks))
+            yield batch
+            state.progress.advance(task, batch.num_rows)
+
+    try:
+        _insert(state, spec, target, translated(), None)
+    except ValueRefused as exc:
+        source_pks = pa.concat_arrays([s for s, _ in kept]) if kept else pa.array([], pa.int64())
+        refused = _refused(state, spec, exc, source_pks)
+        raise refused from refused.cause(exc)
+    for source_pks, target_pks in kept:
+        if compactable(source_pks, target_pks):
+            compact.add(spec.name, source_pks, target_pks)
+        else:
+            _ledger(
+                state,
+                spec.name,
+                pc.cast(source_pks, pa.string()),
+                pc.cast(target_pks, pa.string()),
+                "created",
+            )
+    compact.finish(spec.name)
 
 
 def _source_keys(spec: TableSpec, batch: pa.RecordBatch) -> tuple[pa.Array, list[Any]]:
@@ -143,13 +206,21 @@ def _target_keys(
 
 
 def _insert(
-    state: LoadState, spec: TableSpec, target: sa.Table, batch: pa.RecordBatch, source_pks: pa.Array
+    state: LoadState,
+    spec: TableSpec,
+    target: sa.Table,
+    data: pa.RecordBatch | Iterator[pa.RecordBatch],
+    source_pks: pa.Array | None,
 ) -> None:
+    """Write ``data``; a value the target refuses is named by its row's source key in
+    ``source_pks`` (``None``: raised for the caller to name)."""
     from bundler.bulk import ValueRefused, insert_arrow
 
     try:
-        insert_arrow(state.conn, target, batch)
+        insert_arrow(state.conn, target, data)
     except ValueRefused as exc:
+        if source_pks is None:
+            raise
         refused = _refused(state, spec, exc, source_pks)
         raise refused from refused.cause(exc)
     except sa.exc.IntegrityError as exc:
