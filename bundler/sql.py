@@ -40,6 +40,25 @@ def table_clause(spec: TableSpec) -> sa.TableClause:
     return cached[1]
 
 
+_SELECT_IN: dict[tuple[int, tuple[str, ...], str], tuple[TableSpec, sa.Select[Any]]] = {}
+
+
+def select_in(spec: TableSpec, columns: Iterable[str], column: str) -> sa.Select[Any]:
+    """``SELECT columns FROM spec's table WHERE column IN (…)``, the values bound as ``values``
+    (expanding): one statement per table, columns and column, built (and compiled, by
+    SQLAlchemy's cache) once instead of for every query; a closure walk runs dozens."""
+    names = tuple(columns)
+    key = (id(spec), names, column)
+    cached = _SELECT_IN.get(key)
+    if cached is None or cached[0] is not spec:
+        t = table_clause(spec)
+        stmt = sa.select(*(t.c[c] for c in names)).where(
+            t.c[column].in_(sa.bindparam("values", expanding=True))
+        )
+        cached = _SELECT_IN[key] = (spec, stmt)
+    return cached[1]
+
+
 def lookup_row(
     connection: sa.Connection, spec: TableSpec, columns: Iterable[str], ident: str | int
 ) -> dict[str, Any] | None:
@@ -118,12 +137,10 @@ class Closure:
 
     def fetch(self, spec: TableSpec, column: str, values: Iterable[Any]) -> list[dict[str, Any]]:
         """Rows of ``spec`` whose ``column`` is one of ``values`` (pk, reference and status columns)."""
-        t = table_clause(spec)
-        cols = [t.c[c] for c in self._columns(spec)]
+        stmt = select_in(spec, self._columns(spec), column)
         found: list[dict[str, Any]] = []
         for part in chunks(sorted_values(values)):
-            stmt = sa.select(*cols).where(t.c[column].in_(part))
-            found.extend(dict(row._mapping) for row in self.connection.execute(stmt))
+            found.extend(dict(row._mapping) for row in self.connection.execute(stmt, {"values": part}))
         return found
 
     # -- building ------------------------------------------------------------------------
@@ -267,12 +284,10 @@ def natural_keys(
     """
     spec = graph.table(table)
     if rows is None:
-        t = table_clause(spec)
-        wanted = list(dict.fromkeys([column, *spec.natural_key]))
+        stmt = select_in(spec, dict.fromkeys([column, *spec.natural_key]), column)
         rows = []
         for part in chunks(sorted_values(set(values))):
-            stmt = sa.select(*(t.c[c] for c in wanted)).where(t.c[column].in_(part))
-            rows.extend(dict(r._mapping) for r in connection.execute(stmt))
+            rows.extend(dict(r._mapping) for r in connection.execute(stmt, {"values": part}))
     nested: dict[str, dict[Any, Key]] = {}
     for col in spec.natural_key:
         ref = spec.ref_by_column.get(col)
@@ -306,12 +321,12 @@ def match_candidates(
     wanted = set(keys)
     if not wanted:
         return {}
-    t = table_clause(spec)
     first = spec.natural_key[0]
     firsts = {k[0] for k in wanted}
+    stmt = select_in(spec, spec.column_names, first)
     found: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for part in chunks(sorted_values(db_values(spec, first, firsts))):
-        for row in connection.execute(sa.select(t).where(t.c[first].in_(part))).mappings():
+        for row in connection.execute(stmt, {"values": part}).mappings():
             key = tuple(key_value(row[c]) for c in spec.natural_key)
             if key in wanted:
                 found[key].append(dict(row))
@@ -358,14 +373,15 @@ def match_keys(
         return {}
     t = table_clause(spec)
     # the candidates with their natural keys' columns, in one query (natural_keys reads no more)
-    selected = [t.c[c] for c in dict.fromkeys([column, *spec.natural_key])]
+    names = tuple(dict.fromkeys([column, *spec.natural_key]))
+    selected = [t.c[c] for c in names]
     scalar = next((c for c in spec.natural_key if c not in spec.ref_by_column), None)
     candidates: list[dict[str, Any]] = []
     if scalar is not None:
         firsts = db_values(spec, scalar, {k.get(scalar) for k in keys})
+        stmt = select_in(spec, names, scalar)
         for part in chunks(sorted_values(firsts)):
-            stmt = sa.select(*selected).where(t.c[scalar].in_(part))
-            candidates.extend(dict(r._mapping) for r in connection.execute(stmt))
+            candidates.extend(dict(r._mapping) for r in connection.execute(stmt, {"values": part}))
     else:
         candidates = [dict(r._mapping) for r in connection.execute(sa.select(*selected))]
     candidates = [r for r in candidates if r[column] is not None]
