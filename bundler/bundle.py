@@ -134,7 +134,7 @@ class TableFile:
             batch = batch.cast(self.schema)
         self.rows += batch.num_rows
         if self._sink is not None:
-            self._sink.submit(self._write, batch)
+            self._sink.submit(self._write, batch, size=batch.nbytes)
         else:
             self._write(batch)
 
@@ -192,49 +192,67 @@ def _dictionary_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
     ]
 
 
+#: bytes of batches that may wait for the bundle's writer thread (see :class:`_BackgroundWriter`)
+BACKLOG_BYTES = 8 << 20
+
+
 class _BackgroundWriter:
     """One thread that runs a bundle's file writes in order, so reading and encoding overlap.
 
-    At most ``depth`` writes wait in the queue (one was as fast as four, measured), which
-    bounds memory to a batch or two. The
-    first failure is kept and raised to the caller at its next submit or drain.
+    The batches waiting in the queue hold at most ``backlog`` bytes (one batch always may:
+    a big table's 65,536-row batches wait one at a time, as fast as four, measured), which
+    bounds memory to a batch or two; a small bundle's tables, a few KiB each, do not wait
+    for one another's encoding. The first failure is kept and raised to the caller at its
+    next submit or drain.
     """
 
-    def __init__(self, depth: int = 1) -> None:
+    def __init__(self, backlog: int = BACKLOG_BYTES) -> None:
         import queue
         import threading
 
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._backlog = backlog
+        self._waiting = 0  # bytes of the batches submitted and not written yet
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
+        while (item := self._queue.get()) is not None:
+            fn, args, size = item
             try:
-                if item is None:
-                    return
-                fn, args = item
                 if self._error is None:
                     fn(*args)
             except BaseException as exc:
                 self._error = exc
             finally:
+                if size:
+                    with self._room:
+                        self._waiting -= size
+                        self._room.notify_all()
                 self._queue.task_done()
+        self._queue.task_done()
 
     def _raise(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
-    def submit(self, fn: Any, *args: Any) -> None:
+    def submit(self, fn: Any, *args: Any, size: int = 0) -> None:
+        """Run ``fn(*args)`` in the thread, after what was submitted before; ``size``: the bytes
+        it holds (waits while the backlog is full)."""
         self._raise()
         if self._stopped:  # after the bundle is finished or aborted: run in the caller
             fn(*args)
-        else:
-            self._queue.put((fn, args))
+            return
+        if size:
+            with self._room:
+                while self._waiting and self._waiting + size > self._backlog:
+                    self._room.wait()
+                self._waiting += size
+        self._queue.put((fn, args, size))
 
     def drain(self) -> None:
         """Wait until every submitted write is done; raise the first failure."""
