@@ -9,7 +9,10 @@ for the usage rows a load creates with integer keys, as runs of consecutive keys
 (see :mod:`bundler.ledger`).
 
 The batches go to the target with :func:`bundler.bulk.insert_arrow` (the bulk path of each
-dialect) as they come from the bundle: no row is turned into Python objects on the way.
+dialect) as they come from the bundle: no row is turned into Python objects on the way. On
+PostgreSQL a usage table goes as one stream (one ``COPY``), each batch translated while the
+server takes in the one before; its ids are taken before and its ledger written after, since
+the ``COPY`` holds the connection in between.
 """
 
 from __future__ import annotations
