@@ -286,6 +286,43 @@ def test_duplicate_key_fails_loudly(dialect: str, probe: tuple[sa.Engine, sa.Tab
     assert _read(engine, table) == []
 
 
+class _Broken(Exception):
+    pass
+
+
+def test_a_failure_between_batches_stops_the_write(dialect: str, probe: tuple[sa.Engine, sa.Table]) -> None:
+    """The batches' producer fails after two batches (on PostgreSQL a thread is sending them
+    meanwhile): its error comes out as it was, the connection rolls back and is usable, no
+    row stays; then the same connection writes again."""
+    engine, table = probe
+
+    def failing() -> Iterator[pa.RecordBatch]:
+        for start in (1, 501):
+            yield pa.RecordBatch.from_pylist([{"id": i, "name": f"n{i}"} for i in range(start, start + 500)])
+        raise _Broken("the bundle went away")
+
+    with engine.connect() as conn:
+        with pytest.raises(_Broken, match="went away"):
+            insert_arrow(conn, table, failing())
+        conn.rollback()
+        assert insert_arrow(conn, table, pa.table({"id": [7], "name": ["again"]})) == 1
+        conn.commit()
+    assert [(r["id"], r["name"]) for r in _read(engine, table)] == [(7, "again")]
+
+
+def test_a_duplicate_in_a_later_batch_fails_loudly(dialect: str, probe: tuple[sa.Engine, sa.Table]) -> None:
+    """The third of three batches repeats a key of the first (sent, on PostgreSQL, by the
+    thread while the next is prepared): the write fails and leaves nothing."""
+    engine, table = probe
+    batches = pa.table({"id": [*range(1, 3_000), 5], "name": ["x"] * 3_000}).to_batches(max_chunksize=1_000)
+    with (
+        pytest.raises((DatabaseError, sa.exc.IntegrityError, sa.exc.DBAPIError)),
+        engine.begin() as conn,
+    ):
+        insert_arrow(conn, table, iter(batches))
+    assert _read(engine, table) == []
+
+
 def _batches_with(column: str, bad_row: int, bad: Any, good: Any) -> list[pa.RecordBatch]:
     """Three batches of 1,000 rows; row ``bad_row`` (0-based, over all three) holds ``bad``."""
     values = [bad if i == bad_row else good for i in range(3_000)]
