@@ -49,6 +49,7 @@ from bundler.export.layers import Layers
 from bundler.graph import Graph
 from bundler.keys import key_text
 from bundler.lineup.queue import (
+    FOREIGN,
     WAIT,
     claim,
     enqueue,
@@ -57,6 +58,7 @@ from bundler.lineup.queue import (
     kind_tiers,
     lineup_table,
     release_stale_claims,
+    selected_positions,
     selection,
     unit_rows,
     worker_name,
@@ -218,6 +220,8 @@ class _Run:
     in_flight: int = 0
     started: float = field(default_factory=time.monotonic)
     waiting_noted: bool = False
+    #: the clause that selects the run's roots in the lineup (made at the first claim)
+    selected: sa.ColumnElement[bool] | None = None
     layers: Layers | None = None
     #: in a worker process: tells the parent ("claimed", None) and ("outcome", RootOutcome)
     forward: Callable[[str, RootOutcome | None], None] | None = None
@@ -232,7 +236,12 @@ class _Run:
         delay = FIRST_POLL
         tiers = kind_tiers(self.graph)
         while not self.stop.is_set():
-            row = claim(self.target, self.system, self.phase, name, self.wanted, tiers)
+            if self.selected is None:
+                self.selected = selected_positions(self.target, self.system, self.phase, self.wanted)
+            row = claim(self.target, self.system, self.phase, name, self.wanted, tiers, self.selected)
+            if row is FOREIGN:  # another run placed a root at one of ours: select by keys
+                self.selected = selection(self.wanted)
+                continue
             if row is not WAIT:
                 return row
             with self.lock:
