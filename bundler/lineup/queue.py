@@ -266,9 +266,13 @@ def _place(
         conn.execute(stmt, part)
 
 
+#: a selection of more roots than this is the whole lineup in practice (selected as such)
+WHOLE_LINEUP = 10_000
+
+
 def selection(wanted: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
     t = lineup_table
-    if len(wanted) > 10_000:  # a bigger selection is the whole lineup in practice
+    if len(wanted) > WHOLE_LINEUP:
         return sa.true()
     by_kind: dict[str, list[str]] = {}
     for kind, pk in wanted:
@@ -293,7 +297,7 @@ def selected_positions(
     root of another run (:data:`FOREIGN`) makes the run select by keys from then on. With more
     than :data:`MAX_RANGES` ranges (runs' roots interleaved), the keys are the clause."""
     t = lineup_table
-    if len(wanted) > 10_000:
+    if len(wanted) > WHOLE_LINEUP:
         return selection(wanted)
     with target.connect() as conn:
         rows = conn.execute(

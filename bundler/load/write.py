@@ -17,6 +17,7 @@ the ``COPY`` holds the connection in between.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ from bundler.load.state import Contended, LoadState, first_line, pk_text
 from bundler.sql import chunks, table_clause
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import pyarrow as pa
 
@@ -71,7 +72,6 @@ def _write_table(state: LoadState, spec: TableSpec, task: str, compact: CreatedL
     """The rows of one table; the usage rows it creates are recorded in ``compact`` (as runs of
     keys where both keys are integers), every other row in the ledger row by row."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     plan = state.plan_for(spec)
     target = state.sa_table(spec.name)
@@ -94,17 +94,8 @@ def _write_table(state: LoadState, spec: TableSpec, task: str, compact: CreatedL
             plan.created += batch.num_rows
         batch = _rewrite_references(state, spec, batch)
         batch, target_pks = _target_keys(state, spec, batch, source_pks, needs_map)
-        _insert(state, spec, target, batch, source_pks)
-        if runs and compactable(source_pks, target_pks):
-            compact.add(spec.name, source_pks, target_pks)
-        else:
-            _ledger(
-                state,
-                spec.name,
-                pc.cast(source_pks, pa.string()),
-                pc.cast(target_pks, pa.string()),
-                "created",
-            )
+        _insert(state, spec, target, batch, functools.partial(_same, source_pks))
+        _record_created(state, spec.name, compact, source_pks, target_pks, runs=runs)
         state.progress.advance(task, batch.num_rows)
     compact.finish(spec.name)
     if spec.scope == "shared" and len(spec.pk) == 1:
@@ -130,9 +121,6 @@ def _write_stream(
     ids are taken before (one round trip) and its ledger entries written after, from the
     keys kept meanwhile (two integers a row)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from bundler.bulk import ValueRefused
 
     assert spec.surrogate is not None  # a usage table with runs of keys (_write_table)
     plan = state.plan_for(spec)
@@ -149,24 +137,38 @@ def _write_stream(
             yield batch
             state.progress.advance(task, batch.num_rows)
 
-    try:
-        _insert(state, spec, target, translated(), None)
-    except ValueRefused as exc:
-        source_pks = pa.concat_arrays([s for s, _ in kept]) if kept else pa.array([], pa.int64())
-        refused = _refused(state, spec, exc, source_pks)
-        raise refused from refused.cause(exc)
+    def written_keys() -> pa.Array:  # the source keys of the rows sent, in order
+        return pa.concat_arrays([s for s, _ in kept]) if kept else pa.array([], pa.int64())
+
+    _insert(state, spec, target, translated(), written_keys)
     for source_pks, target_pks in kept:
-        if compactable(source_pks, target_pks):
-            compact.add(spec.name, source_pks, target_pks)
-        else:
-            _ledger(
-                state,
-                spec.name,
-                pc.cast(source_pks, pa.string()),
-                pc.cast(target_pks, pa.string()),
-                "created",
-            )
+        _record_created(state, spec.name, compact, source_pks, target_pks, runs=True)
     compact.finish(spec.name)
+
+
+def _same(keys: pa.Array) -> pa.Array:
+    """``keys`` (bound with :func:`functools.partial`: a batch's keys, asked for by :func:`_insert`)."""
+    return keys
+
+
+def _record_created(
+    state: LoadState,
+    table: str,
+    compact: CreatedLedger,
+    source_pks: pa.Array,
+    target_pks: pa.Array,
+    *,
+    runs: bool,
+) -> None:
+    """The ledger of rows just created: as runs of keys where the table keeps them (``runs``)
+    and both keys are integers, else row by row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if runs and compactable(source_pks, target_pks):
+        compact.add(table, source_pks, target_pks)
+    else:
+        _ledger(state, table, pc.cast(source_pks, pa.string()), pc.cast(target_pks, pa.string()), "created")
 
 
 def _source_keys(spec: TableSpec, batch: pa.RecordBatch) -> tuple[pa.Array, list[Any]]:
@@ -213,18 +215,16 @@ def _insert(
     spec: TableSpec,
     target: sa.Table,
     data: pa.RecordBatch | Iterator[pa.RecordBatch],
-    source_pks: pa.Array | None,
+    source_pks: Callable[[], pa.Array],
 ) -> None:
-    """Write ``data``; a value the target refuses is named by its row's source key in
-    ``source_pks`` (``None``: raised for the caller to name)."""
+    """Write ``data``; a value the target refuses is named by its row's source key among
+    ``source_pks()`` (the keys of the rows written, in order; asked only then)."""
     from bundler.bulk import ValueRefused, insert_arrow
 
     try:
         insert_arrow(state.conn, target, data)
     except ValueRefused as exc:
-        if source_pks is None:
-            raise
-        refused = _refused(state, spec, exc, source_pks)
+        refused = _refused(state, spec, exc, source_pks())
         raise refused from refused.cause(exc)
     except sa.exc.IntegrityError as exc:
         if spec.scope == "shared":  # most likely a concurrent load created it first
