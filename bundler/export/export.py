@@ -35,7 +35,15 @@ from bundler.errors import BundlerError, DatabaseError, RootError, UsageError
 from bundler.export.collect import TableWriter, collect_root, layers_for, outside_rows
 from bundler.export.layers import Layers
 from bundler.export.snapshot import Snapshot, open_snapshot
-from bundler.export.usage import Late, NothingNew, UsagePlan, has_pending, read_late, record_usage
+from bundler.export.usage import (
+    Late,
+    NothingNew,
+    UsagePlan,
+    ensure_tables,
+    has_pending,
+    read_late,
+    record_usage,
+)
 from bundler.export.window import UsageWindow, parse_xdrs, resolve_window, zone
 from bundler.graph import Graph, Scope
 from bundler.keys import Key, describe, key_value
@@ -323,6 +331,9 @@ class _Run:
         if not self.recorded:
             return  # an audit copy (--no-mark): the source's data and records stay as they are
         with begin_write(self.engine) as connection:
+            # the usage records' tables, which the write records into after the mark: a
+            # catalog query that has no place inside the downtime
+            ensure_tables(connection)
             if self.marking:
                 lock_unexported(connection, root)
                 if root.spec.status is None:  # the records are the guard: checked in this transaction

@@ -335,8 +335,8 @@ def _decode(blob: bytes) -> pa.Array:
 
 
 def record_usage(connection: sa.Connection, bundle_id: str, graph: Graph, plan: UsagePlan) -> None:
-    """Record the keys the export carried and the tables' high-water (before it is recorded done)."""
-    ensure_tables(connection)
+    """Record the keys the export carried and the tables' high-water (before it is recorded done),
+    into the tables the export made sure of when it began (:func:`ensure_tables`)."""
     rows = []
     for spec in graph.tables_in_order(("usage",)):
         keys = plan.keys.get(spec.name, [])
