@@ -10,7 +10,11 @@ steps for roots that reference each other.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,22 +189,56 @@ def migrate_root(
     graph: Graph | None = None,
     layers: Layers | None = None,
 ) -> RootOutcome:
-    ready = export_for_load(source, target, source_system, row, options, progress, graph, layers)
-    if isinstance(ready, RootOutcome):
-        return ready
-    try:
-        loaded = load_bundle(
-            target,
-            ready.path,
-            decisions=options.decisions,
-            spec=options.target_spec,
-            progress=crash_progress(progress, "load"),
-            cache=cache,
-            written=ready.written,
-        )
-    except BundlerError as exc:
-        return load_failed(source, ready, exc, options)
+    with full_collections_held():
+        ready = export_for_load(source, target, source_system, row, options, progress, graph, layers)
+        if isinstance(ready, RootOutcome):
+            return ready
+        try:
+            loaded = load_bundle(
+                target,
+                ready.path,
+                decisions=options.decisions,
+                spec=options.target_spec,
+                progress=crash_progress(progress, "load"),
+                cache=cache,
+                written=ready.written,
+            )
+        except BundlerError as exc:
+            return load_failed(source, ready, exc, options)
     return loaded_outcome(ready, loaded, options)
+
+
+#: how many roots of this process hold off Python's full collections, and the threshold
+#: they hold off (see :func:`full_collections_held`)
+_held = {"count": 0, "full": 0}
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def full_collections_held() -> Iterator[None]:
+    """Python's full garbage collections held off while a root is down (from before its mark to
+    its commit), and let run after it.
+
+    A full collection walks every object of the process: 55 ms here over a lineup's heap, seven
+    times in a run of 24 typical customers, and each that fell inside a customer's downtime
+    made it a third longer (the p95 of the first phase went 0.13 -> 0.18 s on it). The young
+    generations are still collected as usual (cycles made and dropped by the root's own work); a
+    full collection that falls due meanwhile runs at the process's next collection after the
+    root is up. Roots held at once in threads share one hold."""
+    with _held_lock:
+        young, middle, full = gc.get_threshold()
+        if _held["count"] == 0:
+            _held["full"] = full
+            gc.set_threshold(young, middle, 1 << 30)
+        _held["count"] += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held["count"] -= 1
+            if _held["count"] == 0:
+                young, middle, _ = gc.get_threshold()
+                gc.set_threshold(young, middle, _held["full"])
 
 
 def export_for_load(

@@ -24,6 +24,7 @@ from bundler.lineup.root import (
     _Ready,
     describe_key,
     export_for_load,
+    full_collections_held,
     load_failed,
     loaded_outcome,
 )
@@ -46,27 +47,30 @@ def migrate_unit(
 ) -> list[RootOutcome]:
     """Export the roots of one unit (lineup rows), load them in one transaction; an outcome
     per root, in the order of ``rows``."""
-    prepared: list[_Ready | RootOutcome] = [
-        export_for_load(source, target, source_system, row, options, progress, graph, layers) for row in rows
-    ]
-    ready = [p for p in prepared if isinstance(p, _Ready)]
-    if not ready:
-        return [p for p in prepared if isinstance(p, RootOutcome)]
-    names = ", ".join(f"{r.base['kind']} {describe_key(r.base['root_key'])}" for r in ready)
-    progress.note(f"loading {names} in one transaction: their rows reference each other")
-    try:
-        loaded = load_together(
-            target,
-            [r.path for r in ready],
-            written=[r.written for r in ready],
-            decisions=options.decisions,
-            spec=options.target_spec,
-            progress=crash_progress(progress, "load"),
-            cache=cache,
-        )
-    except BundlerError as exc:
-        failed = {id(r): load_failed(source, r, exc, options) for r in ready}
-    else:
+    with full_collections_held():
+        prepared: list[_Ready | RootOutcome] = [
+            export_for_load(source, target, source_system, row, options, progress, graph, layers)
+            for row in rows
+        ]
+        ready = [p for p in prepared if isinstance(p, _Ready)]
+        if not ready:
+            return [p for p in prepared if isinstance(p, RootOutcome)]
+        names = ", ".join(f"{r.base['kind']} {describe_key(r.base['root_key'])}" for r in ready)
+        progress.note(f"loading {names} in one transaction: their rows reference each other")
+        try:
+            loaded = load_together(
+                target,
+                [r.path for r in ready],
+                written=[r.written for r in ready],
+                decisions=options.decisions,
+                spec=options.target_spec,
+                progress=crash_progress(progress, "load"),
+                cache=cache,
+            )
+        except BundlerError as exc:
+            loaded = None
+            failed = {id(r): load_failed(source, r, exc, options) for r in ready}
+    if loaded is not None:
         failed = {id(r): loaded_outcome(r, result, options) for r, result in zip(ready, loaded, strict=True)}
     return [failed[id(p)] if isinstance(p, _Ready) else p for p in prepared]
 
