@@ -33,7 +33,8 @@ def make_bundle(workdir: Path, xdrs: int = XDRS) -> Path:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from bundler.bundle import MANIFEST, ROW_GROUP_ROWS, sha256_file
+    from bundler.bundle import MANIFEST, sha256_file
+    from bundler.bundle_writer import ROW_GROUP_ROWS
     from bundler.export import ExportOptions, export_root
     from bundler.graph import graph_for_release
     from tests.export.fixture import NOW, build

@@ -1,10 +1,11 @@
-"""The bundle format, version 1: write, read, validate, pack and unpack.
+"""The bundle format: open, read and validate a bundle.
 
 A bundle is a folder ``<bundle-id>.bundle/`` holding ``tables/<table>.parquet`` (one zstd
 Parquet file per table that has rows, Arrow types kept exactly) and ``manifest.json``,
 written last: its presence marks the bundle complete. The folder is built under a
 temporary name beside its destination and renamed into place, so a bundle appears
-whole or not at all. ``pack`` makes one zstandard-compressed tar of it for copying.
+whole or not at all (:mod:`bundler.bundle_writer`). :mod:`bundler.bundle_pack` makes one
+zstandard-compressed tar of it for copying, and opens it again.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import shutil
-import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
@@ -30,9 +28,6 @@ from bundler.manifest import (
     MANIFEST,
     TABLES_DIR,
     Manifest,
-    ManifestDraft,
-    TableEntry,
-    manifest_problems,
     parse_manifest_bytes,
     read_manifest,
 )
@@ -43,11 +38,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from bundler.secure.columns import ColumnDecryption, ColumnEncryption
+    from bundler.secure.columns import ColumnDecryption
 
 BUNDLE_SUFFIX = ".bundle"
 PACKED_SUFFIX = ".bundle.tar.zst"
-ROW_GROUP_ROWS = 131_072
 _CHUNK = 1 << 20
 
 
@@ -76,7 +70,6 @@ def bundle_slug(name: Mapping[str, Any] | str) -> str:
 def _key_hash(name: Mapping[str, Any] | str) -> str:
     """6 hex digits of the key: two keys that read alike still give different ids."""
     import hashlib
-    import json
 
     text = (
         name if isinstance(name, str) else json.dumps(name, sort_keys=True, ensure_ascii=False, default=str)
@@ -95,280 +88,6 @@ def new_bundle_id(kind: str, name: Mapping[str, Any] | str, now: datetime) -> st
 def manifest_sha256(bundle_path: Path) -> str:
     """The sha256 of a bundle folder's manifest (what the export and load records keep)."""
     return sha256_file(bundle_path / MANIFEST)
-
-
-class TableFile:
-    """Streams Arrow record batches of one table into its Parquet file.
-
-    Columns whose first batch repeats its values (at most half distinct) are dictionary
-    encoded; the others are written plain, which is faster and, for ids, timestamps and
-    amounts, smaller too (a dictionary that overflows only costs time before the writer
-    falls back to plain).
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        schema: pa.Schema,
-        sink: _BackgroundWriter | None = None,
-        encryption: ColumnEncryption | None = None,
-        encrypted: tuple[str, ...] = (),
-    ) -> None:
-        self.path = path
-        self.schema = schema
-        self.encrypted = encrypted if encryption is not None else ()
-        self._encryption = encryption
-        self.rows = 0
-        self.sha256: str | None = None  # of the finished file
-        self._done = False
-        self._sink = sink
-        self._writer: pq.ParquetWriter | None = None
-
-    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        """Write ``batch`` (in a background thread when the bundle has one; errors surface later)."""
-        if batch.num_rows == 0:
-            return
-        if self._done:
-            raise BundlerError(f"{self.path.name} was already finished")  # a bug of ours
-        if batch.schema != self.schema:
-            batch = batch.cast(self.schema)
-        self.rows += batch.num_rows
-        if self._sink is not None:
-            self._sink.submit(self._write, batch, size=batch.nbytes)
-        else:
-            self._write(batch)
-
-    def _write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        import pyarrow.parquet as pq
-
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(
-                self.path,
-                self.schema,
-                compression="zstd",
-                write_statistics=True,
-                store_decimal_as_integer=True,
-                use_dictionary=_dictionary_columns(batch),
-                encryption_properties=(
-                    self._encryption.properties(self.encrypted)
-                    if self._encryption and self.encrypted
-                    else None
-                ),
-            )
-        self._writer.write(batch, row_group_size=ROW_GROUP_ROWS)
-
-    def done(self) -> None:
-        """No more batches: close the file (in the background when there is a writer thread)."""
-        if self._done:
-            return
-        self._done = True
-        if self._sink is not None:
-            self._sink.submit(self._close)
-        else:
-            self._close()
-
-    def close(self) -> None:
-        """Close the file and wait until it is written."""
-        self.done()
-        if self._sink is not None:
-            self._sink.drain()
-
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-            # in the writer thread too: the big file's checksum overlaps the next tables' reads
-            self.sha256 = sha256_file(self.path)
-
-
-def _dictionary_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
-    """The columns of ``batch`` worth dictionary encoding: at most half their values distinct."""
-    import pyarrow.compute as pc
-
-    return [
-        field.name
-        for field, column in zip(batch.schema, batch.columns, strict=True)
-        if pc.count_distinct(column, mode="all").as_py() * 2 <= max(batch.num_rows, 2)
-    ]
-
-
-#: bytes of batches that may wait for the bundle's writer thread (see :class:`_BackgroundWriter`)
-BACKLOG_BYTES = 8 << 20
-
-
-class _BackgroundWriter:
-    """One thread that runs a bundle's file writes in order, so reading and encoding overlap.
-
-    The batches waiting in the queue hold at most ``backlog`` bytes (one batch always may:
-    a big table's 65,536-row batches wait one at a time, as fast as four, measured), which
-    bounds memory to a batch or two; a small bundle's tables, a few KiB each, do not wait
-    for one another's encoding. The first failure is kept and raised to the caller at its
-    next submit or drain.
-    """
-
-    def __init__(self, backlog: int = BACKLOG_BYTES) -> None:
-        import queue
-        import threading
-
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._backlog = backlog
-        self._waiting = 0  # bytes of the batches submitted and not written yet
-        self._room = threading.Condition()
-        self._error: BaseException | None = None
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fn, args, size = item
-            try:
-                if self._error is None:
-                    fn(*args)
-            except BaseException as exc:
-                self._error = exc
-            finally:
-                if size:
-                    with self._room:
-                        self._waiting -= size
-                        self._room.notify_all()
-                self._queue.task_done()
-        self._queue.task_done()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def submit(self, fn: Any, *args: Any, size: int = 0) -> None:
-        """Run ``fn(*args)`` in the thread, after what was submitted before; ``size``: the bytes
-        it holds (waits while the backlog is full)."""
-        self._raise()
-        if self._stopped:  # after the bundle is finished or aborted: run in the caller
-            fn(*args)
-            return
-        if size:
-            with self._room:
-                while self._waiting and self._waiting + size > self._backlog:
-                    self._room.wait()
-                self._waiting += size
-        self._queue.put((fn, args, size))
-
-    def drain(self) -> None:
-        """Wait until every submitted write is done; raise the first failure."""
-        if not self._stopped:
-            self._queue.join()
-        self._raise()
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self._queue.put(None)
-            self._thread.join()
-
-
-class BundleWriter:
-    """Builds a bundle in a temporary folder and moves it into place when finished.
-
-    Parquet encoding runs in a background thread (one per bundle, writes in order), so
-    the caller reads the next batch while the last one is compressed.
-    """
-
-    def __init__(self, out_dir: str | Path, bundle_id: str) -> None:
-        self.out_dir = Path(out_dir)
-        self.bundle_id = bundle_id
-        self.final_path = self.out_dir / f"{bundle_id}{BUNDLE_SUFFIX}"
-        if self.final_path.exists():
-            raise BundlerError(f"{self.final_path} already exists", hint="choose another --out or remove it")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = self.out_dir / f".{bundle_id}.tmp-{uuid.uuid4().hex[:8]}"
-        (self.tmp_path / TABLES_DIR).mkdir(parents=True)
-        self._files: dict[str, tuple[TableFile, str]] = {}
-        self._sink: _BackgroundWriter | None = _BackgroundWriter()
-        self._encryption = _column_encryption()
-
-    def table(self, name: str, schema: pa.Schema, scope: str, sensitive: tuple[str, ...] = ()) -> TableFile:
-        """The file of table ``name``; its ``sensitive`` columns (and those the shipped graphs
-        declare) are encrypted when the command was given recipients (:mod:`bundler.secure.columns`)."""
-        from bundler.secure.mask import sensitive_columns
-
-        if name not in self._files:
-            path = self.tmp_path / TABLES_DIR / f"{name}.parquet"
-            hidden = set(sensitive) | sensitive_columns(name)
-            encrypted = tuple(f.name for f in schema if f.name in hidden)
-            self._files[name] = (TableFile(path, schema, self._sink, self._encryption, encrypted), scope)
-        return self._files[name][0]
-
-    def _stop_sink(self) -> None:
-        if self._sink is not None:
-            sink, self._sink = self._sink, None
-            sink.stop()
-
-    def finish(self, draft: ManifestDraft, *, validate: bool = True) -> tuple[Path, Manifest]:
-        """Write checksums and the manifest, then rename the folder into place.
-
-        ``validate=False``: the caller validates the manifest itself, later (the lineup does
-        it after the root's downtime)."""
-        tables: dict[str, TableEntry] = {}
-        for tf, _ in self._files.values():
-            tf.close()
-        self._stop_sink()
-        for name in sorted(self._files):
-            tf, scope = self._files[name]
-            if tf.rows == 0:
-                continue
-            tables[name] = TableEntry(
-                file=f"{TABLES_DIR}/{name}.parquet",
-                scope=scope,
-                rows=tf.rows,
-                bytes=tf.path.stat().st_size,
-                sha256=tf.sha256 or sha256_file(tf.path),
-                columns={f.name: str(f.type) for f in tf.schema},
-                encrypted=tf.encrypted,
-            )
-        manifest = draft.complete(self.bundle_id, tables)
-        text = manifest.to_json()
-        problems = manifest_problems(json.loads(text)) if validate else []
-        if problems:  # a bug of ours, never the user's: refuse to write a bundle we could not read
-            raise BundleInvalid(self.bundle_id, problems)
-        manifest_path = self.tmp_path / MANIFEST
-        with open(manifest_path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _sign(self.tmp_path, text.encode("utf-8"))
-        os.rename(self.tmp_path, self.final_path)
-        return self.final_path, manifest
-
-    def abort(self) -> None:
-        for tf, _ in self._files.values():
-            with contextlib.suppress(Exception):
-                tf.close()
-        with contextlib.suppress(Exception):
-            self._stop_sink()
-        shutil.rmtree(self.tmp_path, ignore_errors=True)
-
-
-def _column_encryption() -> ColumnEncryption | None:
-    """The column encryption of the bundles this command writes (None: their columns travel plain)."""
-    from bundler.secure import current
-
-    to = current().columns_to
-    if not to:
-        return None
-    from bundler.secure.columns import ColumnEncryption
-
-    return ColumnEncryption(to)
-
-
-def _sign(folder: Path, manifest: bytes) -> None:
-    """Write ``manifest.sig`` beside the manifest when a signing key is configured."""
-    from bundler.secure import current
-    from bundler.secure.signing import sign_manifest
-
-    key = current().sign_key
-    if key is not None:
-        (folder / SIGNATURE).write_bytes(sign_manifest(manifest, key))
 
 
 @dataclass
@@ -716,7 +435,9 @@ def _open_bundle(p: Path) -> Bundle:
         prefix = "bundler-unpacked-"
         tmp = private_tmpdir(prefix) if encrypted else tempfile.TemporaryDirectory(prefix=prefix)
         try:
-            inner = _extract(p, Path(tmp.name))
+            from bundler.bundle_pack import extract
+
+            inner = extract(p, Path(tmp.name))
         except BaseException:
             tmp.cleanup()
             raise
@@ -765,142 +486,3 @@ def _file_problem(bundle: Bundle, table: str, entry: dict[str, Any]) -> str | No
     if bundle.file_sha256(file) != entry.get("sha256"):
         return f"{file}: sha256 differs from the manifest (the file was altered)"
     return None
-
-
-# -- pack / unpack -------------------------------------------------------------------------
-
-
-def pack(bundle_path: str | Path, out_file: str | Path, level: int = 3) -> Path:
-    """Write one zstandard-compressed tar file of a bundle folder (atomically)."""
-    import zstandard
-
-    from bundler.secure import current
-    from bundler.secure.encryption import ENCRYPTED_SUFFIX, encrypt_to_file
-
-    src = Path(bundle_path)
-    if not src.is_dir():
-        raise BundlerError(f"{src} is already a packed bundle")
-    with open_bundle(src) as bundle:
-        problems = manifest_problems(bundle.doc) + checksum_problems(bundle)
-        bundle_id = bundle.bundle_id
-    if problems:
-        raise BundleInvalid(str(src), problems, hint="re-export it; a bundle is packed only when it verifies")
-    recipients = current().recipients
-    out = Path(out_file)
-    if out.is_dir():
-        out = out / f"{src.name}.tar.zst{ENCRYPTED_SUFFIX if recipients else ''}"
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    arcroot = src.name if src.name.endswith(BUNDLE_SUFFIX) else f"{bundle_id}{BUNDLE_SUFFIX}"
-
-    def write(raw: IO[bytes]) -> None:
-        cctx = zstandard.ZstdCompressor(level=level, threads=-1)
-        with cctx.stream_writer(raw, closefd=False) as zw, tarfile.open(fileobj=zw, mode="w|") as tar:
-            # manifest last, as in a folder: a reader streaming the tar sees every table first
-            for file in sorted((src / TABLES_DIR).glob("*.parquet")):
-                tar.add(file, arcname=f"{arcroot}/{TABLES_DIR}/{file.name}", recursive=False)
-            if (src / SIGNATURE).is_file():
-                tar.add(src / SIGNATURE, arcname=f"{arcroot}/{SIGNATURE}", recursive=False)
-            tar.add(src / MANIFEST, arcname=f"{arcroot}/{MANIFEST}", recursive=False)
-
-    try:
-        if recipients:  # encrypted as it is packed: no plain packed file
-            encrypt_to_file(write, tmp, recipients)
-        else:
-            with open(tmp, "wb") as raw:
-                write(raw)
-                raw.flush()
-                os.fsync(raw.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
-
-
-_MEMBER = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*(/(manifest\.json|manifest\.sig|tables(/[A-Za-z_][A-Za-z0-9_]*\.parquet)?))?$"
-)
-MAX_PACKED_MEMBERS = 10_000  # a bundle holds one file per table and its manifest
-
-
-def _member_problem(member: tarfile.TarInfo) -> str | None:
-    """Why a packed member cannot be part of a bundle (None when it can)."""
-    name = member.name.rstrip("/")
-    if not _MEMBER.match(name) or ".." in name.split("/"):
-        return f"{member.name}: not a file a bundle holds (only manifest.json, manifest.sig and tables/<table>.parquet)"
-    is_file = name.endswith((".parquet", "/manifest.json", "/manifest.sig"))
-    if (member.isfile() if is_file else member.isdir()) is False:
-        return f"{member.name}: not a regular {'file' if is_file else 'folder'}"
-    for suffix, bound in ((MANIFEST, "manifest_bytes"), (SIGNATURE, "signature_bytes")):
-        if is_file and name.endswith(suffix) and member.size > limits.limit(bound):
-            return f"{member.name}: {member.size} bytes, more than the {bound} limit ({limits.limit(bound)})"
-    return None
-
-
-def _extract(packed: Path, dest: Path) -> Path:
-    """Unpack a packed bundle (age-encrypted or not) into ``dest``, refusing anything a bundle
-    does not hold and every size past the limits of :mod:`bundler.secure.limits`."""
-    from bundler.secure import current
-    from bundler.secure.encryption import decrypted, is_encrypted
-
-    with contextlib.ExitStack() as stack:
-        if is_encrypted(packed):
-            raw = stack.enter_context(decrypted(packed, current().identities))
-        else:
-            raw = stack.enter_context(open(packed, "rb"))
-        return _extract_from(raw, packed, dest)
-    raise AssertionError("unreachable")
-
-
-def _extract_from(raw: IO[bytes], packed: Path, dest: Path) -> Path:
-    import zstandard
-
-    roots: set[str] = set()
-    total = 0
-    try:
-        # zstd's window is bounded (128 MiB): a frame asking for more is refused, not allocated
-        zreader = zstandard.ZstdDecompressor(max_window_size=1 << 27).stream_reader(raw)
-        reader = limits.BoundedReader(zreader, str(packed))
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-            for count, member in enumerate(tar, start=1):
-                problem = _member_problem(member)
-                if problem is None and count > MAX_PACKED_MEMBERS:
-                    problem = f"more than {MAX_PACKED_MEMBERS} files: not a bundle"
-                if problem is not None:
-                    raise BundleInvalid(str(packed), [problem])
-                total += member.size
-                if total > limits.limit("unpacked_bytes"):
-                    raise limits.exceeded(str(packed), "unpacked size", total, "unpacked_bytes")
-                roots.add(member.name.split("/")[0])
-                if len(roots) > 1:
-                    break
-                reader.allow(member.offset_data + member.size)
-                tar.extract(member, dest, filter="data")
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        raise BundleInvalid(str(packed), [f"not a readable packed bundle ({exc})"]) from None
-    if len(roots) != 1:
-        raise BundleInvalid(str(packed), ["a packed bundle must hold exactly one bundle folder"])
-    return dest / roots.pop()
-
-
-def unpack(packed: str | Path, out_dir: str | Path) -> Path:
-    """Restore a packed bundle into ``out_dir`` and verify every checksum."""
-    src = Path(packed)
-    if not src.is_file():
-        raise BundlerError(f"packed bundle {src} does not exist")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=out))
-    try:
-        inner = _extract(src, staging)
-        bundle = Bundle(inner, src)
-        problems = manifest_problems(bundle.doc) + checksum_problems(bundle)
-        if problems:
-            raise BundleInvalid(str(src), problems, hint="copy the file again from its origin")
-        final = out / inner.name
-        if final.exists():
-            raise BundlerError(f"{final} already exists", hint="unpack into another folder or remove it")
-        os.rename(inner, final)
-        return final
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

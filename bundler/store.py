@@ -209,7 +209,7 @@ def deliver(local: Path, out: str | Path) -> str:
     packed and encrypted into ``out`` (local or store); plain, it is uploaded (store) or
     moved (local). The staging copy is removed by its owner.
     """
-    from bundler.bundle import pack
+    from bundler.bundle_pack import pack
     from bundler.secure import current
 
     if current().recipients:

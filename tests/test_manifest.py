@@ -11,7 +11,8 @@ import pytest
 import zstandard
 
 from bundler import manifest as manifest_module
-from bundler.bundle import open_bundle, pack, unpack
+from bundler.bundle import open_bundle
+from bundler.bundle_pack import pack, unpack
 from bundler.errors import BundleInvalid, ExitCode
 from bundler.export import ExportOptions, export_root
 from bundler.manifest import FORMAT_VERSION, Manifest, manifest_problems, read_manifest

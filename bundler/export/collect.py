@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from bundler import tracking
-from bundler.bundle import BundleWriter
+from bundler.bundle_writer import BundleWriter
 from bundler.errors import BundlerError
 from bundler.export.layers import Layers, layered_outside, settle_layers
 from bundler.export.snapshot import Snapshot

@@ -28,7 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bundler import tracking
-from bundler.bundle import BundleWriter, manifest_sha256, new_bundle_id
+from bundler.bundle import manifest_sha256, new_bundle_id
+from bundler.bundle_writer import BundleWriter
 from bundler.context import system_graph
 from bundler.db import begin_write
 from bundler.errors import BundlerError, DatabaseError, RootError, UsageError

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bundler.ids import IdAllocator
 from bundler.keys import Key, key_value
-from bundler.ledger import IdAllocator, LedgerRows
+from bundler.ledger import LedgerRows
 from bundler.load.cache import TargetCache
 from bundler.load.decisions import Decisions, Question
 from bundler.load.idmap import IdMap

@@ -14,8 +14,8 @@ from bundler import tracking
 from bundler.bundle import Bundle
 from bundler.errors import BundlerError
 from bundler.graph import Graph, TableSpec
+from bundler.ids import IdAllocator
 from bundler.keys import describe, key_text, key_value
-from bundler.ledger import IdAllocator
 from bundler.manifest import Outside
 from bundler.progress import Progress
 from bundler.reverse.checks import check_export_record, check_root_row

@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bundler import tracking
-from bundler.bundle import BundleWriter, manifest_sha256, new_bundle_id
+from bundler.bundle import manifest_sha256, new_bundle_id
+from bundler.bundle_writer import BundleWriter
 from bundler.context import system_graph
 from bundler.db import begin_write, refresh_stale_statistics
 from bundler.errors import RootError

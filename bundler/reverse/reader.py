@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bundler.bundle import BundleWriter
+from bundler.bundle_writer import BundleWriter
 from bundler.errors import BundlerError
 from bundler.export.snapshot import Snapshot
 from bundler.graph import Graph, Scope, TableSpec

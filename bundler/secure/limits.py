@@ -12,7 +12,7 @@ whose bundles are bigger (or a test that wants small ones).
 - ``column_chunk_bytes``: one column of one row group, uncompressed (its pages are inside it);
 - ``page_bytes`` / ``page_header_bytes``: one page and its header (:mod:`bundler.secure.pages`).
 
-The number of files of a packed bundle (:data:`bundler.bundle.MAX_PACKED_MEMBERS`) is bounded
+The number of files of a packed bundle (:data:`bundler.bundle_pack.MAX_PACKED_MEMBERS`) is bounded
 where it is read; path names by the pattern of what a bundle holds.
 """
 

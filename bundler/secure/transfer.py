@@ -62,7 +62,8 @@ class Staging:
 def pack_anywhere(bundle: str, out: str) -> str:
     """``bundler pack``: a bundle folder (local or in a store) packed (encrypted with recipients)
     to a local file or folder, or into a store."""
-    from bundler.bundle import open_bundle, pack
+    from bundler.bundle import open_bundle
+    from bundler.bundle_pack import pack
 
     with tempfile.TemporaryDirectory(prefix=".bundler-pack-") as tmp:
         src = Path(bundle)
@@ -77,7 +78,8 @@ def pack_anywhere(bundle: str, out: str) -> str:
 def unpack_anywhere(packed: str, out: str) -> str:
     """``bundler unpack``: a packed or encrypted bundle (local or in a store) unpacked, every
     checksum verified, into a local folder or a store."""
-    from bundler.bundle import checksum_problems, open_bundle, unpack
+    from bundler.bundle import checksum_problems, open_bundle
+    from bundler.bundle_pack import unpack
     from bundler.errors import BundleInvalid
     from bundler.manifest import manifest_problems
 

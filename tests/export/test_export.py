@@ -12,9 +12,10 @@ import sqlalchemy as sa
 
 from bundler import tracking
 from bundler.billing.schema import build_metadata
-from bundler.bundle import manifest_problems, open_bundle
+from bundler.bundle import open_bundle
 from bundler.errors import RootError, UsageError
 from bundler.export import ConfigSelection, ExportOptions, export_config, export_many, export_root
+from bundler.manifest import manifest_problems
 from tests.export import fixture
 from tests.export.fixture import NOW
 

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from bundler.bundle import open_bundle, pack, unpack
+from bundler.bundle import open_bundle
+from bundler.bundle_pack import pack, unpack
 from bundler.cli import main
 from bundler.db import connect
 from bundler.errors import BundleInvalid

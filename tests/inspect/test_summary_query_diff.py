@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from bundler.bundle import pack
+from bundler.bundle_pack import pack
 from bundler.cli import BundlerGroup
 from bundler.errors import ExitCode, UsageError
 from bundler.inspect import diff, expand_bundle_paths, query, query_table, summarize

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from bundler.bundle import open_bundle, pack
+from bundler.bundle import open_bundle
+from bundler.bundle_pack import pack
 from bundler.cli import BundlerGroup
 from bundler.errors import BundleInvalid, ExitCode
 from bundler.graph import GRAPHS_DIR

@@ -1,4 +1,4 @@
-"""New surrogate ids taken from the target (:class:`bundler.ledger.IdAllocator`): each id
+"""New surrogate ids taken from the target (:class:`bundler.ids.IdAllocator`): each id
 once, after the ones the table holds, in as few round trips as the table's size allows."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from bundler.db import connect
-from bundler.ledger import CONTIGUOUS_FIRST, IdAllocator
+from bundler.ids import CONTIGUOUS_FIRST, IdAllocator
 
 BIG = CONTIGUOUS_FIRST + 5
 

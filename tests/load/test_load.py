@@ -346,7 +346,7 @@ def test_a_packed_bundle_is_opened_once_and_verified_with_the_graph_of_its_own_r
     new_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An r1 bundle loaded with --spec of r2: unpacked once, verified against r1, written to r2."""
-    import bundler.bundle
+    import bundler.bundle_pack
     import bundler.inspect.verify
     from bundler.graph import GRAPHS_DIR
 
@@ -354,14 +354,14 @@ def test_a_packed_bundle_is_opened_once_and_verified_with_the_graph_of_its_own_r
     vendor = export_root(source, "vendor", "Carrier Ä", tmp_path / "out", options=OPTIONS)
     acme = export_root(source, "customer", "acme", tmp_path / "out", options=OPTIONS)
     assert acme.manifest.graph.release == "r1"
-    packed = bundler.bundle.pack(acme.path, tmp_path / "acme.bundle.tar.zst")
+    packed = bundler.bundle_pack.pack(acme.path, tmp_path / "acme.bundle.tar.zst")
     target = fixture.build_target(new_db("sqlite"), "r2")
     r2 = GRAPHS_DIR / "r2.json"
     load_bundle(target, vendor.path, spec=r2)
 
     extracted: list[Path] = []
     verified: list[str | None] = []
-    extract, verify = bundler.bundle._extract, bundler.inspect.verify.verify_bundle
+    extract, verify = bundler.bundle_pack.extract, bundler.inspect.verify.verify_bundle
 
     def counting_extract(packed: Path, dest: Path) -> Path:
         extracted.append(packed)
@@ -371,7 +371,7 @@ def test_a_packed_bundle_is_opened_once_and_verified_with_the_graph_of_its_own_r
         verified.append(kwargs["graph"].release if kwargs.get("graph") is not None else None)
         return verify(bundle, **kwargs)
 
-    monkeypatch.setattr(bundler.bundle, "_extract", counting_extract)
+    monkeypatch.setattr(bundler.bundle_pack, "extract", counting_extract)
     monkeypatch.setattr(bundler.inspect.verify, "verify_bundle", recording_verify)
     result = load_bundle(target, packed, spec=r2)
     assert result.outcome == "loaded"

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from bundler import tracking
 from bundler.billing.schema import build_metadata
-from bundler.bundle import pack
+from bundler.bundle_pack import pack
 from bundler.errors import BundleInvalid, RootError, SpecError, UsageError
 from bundler.export import ExportOptions, export_root
 from bundler.graph import GRAPHS_DIR, graph_for_release, parse_graph

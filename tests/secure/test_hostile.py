@@ -18,7 +18,7 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from bundler import bundle as bundle_module
+from bundler import bundle_pack
 from bundler.bundle import Bundle, open_bundle
 from bundler.cli import main
 from bundler.errors import BundleInvalid
@@ -95,7 +95,7 @@ def test_hostile_archives_are_refused_within_bounded_memory(
 ) -> None:
     monkeypatch.setenv("BUNDLER_LIMIT_UNPACKED_BYTES", str(8 << 20))
     monkeypatch.setenv("BUNDLER_LIMIT_MANIFEST_BYTES", str(1 << 20))
-    monkeypatch.setattr(bundle_module, "MAX_PACKED_MEMBERS", 4)
+    monkeypatch.setattr(bundle_pack, "MAX_PACKED_MEMBERS", 4)
     build, expected = ARCHIVES[case]
     packed = _packed(tmp_path / "hostile.bundle.tar.zst", build())
     tracemalloc.start()

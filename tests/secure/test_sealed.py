@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bundler.bundle import pack
+from bundler.bundle_pack import pack
 from bundler.cli import main
 from bundler.export import ExportOptions, export_root
 from bundler.graph import graph_for_release
