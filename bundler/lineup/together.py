@@ -69,10 +69,12 @@ def migrate_unit(
             )
         except BundlerError as exc:
             loaded = None
-            failed = {id(r): load_failed(source, r, exc, options) for r in ready}
-    if loaded is not None:
-        failed = {id(r): loaded_outcome(r, result, options) for r, result in zip(ready, loaded, strict=True)}
-    return [failed[id(p)] if isinstance(p, _Ready) else p for p in prepared]
+            outcomes = {id(r): load_failed(source, r, exc, options) for r in ready}
+    if loaded is not None:  # after the commit, outside the hold: the checks loaded_outcome runs
+        outcomes = {
+            id(r): loaded_outcome(r, result, options) for r, result in zip(ready, loaded, strict=True)
+        }
+    return [outcomes[id(p)] if isinstance(p, _Ready) else p for p in prepared]
 
 
 __all__ = ["migrate_unit"]
